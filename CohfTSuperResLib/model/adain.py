@@ -1,0 +1,44 @@
+"""Point-wise adaptive instance normalisation (Sec. 3.2.3, Fig. 5, Eqs. 6-7)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STATS_EPS = 1e-5
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and standard deviation over H x W, shaped (B, C, 1, 1)."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = torch.sqrt(x.var(dim=(-2, -1), keepdim=True, unbiased=False) + STATS_EPS)
+    return mean, std
+
+
+class PointwiseAdaIN(nn.Module):
+    """Align T1 features X2 (B, d, s*h, s*w) to the distribution of T2 features X1 (B, d, h, w).
+
+    O = (X2 - mu2) / sigma2 * (sigma1 + gamma) + mu1 + beta, with per-pixel gamma
+    and beta predicted from X2 and X1 lifted to X2's size (conv to d*s^2 channels
+    then pixel shuffle). gamma and beta start at zero, i.e. at plain AdaIN.
+    """
+
+    def __init__(self, dim: int, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.lift = nn.Conv2d(dim, dim * scale * scale, 3, padding=1)
+        self.fuse = nn.Conv2d(2 * dim, dim, 3, padding=1)
+        self.to_gamma = nn.Conv2d(dim, 1, 3, padding=1)
+        self.to_beta = nn.Conv2d(dim, 1, 3, padding=1)
+        for head in (self.to_gamma, self.to_beta):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        mean2, std2 = channel_stats(x2)
+        mean1, std1 = channel_stats(x1)
+        lifted = F.pixel_shuffle(self.lift(x1), self.scale)
+        fused = self.fuse(torch.cat([x2, lifted], dim=1))
+        gamma, beta = self.to_gamma(fused), self.to_beta(fused)
+        return (x2 - mean2) / std2 * (std1 + gamma) + mean1 + beta

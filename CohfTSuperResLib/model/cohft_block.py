@@ -1,0 +1,45 @@
+"""One Cohf-T block: short- and long-distance window attention, then inter-modality attention."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .adain import PointwiseAdaIN
+from .attention import BasicAttention
+from .config import CohfTConfig
+from .layers import ResidualMLP
+
+
+class CohfTBlock(nn.Module):
+    """P = Cohf-T(F_s, F_c): intra-modality attention on the T2 gradient features F_s
+    (g x g windows, then dilated windows), each followed by a residual MLP; then,
+    when the T1 guide is used, AdaIN-aligned T1 gradient features F_c give the keys
+    and values of an inter-modality attention (patch p, stride s), and a last MLP.
+    """
+
+    def __init__(self, config: CohfTConfig) -> None:
+        super().__init__()
+        dim, heads, window = config.dim, config.heads, config.window
+        self.short_range = BasicAttention(dim, heads, config.intra_patch, "window", window, inter_head=config.inter_head)
+        self.short_mlp = ResidualMLP(dim, config.mlp_ratio)
+        self.long_range = BasicAttention(dim, heads, config.intra_patch, "dilated", window, inter_head=config.inter_head)
+        self.long_mlp = ResidualMLP(dim, config.mlp_ratio)
+        self.cross_modal: BasicAttention | None = None
+        self.align: PointwiseAdaIN | None = None
+        if config.use_t1:
+            self.cross_modal = BasicAttention(
+                dim, heads, config.inter_patch, "global", window,
+                context_stride=config.scale, inter_head=config.inter_head,
+            )
+            self.cross_mlp = ResidualMLP(dim, config.mlp_ratio)
+            if config.adain:
+                self.align = PointwiseAdaIN(dim, config.scale)
+
+    def forward(self, structure: torch.Tensor, t1_context: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.short_mlp(self.short_range(structure, structure))
+        x = self.long_mlp(self.long_range(x, x))
+        if self.cross_modal is not None:
+            context = self.align(x, t1_context) if self.align is not None else t1_context
+            x = self.cross_mlp(self.cross_modal(x, context))
+        return x

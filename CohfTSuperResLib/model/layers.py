@@ -1,0 +1,49 @@
+"""Small building blocks shared by the network: channel LayerNorm, residual MLP."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) map, so any H x W works."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def pointwise_embedding(channels: int, kernel: int = 1) -> nn.Sequential:
+    """Conv (kernel x kernel, stride kernel) + LayerNorm + GELU: the q / kv embedding of Fig. 3(b)."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, kernel, stride=kernel),
+        LayerNorm2d(channels),
+        nn.GELU(),
+    )
+
+
+class ResidualMLP(nn.Module):
+    """x + (LN - Conv1x1 - LN - GELU - Conv1x1)(x), the MLP of a Cohf-T block."""
+
+    def __init__(self, channels: int, ratio: int = 2) -> None:
+        super().__init__()
+        hidden = channels * ratio
+        self.body = nn.Sequential(
+            LayerNorm2d(channels),
+            nn.Conv2d(channels, hidden, 1),
+            LayerNorm2d(hidden),
+            nn.GELU(),
+            nn.Conv2d(hidden, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)

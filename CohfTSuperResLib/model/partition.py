@@ -1,0 +1,56 @@
+"""Padding to multiples and token grouping (window / dilated window / global).
+
+All helpers work on token maps (B, C, H, W). Windows are g x g tokens:
+`window` groups neighbours (short distance, Fig. 4a); `dilated` groups tokens
+H/g and W/g apart, so each window spans the whole map (long distance, Fig. 4b);
+`global` puts all tokens in one group. Grouped tokens are (B * groups, g*g, C).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GROUPINGS = ("window", "dilated", "global")
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad H and W at the bottom/right up to a multiple: reflect where the map is large enough, else replicate."""
+    height, width = x.shape[-2:]
+    pad_h = (-height) % multiple
+    pad_w = (-width) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def group_tokens(x: torch.Tensor, grouping: str, window: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B * groups, tokens per group, C); H and W are multiples of `window`."""
+    batch, channels, height, width = x.shape
+    if grouping == "global":
+        return x.flatten(2).transpose(1, 2)
+    rows, cols = height // window, width // window
+    if grouping == "window":
+        x = x.view(batch, channels, rows, window, cols, window).permute(0, 2, 4, 3, 5, 1)
+    elif grouping == "dilated":
+        x = x.view(batch, channels, window, rows, window, cols).permute(0, 3, 5, 2, 4, 1)
+    else:
+        raise ValueError(f"unknown grouping {grouping!r}; choose one of {GROUPINGS}")
+    return x.reshape(batch * rows * cols, window * window, channels)
+
+
+def ungroup_tokens(tokens: torch.Tensor, grouping: str, window: int, batch: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of `group_tokens`: back to (B, C, H, W)."""
+    channels = tokens.shape[-1]
+    if grouping == "global":
+        return tokens.transpose(1, 2).reshape(batch, channels, height, width)
+    rows, cols = height // window, width // window
+    x = tokens.view(batch, rows, cols, window, window, channels)
+    if grouping == "window":
+        x = x.permute(0, 5, 1, 3, 2, 4)
+    elif grouping == "dilated":
+        x = x.permute(0, 5, 3, 1, 4, 2)
+    else:
+        raise ValueError(f"unknown grouping {grouping!r}; choose one of {GROUPINGS}")
+    return x.reshape(batch, channels, height, width)

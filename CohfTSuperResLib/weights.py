@@ -1,0 +1,82 @@
+"""Model weights on disk: safetensors only (no pickle), with the network config and a sha256 check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .model import CohfTConfig, CohfTNet
+
+CONFIG_KEY = "cohft_config"
+
+
+class WeightsError(ValueError):
+    """Weights that are missing, corrupt, tampered with or do not fit the network."""
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(
+    model: CohfTNet, path: str | Path, metadata: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32
+) -> str:
+    """Write the model's state as safetensors (config in the header metadata); return the file's sha256."""
+    header = {CONFIG_KEY: json.dumps(model.config.to_dict())}
+    header.update({key: json.dumps(value) for key, value in (metadata or {}).items()})
+    tensors = {name: value.detach().to("cpu", dtype).contiguous() for name, value in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    save_file(tensors, str(temporary), metadata=header)
+    temporary.replace(path)
+    return sha256_of(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata stored in a weights file's header (config and anything saved with it)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"cannot read model weights {path}: {error}") from error
+    return {key: json.loads(value) for key, value in raw.items()}
+
+
+def load_model(path: str | Path, expected_sha256: str | None = None, device: str | torch.device = "cpu") -> CohfTNet:
+    """Build the network described in a weights file and load its float32 weights, in eval mode.
+
+    Raises WeightsError for a missing file, a sha256 that differs from the expected
+    one, a file that is not valid safetensors, or tensors that do not fit the config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"model weights not found: {path}")
+    if expected_sha256 is not None:
+        actual = sha256_of(path)
+        if actual != expected_sha256:
+            raise WeightsError(
+                f"model weights {path.name} fail their checksum (sha256 {actual[:12]}..., expected "
+                f"{expected_sha256[:12]}...): the file is corrupt or was changed; reinstall it"
+            )
+    metadata = read_metadata(path)
+    if CONFIG_KEY not in metadata:
+        raise WeightsError(f"{path.name} holds no Cohf-T configuration; it is not a CohfTSuperRes weights file")
+    try:
+        model = CohfTNet(CohfTConfig(**metadata[CONFIG_KEY]))
+        state = load_file(str(path))
+        model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
+    except (SafetensorError, RuntimeError, TypeError) as error:
+        raise WeightsError(f"model weights {path.name} do not fit the Cohf-T network: {error}") from error
+    return model.to(device).eval()

@@ -1,0 +1,177 @@
+"""The Cohf-T network: shapes at any slice size, every variant and scale, ablations, input checks."""
+
+import pytest
+import torch
+
+from CohfTSuperResLib.model import SCALES, VARIANTS, build_model, count_parameters
+from CohfTSuperResLib.model.attention import BasicAttention
+
+SMALL_SIZES = [(17, 23), (6, 5), (31, 29)]
+SLICE_SIZES = [(181, 217), (256, 256), (348, 384)]
+
+
+def _inputs(scale, height, width, batch=1, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    lr = torch.rand(batch, 1, height, width, generator=generator)
+    t1 = torch.rand(batch, 1, scale * height, scale * width, generator=generator)
+    return lr, t1
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("size", SMALL_SIZES)
+def test_forward_shapes_every_variant_scale_small_size(variant, scale, size):
+    torch.manual_seed(0)
+    model = build_model(variant, scale).eval()
+    lr, t1 = _inputs(scale, *size, batch=2)
+    with torch.no_grad():
+        sr, grad = model(lr, t1)
+    expected = (2, 1, scale * size[0], scale * size[1])
+    assert sr.shape == expected and grad.shape == expected
+    assert sr.dtype == torch.float32 and grad.dtype == torch.float32
+    assert torch.isfinite(sr).all() and torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("size", SLICE_SIZES)
+def test_variant_s_on_real_slice_sizes(scale, size):
+    torch.manual_seed(0)
+    model = build_model("S", scale).eval()
+    lr, t1 = _inputs(scale, *size)
+    with torch.no_grad():
+        sr, grad = model(lr, t1)
+    assert sr.shape == grad.shape == (1, 1, scale * size[0], scale * size[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["M", "L"])
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("size", SLICE_SIZES)
+def test_larger_variants_on_real_slice_sizes(variant, scale, size):
+    model = build_model(variant, scale).eval()
+    lr, t1 = _inputs(scale, *size)
+    with torch.no_grad():
+        sr, _ = model(lr, t1)
+    assert sr.shape == (1, 1, scale * size[0], scale * size[1])
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_backward_reaches_every_parameter(variant):
+    torch.manual_seed(0)
+    model = build_model(variant, 2)
+    lr, t1 = _inputs(2, 13, 14, batch=2)
+    sr, grad = model(lr, t1)
+    (sr.square().mean() + grad.square().mean()).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"no finite gradient for {missing[:5]}"
+
+
+def test_output_is_independent_of_the_other_batch_members():
+    torch.manual_seed(0)
+    model = build_model("S", 3).eval()
+    lr, t1 = _inputs(3, 19, 16, batch=3)
+    with torch.no_grad():
+        batched, _ = model(lr, t1)
+        alone, _ = model(lr[1:2], t1[1:2])
+    torch.testing.assert_close(batched[1:2], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_t1_changes_the_output_of_the_guided_model():
+    torch.manual_seed(0)
+    model = build_model("S", 2).eval()
+    lr, t1 = _inputs(2, 24, 24)
+    with torch.no_grad():
+        first, _ = model(lr, t1)
+        second, _ = model(lr, t1.flip(-1))
+    assert (first - second).abs().max() > 1e-6
+
+
+def test_without_t1_the_network_has_no_t1_branch_and_refuses_a_t1():
+    guided = build_model("S", 4)
+    unguided = build_model("S", 4, use_t1=False)
+    assert unguided.t1_gate is None
+    assert all(stage.block.cross_modal is None and stage.block.align is None for stage in unguided.stages)
+    assert not any("t1_gate" in name or "cross_modal" in name for name, _ in unguided.named_parameters())
+    assert count_parameters(unguided) < count_parameters(guided)
+    lr, t1 = _inputs(4, 10, 12)
+    sr, _ = unguided(lr)
+    assert sr.shape == (1, 1, 40, 48)
+    with pytest.raises(ValueError, match="without the T1 guide"):
+        unguided(lr, t1)
+
+
+def test_without_adain_the_alignment_module_is_gone():
+    guided = build_model("S", 2)
+    plain = build_model("S", 2, adain=False)
+    assert all(stage.block.align is None for stage in plain.stages)
+    assert all(stage.block.cross_modal is not None for stage in plain.stages)
+    assert count_parameters(plain) < count_parameters(guided)
+
+
+def test_inter_head_switch_changes_the_attention_and_nothing_else():
+    torch.manual_seed(0)
+    with_heads = BasicAttention(8, heads=4, patch=1, grouping="window", window=6, inter_head=True).eval()
+    without = BasicAttention(8, heads=4, patch=1, grouping="window", window=6, inter_head=False).eval()
+    without.load_state_dict(with_heads.state_dict(), strict=True)  # same parameters: A is parameter-free
+    x = torch.randn(1, 8, 12, 12)
+    with torch.no_grad():
+        assert (with_heads(x, x) - without(x, x)).abs().max() > 1e-4
+    full = build_model("S", 2)
+    ablated = build_model("S", 2, inter_head=False)
+    assert not any(module.inter_head for module in ablated.modules() if isinstance(module, BasicAttention))
+    assert count_parameters(full) == count_parameters(ablated)
+
+
+def test_short_range_attention_is_local_and_long_range_is_not():
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 24, 24)
+    changed = x.clone()
+    changed[0, 0, 0, 0] += 5.0  # one channel: a shift of all channels would vanish in the LayerNorm
+    for grouping, far_changes in (("window", False), ("dilated", True)):
+        module = BasicAttention(8, heads=4, patch=1, grouping=grouping, window=6).eval()
+        with torch.no_grad():
+            delta = (module(changed, changed) - module(x, x)).abs().sum(dim=1)[0]
+        far_region = delta[8:, 8:]  # beyond the first 6x6 window and the 3x3 conv halo
+        assert bool((far_region > 1e-5).any()) == far_changes, grouping
+
+
+def test_bad_inputs_raise_clear_value_errors():
+    model = build_model("S", 2).eval()
+    lr, t1 = _inputs(2, 10, 10)
+    with pytest.raises(ValueError, match="batch, 1, height, width"):
+        model(lr[0], t1)
+    with pytest.raises(ValueError, match="HR T1 must have shape"):
+        model(lr, t1[..., :-1])
+    with pytest.raises(ValueError, match="needs the registered HR T1"):
+        model(lr)
+    broken = lr.clone()
+    broken[0, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model(broken, t1)
+    broken_t1 = t1.clone()
+    broken_t1[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="HR T1 contains NaN or Inf"):
+        model(lr, broken_t1)
+    with pytest.raises(ValueError, match="unknown model variant"):
+        build_model("XL", 2)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        build_model("S", 5)
+
+
+def test_forward_is_deterministic():
+    torch.manual_seed(0)
+    model = build_model("S", 2).eval()
+    lr, t1 = _inputs(2, 20, 22)
+    with torch.no_grad():
+        assert torch.equal(model(lr, t1)[0], model(lr, t1)[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    torch.manual_seed(0)
+    model = build_model("S", 2).eval()
+    lr, t1 = _inputs(2, 30, 30)
+    with torch.no_grad():
+        cpu, _ = model(lr, t1)
+        gpu, _ = model.to("cuda")(lr.cuda(), t1.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-4)
