@@ -20,7 +20,7 @@ def open_ms() -> Path:
 
 @pytest.fixture(scope="session")
 def mni_slices(open_ms: Path) -> dict[str, np.ndarray]:
-    """Axial slice 90 of mni/patient07 T1 and T2 (182 x 218, float32, raw units)."""
+    """Axial slice 90 of mni/patient07 T1 and T2 (218 rows x 182 columns, float32, raw units)."""
     import SimpleITK as sitk
 
     out = {}

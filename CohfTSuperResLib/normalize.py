@@ -1,0 +1,66 @@
+"""Robust per-volume intensity normalisation, shared by training and inference.
+
+A volume is divided by one scale, the 99.5th percentile of its strictly
+positive finite voxels, so that tissue lies in about [0, 1] whatever the
+scanner units; the output is multiplied back by the same scale. Division by a
+positive scale keeps background (0) at exactly 0 and keeps the sign of every
+voxel. If the volume has fewer than ``MIN_POSITIVE_VOXELS`` positive voxels the
+percentile of |x| over all finite voxels is used instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+PERCENTILE = 99.5
+MIN_POSITIVE_VOXELS = 100
+
+
+def robust_scale(array: np.ndarray | torch.Tensor) -> float:
+    """99.5th percentile of the strictly positive finite voxels (fallback: of |x|); ValueError if 0 or non-finite."""
+    values = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    values = values.astype(np.float64, copy=False).ravel()
+    finite = values[np.isfinite(values)]
+    positive = finite[finite > 0]
+    if positive.size >= MIN_POSITIVE_VOXELS:
+        scale = float(np.percentile(positive, PERCENTILE))
+    elif finite.size > 0:
+        scale = float(np.percentile(np.abs(finite), PERCENTILE))
+    else:
+        scale = math.nan
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(
+            f"cannot normalise intensities: the robust scale ({PERCENTILE}th percentile) is {scale}; "
+            "the image is empty, all zero or has no finite voxels"
+        )
+    return scale
+
+
+def _check(scale: float) -> float:
+    """Return scale as a float, raising ValueError unless it is positive and finite."""
+    scale = float(scale)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"intensity scale must be positive and finite, got {scale}")
+    return scale
+
+
+def normalize(array: ArrayT, scale: float) -> ArrayT:
+    """array / scale as float32 (same type as the input; background 0 stays 0)."""
+    scale = _check(scale)
+    if isinstance(array, torch.Tensor):
+        return array.to(torch.float32) / scale
+    return (np.asarray(array, dtype=np.float32) / np.float32(scale)).astype(np.float32, copy=False)
+
+
+def denormalize(array: ArrayT, scale: float) -> ArrayT:
+    """array * scale as float32 (same type as the input); inverse of ``normalize``."""
+    scale = _check(scale)
+    if isinstance(array, torch.Tensor):
+        return array.to(torch.float32) * scale
+    return (np.asarray(array, dtype=np.float32) * np.float32(scale)).astype(np.float32, copy=False)
