@@ -1,0 +1,232 @@
+"""The `cohft-sr` command line: run, demo, info, export-onnx, and the train / evaluate entry points.
+
+Every failure the user can fix prints one line `cohft-sr: error: ...` on stderr
+and exits non-zero (1; 2 for bad arguments; 130 when interrupted); warnings
+print as one line too. No traceback unless COHFT_SR_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import InferenceCancelled, InputError, WeightsError
+from .model import SCALES, VARIANTS
+
+PROG = "cohft-sr"
+DEBUG_ENV = "COHFT_SR_DEBUG"
+DELEGATED = {"train": "train", "evaluate": "evaluate"}  # subcommand -> module with its own main(argv)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=int, choices=SCALES, default=2, help="in-plane upsampling factor (default 2)")
+    parser.add_argument("--model", type=Path, help="weights file (.safetensors, or .onnx with --backend onnx); "
+                        "default: the shipped model for --variant and --scale")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="S", help="shipped model size (default S)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand handled here."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Guided MR T2 super-resolution with Cohf-T.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="super-resolve one T2 (with its T1), or a cohort from a CSV manifest")
+    inputs = run.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--t2", type=Path, help="LR T2 volume (NIfTI, NRRD, MHA, ... or a DICOM series folder)")
+    inputs.add_argument("--manifest", type=Path, help="CSV with columns t2, t1, output (t1 may be empty); "
+                        "relative paths are relative to the CSV; finished outputs are skipped; "
+                        "under torchrun each rank takes every WORLD_SIZE-th row")
+    run.add_argument("--t1", type=Path, help="registered HR T1 volume (omit only for a model without T1)")
+    run.add_argument("-o", "--output", type=Path, help="SR output (.nii.gz, .nii, .nrrd or .mha)")
+    _add_model_options(run)
+    run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    run.add_argument("--batch-size", type=int, help="slices per batch (default: from free memory)")
+    run.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=2, help="acquisition axis (default 2)")
+    run.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser("demo", help="super-resolve the built-in brain phantom and compare with bicubic")
+    _add_model_options(demo)
+    demo.add_argument("-o", "--output-dir", type=Path, default=Path("cohft_sr_demo"))
+    demo.set_defaults(handler=_demo)
+
+    info = commands.add_parser("info", help="shipped models, devices, backends and versions")
+    info.set_defaults(handler=_info)
+
+    export = commands.add_parser("export-onnx", help="export a model to ONNX (dynamic batch and slice size)")
+    export.add_argument("--model", type=Path, help="weights file (default: the shipped model)")
+    export.add_argument("--variant", choices=sorted(VARIANTS), default="S")
+    export.add_argument("--scale", type=int, choices=SCALES, default=2)
+    export.add_argument("--no-t1", action="store_true", help="the shipped model without T1 guide")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    export.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    export.set_defaults(handler=_export)
+
+    for name in DELEGATED:
+        commands.add_parser(name, help=f"{name} a model (see `{PROG} {name} --help`)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `cohft-sr`; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with _one_line_warnings():
+        try:
+            if argv and argv[0] in DELEGATED:
+                return _delegate(argv[0], argv[1:])
+            args = build_parser().parse_args(argv)
+            return int(args.handler(args) or 0)
+        except KeyboardInterrupt:
+            _error("interrupted")
+            return 130
+        except (InputError, WeightsError, InferenceCancelled, OSError) as error:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            _error(str(error))
+            return 1
+        except Exception as error:  # last resort: still one line, the type tells what to report
+            if os.environ.get(DEBUG_ENV):
+                raise
+            _error(f"unexpected {type(error).__name__}: {error} (set {DEBUG_ENV}=1 for the traceback)")
+            return 1
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    """Hand the arguments to the `main` of the module that implements `command`."""
+    name = f"{__package__}.{DELEGATED[command]}"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name != name:
+            raise
+        raise InputError(f"`{PROG} {command}` is not available in this installation ({name} is missing)") from error
+    return int(module.main(argv) or 0)
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Print warnings as `cohft-sr: warning: ...` for the duration."""
+    saved = warnings.showwarning
+    warnings.showwarning = lambda message, *_args, **_kw: print(f"{PROG}: warning: {message}", file=sys.stderr)
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
+
+
+def _progress_bar(description: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar over slices, opened at the first report: (progress callback for super_resolve, close)."""
+    from tqdm import tqdm
+
+    bars: list[tqdm] = []
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc=description, total=total, unit="slice", leave=False, file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return update, close
+
+
+def _super_resolve_file(args: argparse.Namespace, t2: Path, t1: Path | None, output: Path) -> None:
+    """Read, super-resolve and write one case."""
+    from .inference import super_resolve
+    from .volume_io import output_suffix, read_volume, write_volume
+
+    output_suffix(output)
+    update, close = _progress_bar(t2.name)
+    try:
+        image = super_resolve(
+            read_volume(t2), None if t1 is None else read_volume(t1), args.scale, variant=args.variant,
+            model_path=args.model, device=args.device, backend=args.backend, precision=args.precision,
+            batch_size=args.batch_size, slice_axis=args.slice_axis, progress=update,
+        )
+    finally:
+        close()
+    write_volume(image, output)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.manifest is None:
+        if args.output is None:
+            raise InputError("--output (-o) is required with --t2")
+        if args.output.exists() and not args.overwrite:
+            raise InputError(f"{args.output} exists; pass --overwrite to replace it")
+        _super_resolve_file(args, args.t2, args.t1, args.output)
+        print(f"wrote {args.output}")
+        return 0
+    if args.t1 is not None or args.output is not None:
+        raise InputError("--t1 and --output come from the manifest's columns in cohort mode; do not pass them")
+    from .cohort import read_manifest, shard
+
+    cases = shard(read_manifest(args.manifest))
+    failures = 0
+    for case in cases:
+        if case.output.exists() and not args.overwrite:
+            print(f"skip {case.output} (exists)")
+            continue
+        try:
+            _super_resolve_file(args, case.t2, case.t1, case.output)
+            print(f"wrote {case.output}")
+        except (InputError, WeightsError, OSError) as error:
+            failures += 1
+            _error(f"{case.t2}: {error}")
+    if failures:
+        _error(f"{failures} of {len(cases)} case(s) failed")
+    return 1 if failures else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import PANELS, run_demo
+
+    update, close = _progress_bar("phantom")
+    try:
+        result = run_demo(
+            args.output_dir, args.scale, model_path=args.model, device=args.device, backend=args.backend,
+            progress=update,
+        )
+    finally:
+        close()
+    print(f"PSNR vs HR truth at x{args.scale}: Cohf-T {result.psnr_sr:.2f} dB, bicubic {result.psnr_bicubic:.2f} dB "
+          f"({result.psnr_sr - result.psnr_bicubic:+.2f} dB)")
+    for name, path in result.files.items():
+        print(f"  {name}: {path}")
+    print(f"  comparison panels, left to right: {', '.join(PANELS)}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .info import info_lines
+
+    print("\n".join(info_lines()))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .models_registry import find_model
+    from .onnx_backend import export_onnx
+    from .weights import load_model
+
+    if args.output.suffix != ".onnx":
+        raise InputError(f"the ONNX output must end in .onnx, got {args.output.name}")
+    network = load_model(args.model) if args.model else find_model(args.variant, args.scale, not args.no_t1).load()
+    print(f"wrote {export_onnx(network, args.output, args.opset)}")
+    return 0

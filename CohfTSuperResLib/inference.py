@@ -1,0 +1,188 @@
+"""Volume super-resolution: SimpleITK LR T2 (+ registered HR T1) in, SR T2 on the DFT output grid out.
+
+Pipeline (details in docs/inference.md):
+1. validate the volumes and options (InputError / WeightsError with the reason);
+2. output grid = LR grid with in-plane spacing / s and size x s (geometry.py);
+3. robust-normalise T2 and T1 each by its own 99.5th percentile (normalize.py);
+4. slice by slice along `slice_axis`, in batches sized from the device's free
+   memory (batching.py): resample the T1 of the batch's slab onto the output
+   grid, pad to the network's size multiple, run the network on whole slices,
+   or on overlapping blended tiles where a whole slice does not fit (tiling.py);
+5. back to T2 units, float32; exactly 0 wherever the cubic upsampling of the
+   input is exactly 0 (every LR sample in its support is 0), and all-zero
+   slices are not run at all.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from .backends import BACKENDS, PRECISIONS, Runner, load_runner
+from .batching import plan_batches, run_in_batches, size_multiple
+from .devices import deterministic_kernels, resolve_device, working_memory_budget
+from .errors import InferenceCancelled, InputError
+from .geometry import Grid, check_coverage, check_slice_axis, output_grid, resample_to, slab, to_slice_stack
+from .model import VARIANTS
+from .model.partition import pad_to_multiple
+from .normalize import denormalize, normalize, robust_scale
+from .tiling import run_tiled
+from .validation import check_choice, check_scale, volume_array
+
+__all__ = ["super_resolve"]
+
+COVERAGE_WARNING = 0.999  # warn when less of the T2 than this lies inside the T1
+
+
+def super_resolve(
+    t2: sitk.Image,
+    t1: sitk.Image | None,
+    scale: int = 2,
+    *,
+    variant: str = "S",
+    model_path: str | Path | None = None,
+    device: str = "auto",
+    backend: str = "torch",
+    precision: str = "fp32",
+    batch_size: int | None = None,
+    slice_axis: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> sitk.Image:
+    """Super-resolve the LR T2 volume in-plane by `scale`, guided by the registered HR T1.
+
+    t2: LR T2 (any scalar pixel type). t1: T1 in its own geometry (resampled here
+    onto the output grid in physical space; zero outside its extent), or None
+    for a model trained without T1. model_path: .safetensors weights (or .onnx
+    with backend='onnx'); None uses the shipped model for (variant, scale).
+    device: 'auto' (CUDA, MPS, CPU), 'cpu', 'cuda[:N]', 'mps'. backend: 'torch'
+    or 'onnx'. precision: 'fp32', 'bf16' or 'fp16' (torch autocast).
+    batch_size: slices per batch (None: from free memory). slice_axis: voxel
+    axis of the acquisition (0, 1, 2). progress(done, total) is called as
+    slices finish; cancel() returning True stops with InferenceCancelled.
+    Returns the float32 SR T2 in the input's units on the output grid.
+    """
+    scale = check_scale(scale)
+    slice_axis = check_slice_axis(slice_axis)
+    check_choice(variant, tuple(VARIANTS), "model variant")
+    check_choice(backend, BACKENDS, "backend")
+    check_choice(precision, tuple(PRECISIONS), "precision")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InputError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    t2_voxels = volume_array(t2, "T2")
+    lr_grid = Grid.of(t2)
+    if t1 is not None:
+        t1_scale = robust_scale(volume_array(t1, "T1"))
+        fraction = check_coverage(t1, lr_grid)
+        if fraction < COVERAGE_WARNING:
+            warnings.warn(
+                f"the T1 covers only {100 * fraction:.1f}% of the T2; the network sees a zero T1 elsewhere",
+                RuntimeWarning, stacklevel=2,
+            )
+    torch_device = resolve_device(device)
+    runner = load_runner(variant, scale, t1 is not None, model_path, backend, precision, device)
+    t2_scale = robust_scale(t2_voxels)
+    engine = _SliceEngine(runner, scale, slice_axis, output_grid(lr_grid, scale, slice_axis), progress, cancel)
+    guide = None if t1 is None else (t1, t1_scale)
+    with deterministic_kernels(torch_device):
+        sr_voxels = engine.run(normalize(t2_voxels, t2_scale), t2_scale, guide, batch_size, torch_device)
+    return engine.grid.image_from_array(sr_voxels)
+
+
+class _SliceEngine:
+    """Runs the network over every slice of one normalised volume and assembles the SR volume."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        scale: int,
+        slice_axis: int,
+        grid: Grid,
+        progress: Callable[[int, int], None] | None,
+        cancel: Callable[[], bool] | None,
+    ) -> None:
+        self.runner = runner
+        self.scale = scale
+        self.slice_axis = slice_axis
+        self.grid = grid
+        self.progress = progress or (lambda done, total: None)
+        self.cancel = cancel or (lambda: False)
+        self.multiple = size_multiple(runner.config)
+
+    def run(
+        self,
+        voxels: np.ndarray,
+        t2_scale: float,
+        guide: tuple[sitk.Image, float] | None,
+        batch_size: int | None,
+        device: torch.device,
+    ) -> np.ndarray:
+        """SR voxels in T2 units (SimpleITK order, output grid) of normalised LR voxels.
+
+        guide: the T1 image and its robust scale, or None for a model without T1.
+        """
+        self.guide = guide
+        stack = to_slice_stack(voxels, self.slice_axis)
+        count, height, width = stack.shape
+        volume = np.zeros(tuple(reversed(self.grid.size)), dtype=np.float32)
+        out = to_slice_stack(volume, self.slice_axis)
+        busy = [index for index in range(count) if np.any(stack[index])]
+        self.done, self.total = count - len(busy), count
+        self.progress(self.done, self.total)
+        padded_h, padded_w = (-(-n // self.multiple) * self.multiple for n in (height, width))
+        budget = working_memory_budget(device)
+        self.plan = plan_batches(self.runner.config, padded_h, padded_w, budget, batch_size)
+
+        def run_batch(indices: Sequence[int], batch_device: torch.device) -> None:
+            self._check_cancel()
+            out[list(indices)] = denormalize(self._batch(stack, indices, batch_device), t2_scale)
+            self.done += len(indices)
+            self.progress(self.done, self.total)
+
+        run_in_batches(busy, self.plan.batch_size, device, run_batch)
+        return volume
+
+    def _check_cancel(self) -> None:
+        if self.cancel():
+            raise InferenceCancelled("super-resolution cancelled; nothing was returned")
+
+    def _batch(self, stack: np.ndarray, indices: Sequence[int], device: torch.device) -> np.ndarray:
+        """SR (B, s*h, s*w) of the slices `indices` of the LR stack."""
+        lr = torch.from_numpy(np.ascontiguousarray(stack[list(indices)]))[:, None]
+        height, width = lr.shape[-2:]
+        guide = None if self.guide is None else pad_to_multiple(self._guide(indices), self.scale * self.multiple)
+        lr_padded = pad_to_multiple(lr, self.multiple)
+        if self.plan.tile is None:
+            sr = self.runner.run(lr_padded, guide, device)
+        else:
+            sr = run_tiled(
+                lambda lr_tile, t1_tile: self.runner.run(lr_tile, t1_tile, device),
+                lr_padded, guide, self.scale, self.plan.tile, self.plan.overlap, self._check_cancel,
+            )
+        sr = sr[..., : self.scale * height, : self.scale * width]
+        return torch.where(_foreground(lr, self.scale), sr, 0.0)[:, 0].numpy()
+
+    def _guide(self, indices: Sequence[int]) -> torch.Tensor:
+        """Normalised T1 of the slices `indices`, resampled onto the output grid: (B, 1, s*h, s*w)."""
+        t1, t1_scale = self.guide
+        first, last = min(indices), max(indices) + 1
+        voxels = resample_to(t1, slab(self.grid, first, last, self.slice_axis))
+        slices = to_slice_stack(voxels, self.slice_axis)[[index - first for index in indices]]
+        return torch.from_numpy(normalize(np.ascontiguousarray(slices), t1_scale))[:, None]
+
+
+def _foreground(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Boolean HR mask (B,1,s*h,s*w): False where every LR sample in the cubic kernel's support is 0.
+
+    An HR sample x reads LR samples floor(x/s)-1 .. floor(x/s)+2 (Keys support |t| < 2),
+    so the mask is a 4-wide max filter of (lr != 0), repeated s times on each axis.
+    """
+    nonzero = (lr != 0).float()
+    support = F.max_pool2d(F.pad(nonzero, (1, 2, 1, 2)), kernel_size=4, stride=1)
+    return support.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1) > 0

@@ -1,0 +1,40 @@
+"""What `cohft-sr info` reports: shipped models, devices, backends and package versions."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from . import __version__
+from .devices import device_summary
+from .models_registry import models_dir, shipped_models
+
+PACKAGES = ("torch", "numpy", "SimpleITK", "safetensors", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def info_lines() -> list[str]:
+    """Human-readable report, one fact a line."""
+    lines = [f"CohfTSuperResLib {__version__}", f"models folder: {models_dir()}"]
+    models = shipped_models()
+    lines += [
+        f"  {m.variant} x{m.scale}{'' if m.use_t1 else ' (no T1)'}: {m.file} (sha256 {m.sha256[:12]})" for m in models
+    ] or ["  no model shipped: pass --model PATH to run / demo"]
+    lines.append("devices:")
+    lines += [f"  {line}" for line in device_summary()]
+    lines.append("backends:")
+    lines.append("  torch: fp32, bf16, fp16 (autocast)")
+    try:
+        import onnxruntime
+
+        lines.append(f"  onnx: onnxruntime providers {', '.join(onnxruntime.get_available_providers())}")
+    except ImportError:
+        lines.append("  onnx: not installed (pip install 'CohfTSuperResLib[onnx]')")
+    lines.append("versions:")
+    lines += [f"  {name} {version}" for name in PACKAGES if (version := _version(name)) is not None]
+    return lines

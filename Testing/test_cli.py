@@ -1,0 +1,132 @@
+"""The cohft-sr command line: run (single and cohort), demo, info, export-onnx, train / evaluate dispatch, errors."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from inference_helpers import guide_for, save_tiny, volume
+
+from CohfTSuperResLib.cli import main
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("weights"), 2)
+
+
+@pytest.fixture
+def files(tmp_path):
+    t2 = volume((3, 22, 26))
+    paths = {"t2": tmp_path / "t2.nrrd", "t1": tmp_path / "t1.nii.gz"}
+    sitk.WriteImage(t2, str(paths["t2"]))
+    sitk.WriteImage(guide_for(t2, 2), str(paths["t1"]))
+    return paths
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("cohft-sr: error:")]
+    assert len(errors) >= 1 and "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+def test_run_single_pair(files, weights, tmp_path, capsys):
+    output = tmp_path / "out" / "sr.mha"
+    code = main(["run", "--t2", str(files["t2"]), "--t1", str(files["t1"]), "--scale", "2", "-o", str(output),
+                 "--model", str(weights), "--device", "cpu"])
+    assert code == 0 and output.is_file()
+    assert sitk.ReadImage(str(output)).GetSize() == (52, 44, 3)
+    assert not [p for p in output.parent.iterdir() if p.name != "sr.mha"]  # no temporary left behind
+    assert main(["run", "--t2", str(files["t2"]), "--t1", str(files["t1"]), "-o", str(output),
+                 "--model", str(weights)]) == 1
+    assert "--overwrite" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["--t2", "{missing}", "--t1", "{t1}", "-o", "{out}"], "input not found"),
+        (["--t2", "{t2}", "--t1", "{t1}", "-o", "{tmp}/sr.jpg"], "cannot write sr.jpg"),
+        (["--t2", "{t2}", "-o", "{out}"], "needs the registered HR T1"),
+        (["--t2", "{t1_bad}", "--t1", "{t1}", "-o", "{out}"], "cannot read"),
+        (["--t2", "{t2}", "--t1", "{t1}"], "--output"),
+    ],
+)
+def test_run_errors_are_one_line(files, weights, tmp_path, capsys, arguments, message):
+    (tmp_path / "bad.nii.gz").write_bytes(b"not an image")
+    names = {"missing": tmp_path / "absent.nii.gz", "t1": files["t1"], "t2": files["t2"], "out": tmp_path / "sr.nii.gz",
+             "tmp": tmp_path, "t1_bad": tmp_path / "bad.nii.gz"}
+    argv = ["run", *(a.format(**names) for a in arguments), "--model", str(weights), "--device", "cpu"]
+    assert main(argv) == 1
+    assert message in _one_error_line(capsys)
+    assert not (tmp_path / "sr.nii.gz").exists()
+
+
+def test_bad_argument_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--t2", "a.nii", "--scale", "5"])
+    assert exit_info.value.code == 2
+
+
+def test_cohort_resumable_and_sharded(files, weights, tmp_path, capsys, monkeypatch):
+    manifest = tmp_path / "cases.csv"
+    rows = ["t2,t1,output"] + [f"t2.nrrd,t1.nii.gz,out/case{i}.nii.gz" for i in range(3)]
+    rows.append("absent.nii.gz,t1.nii.gz,out/bad.nii.gz")
+    manifest.write_text("\n".join(rows) + "\n")
+    base = ["run", "--manifest", str(manifest), "--model", str(weights), "--device", "cpu"]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(base) == 1  # rank 1 takes rows 1 and 3; row 3 is missing
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case1.nii.gz"]
+    assert "absent.nii.gz" in _one_error_line(capsys)
+    monkeypatch.setenv("RANK", "0")
+    assert main(base) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case0.nii.gz", "case1.nii.gz", "case2.nii.gz"]
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    capsys.readouterr()
+    main(base)
+    assert capsys.readouterr().out.count("skip") == 3
+
+
+def test_manifest_without_columns(tmp_path, weights, capsys):
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("image,result\na,b\n")
+    assert main(["run", "--manifest", str(manifest), "--model", str(weights)]) == 1
+    assert "lacks column(s) t2, output" in _one_error_line(capsys)
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "devices:" in out and "torch" in out and "models folder" in out
+
+
+def test_demo_needs_a_model_then_runs(weights, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("CohfTSuperResLib.models_registry.models_dir", lambda: tmp_path / "no_models")
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 1
+    assert "--model PATH" in _one_error_line(capsys)
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--model", str(weights), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "PSNR vs HR truth at x2" in out and "bicubic" in out
+    png = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo" / "comparison.png")))
+    assert png.dtype == np.uint8 and png.shape == (192, 4 * 192)
+    assert sitk.ReadImage(str(tmp_path / "demo" / "sr_t2.nii.gz")).GetSize() == (192, 192, 12)
+
+
+def test_train_and_evaluate_are_delegated(monkeypatch):
+    calls = []
+    for name in ("train", "evaluate"):
+        module = types.ModuleType(f"CohfTSuperResLib.{name}")
+        module.main = lambda argv, name=name: calls.append((name, argv)) or 3
+        monkeypatch.setitem(sys.modules, f"CohfTSuperResLib.{name}", module)
+    assert main(["train", "--epochs", "2"]) == 3
+    assert main(["evaluate", "--help"]) == 3
+    assert calls == [("train", ["--epochs", "2"]), ("evaluate", ["--help"])]
