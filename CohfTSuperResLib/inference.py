@@ -33,7 +33,7 @@ from .model import VARIANTS
 from .model.partition import pad_to_multiple
 from .normalize import denormalize, normalize, robust_scale
 from .tiling import run_tiled
-from .validation import check_choice, check_scale, volume_array
+from .validation import as_volume, check_choice, check_scale, volume_array
 
 __all__ = ["super_resolve"]
 
@@ -57,7 +57,7 @@ def super_resolve(
 ) -> sitk.Image:
     """Super-resolve the LR T2 volume in-plane by `scale`, guided by the registered HR T1.
 
-    t2: LR T2 (any scalar pixel type). t1: T1 in its own geometry (resampled here
+    t2: LR T2 (any scalar pixel type; 3-D, or one 2-D slice with a 2-D T1). t1: T1 in its own geometry (resampled here
     onto the output grid in physical space; zero outside its extent), or None
     for a model trained without T1. model_path: .safetensors weights (or .onnx
     with backend='onnx'); None uses the shipped model for (variant, scale).
@@ -75,6 +75,13 @@ def super_resolve(
     check_choice(precision, tuple(PRECISIONS), "precision")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    single_slice = isinstance(t2, sitk.Image) and t2.GetDimension() == 2
+    if single_slice:
+        if t1 is not None and (not isinstance(t1, sitk.Image) or t1.GetDimension() != 2):
+            raise InputError("the T2 is a single 2-D slice, so the T1 must be the matching 2-D slice too")
+        if slice_axis != 2:
+            raise InputError("a single 2-D slice has no slice axis other than 2")
+        t2, t1 = as_volume(t2), None if t1 is None else as_volume(t1)
     t2_voxels = volume_array(t2, "T2")
     lr_grid = Grid.of(t2)
     if t1 is not None:
@@ -92,7 +99,8 @@ def super_resolve(
     guide = None if t1 is None else (t1, t1_scale)
     with deterministic_kernels(torch_device):
         sr_voxels = engine.run(normalize(t2_voxels, t2_scale), t2_scale, guide, batch_size, torch_device)
-    return engine.grid.image_from_array(sr_voxels)
+    result = engine.grid.image_from_array(sr_voxels)
+    return result[:, :, 0] if single_slice else result
 
 
 class _SliceEngine:

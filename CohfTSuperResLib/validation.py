@@ -9,6 +9,8 @@ from .errors import InputError
 from .model import SCALES
 
 COMPLEX_PIXELS = {sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
+NEGATIVE_LEVEL = 0.01  # a voxel below -NEGATIVE_LEVEL x the robust scale counts as clearly negative
+NEGATIVE_FRACTION = 0.01  # ... and more than this fraction of such voxels is not an MR magnitude image
 
 
 def check_scale(scale: int) -> int:
@@ -28,13 +30,17 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
 def volume_array(image: sitk.Image, role: str) -> np.ndarray:
     """A float32 copy of a scalar 3-D volume's voxels, (k, j, i) order; InputError if it cannot be super-resolved.
 
-    Rejects non-images, 2-D or 4-D images, vector / RGB / complex pixels, empty
-    volumes, NaN or Inf voxels and constant volumes. The image is not modified.
+    Rejects non-images, images that are not 3-D, vector / RGB / complex pixels,
+    empty volumes, NaN or Inf voxels, constant volumes and volumes with many
+    clearly negative voxels (CT, phase or difference images). The image is not modified.
     """
     if not isinstance(image, sitk.Image):
         raise InputError(f"{role} must be a SimpleITK image, got {type(image).__name__}")
     if image.GetDimension() != 3:
-        raise InputError(f"{role} must be a 3-D volume, got a {image.GetDimension()}-D image")
+        raise InputError(
+            f"{role} must be a 3-D volume or a single 2-D slice, got a {image.GetDimension()}-D image "
+            "(a 4-D series holds several volumes: pick one)"
+        )
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetPixelID() in COMPLEX_PIXELS:
         raise InputError(
             f"{role} must have scalar voxels, got {image.GetPixelIDTypeAsString()} "
@@ -49,4 +55,28 @@ def volume_array(image: sitk.Image, role: str) -> np.ndarray:
     low, high = voxels.min(), voxels.max()
     if low == high:
         raise InputError(f"{role} is constant (every voxel is {low}); there is nothing to super-resolve")
-    return voxels.astype(np.float32)
+    voxels = voxels.astype(np.float32)
+    check_magnitude(voxels, role)
+    return voxels
+
+
+def check_magnitude(voxels: np.ndarray, role: str) -> None:
+    """InputError when more than 1% of the voxels are clearly negative: MR magnitude images are >= 0.
+
+    Small negative values (interpolation or filtering ringing) are accepted.
+    """
+    positive = voxels[voxels > 0]
+    reference = float(np.percentile(positive, 99.5)) if positive.size else float(np.abs(voxels).max())
+    negative = float(np.mean(voxels < -NEGATIVE_LEVEL * reference))
+    if negative > NEGATIVE_FRACTION:
+        raise InputError(
+            f"{role} has {100 * negative:.1f}% clearly negative voxels (minimum {float(voxels.min()):g}); "
+            "Cohf-T works on MR magnitude images (>= 0): is this a CT, phase or difference image?"
+        )
+
+
+def as_volume(image: sitk.Image) -> sitk.Image:
+    """A 2-D slice as a one-slice 3-D volume (same in-plane geometry); other images unchanged."""
+    if isinstance(image, sitk.Image) and image.GetDimension() == 2:
+        return sitk.JoinSeries(image)
+    return image

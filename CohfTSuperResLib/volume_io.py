@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -56,15 +57,18 @@ def write_volume(image: sitk.Image, path: str | Path) -> Path:
     """Write to a temporary name beside `path`, then rename: the output is complete or absent."""
     path = Path(path)
     suffix = output_suffix(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name[: -len(suffix)]}.{os.getpid()}.partial{suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(image, str(temporary), useCompression=suffix != ".png")
         temporary.replace(path)
     except RuntimeError as error:
         raise InputError(f"cannot write {path}: {_itk_reason(error)}") from error
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from error
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
     return path
 
 

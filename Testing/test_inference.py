@@ -111,7 +111,7 @@ def _bad_images():
     nan = sitk.GetArrayFromImage(good)
     nan[0, 0, 0] = np.nan
     return {
-        "3-D volume": sitk.Image([20, 20], sitk.sitkFloat32),
+        "3-D volume or a single 2-D slice": sitk.Image([20, 20, 3, 2], sitk.sitkFloat32),
         "scalar voxels": sitk.Image([20, 20, 3], sitk.sitkVectorFloat32, 3),
         "NaN or Inf": sitk.GetImageFromArray(nan),
         "constant": sitk.Image([20, 20, 3], sitk.sitkFloat32) + 7,
