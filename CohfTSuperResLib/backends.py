@@ -42,13 +42,18 @@ class TorchRunner:
 
     def run(self, lr: torch.Tensor, t1: torch.Tensor | None, device: torch.device) -> torch.Tensor:
         """SR of one batch on `device` (the network follows the device), float32 on the CPU."""
-        self.network.to(device)
+        self.network.to(device, memory_format=torch.channels_last)
         autocast = (
             torch.autocast(device.type, dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            guide = None if t1 is None else t1.to(device)
-            return self.network(lr.to(device), guide)[0].float().cpu()
+            guide = None if t1 is None else _channels_last(t1, device)
+            return self.network(_channels_last(lr, device), guide)[0].float().cpu().contiguous()
+
+
+def _channels_last(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x on `device` in channels-last layout (the convolutions' fastest layout, about 25% faster on CPU)."""
+    return x.to(device).contiguous(memory_format=torch.channels_last)
 
 
 class OnnxSessionRunner:
