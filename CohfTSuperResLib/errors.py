@@ -1,14 +1,20 @@
-"""Errors the library raises on purpose; each message says what is wrong and what to do."""
+"""Errors the library raises on purpose; each message says what is wrong and what to do.
+
+This module imports nothing heavy (no torch), so callers such as the Slicer module can use
+these classes before the library's dependencies are installed.
+"""
 
 from __future__ import annotations
-
-from .weights import WeightsError
 
 __all__ = ["InferenceCancelled", "InputError", "WeightsError"]
 
 
 class InputError(ValueError):
     """An input image, volume, path or option that cannot be processed as given."""
+
+
+class WeightsError(ValueError):
+    """Weights that are missing, corrupt, tampered with or do not fit the network."""
 
 
 class InferenceCancelled(RuntimeError):

@@ -11,13 +11,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .errors import WeightsError
 from .model import CohfTConfig, CohfTNet
 
+__all__ = ["CONFIG_KEY", "WeightsError", "load_model", "read_metadata", "save_weights", "sha256_of"]
+
 CONFIG_KEY = "cohft_config"
-
-
-class WeightsError(ValueError):
-    """Weights that are missing, corrupt, tampered with or do not fit the network."""
 
 
 def sha256_of(path: str | Path) -> str:
