@@ -1,0 +1,348 @@
+"""`cohft-sr train`: train a Cohf-T model on paired (T2, T1) volumes from a manifest.
+
+Data: see ``data.py`` (manifest format, registration, slicing, normalisation, k-space LR
+synthesis on whole slices, aligned patches, dihedral augmentation). Optimisation follows the
+paper (Sec. 4.2) expressed in iterations: Adam (lr 1e-4, weight decay 1e-4), the lr halved every
+``--lr-halve-every`` iterations, batch 4, the loss of Sec. 3.1 (alpha 0.95, lambda 0.5).
+
+Outputs in ``--out``: ``checkpoint/`` (model + Adam state + RNG, safetensors and JSON, no pickle;
+``--resume`` continues from it exactly), ``best.safetensors`` (the checkpoint with the best
+validation PSNR, loadable by ``weights.load_model``), ``last.safetensors``, ``train_log.csv``,
+``val_log.csv``, ``run.json`` (arguments, data, hardware, times).
+
+Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m CohfTSuperResLib.train ...`` (or
+``torchrun ... $(which cohft-sr) train ...``): DistributedDataParallel, each rank samples its
+own patches (seeded by seed, rank and iteration), so the effective batch is N x --batch-size;
+rank 0 validates and writes. Backend NCCL on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import INTENSITY_REFERENCES, PatchSampler, SliceSet, build_datasets, read_manifest
+from .losses import CohfTLoss
+from .metrics import psnr, ssim
+from .model import SCALES, VARIANTS, build_model, count_parameters
+from .weights import save_weights
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cohft-sr train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--manifest", type=Path, required=True, help="CSV/JSON of (t2, t1[, transforms], role)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, best model)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="S")
+    parser.add_argument("--scale", type=int, choices=SCALES, default=2)
+    parser.add_argument("--no-t1", action="store_true", help="train the network without the T1 guide")
+    parser.add_argument("--no-inter-head", action="store_true", help="ablation: no inter-head correlation")
+    parser.add_argument("--no-adain", action="store_true", help="ablation: no AdaIN")
+    parser.add_argument("--patch", type=int, default=30, help="LR patch side (30 = no padding inside the network)")
+    parser.add_argument("--batch-size", type=int, default=4, help="patches per step and rank")
+    parser.add_argument("--iterations", type=int, default=200_000, help="total iterations (stop there)")
+    parser.add_argument("--time-budget-minutes", type=float, default=None,
+                        help="stop cleanly after this much training time in this invocation (then validate, export)")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--lr-halve-every", type=int, default=50_000, help="halve the lr every this many iterations")
+    parser.add_argument("--alpha", type=float, default=0.95)
+    parser.add_argument("--lam", type=float, default=0.5)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint + validate this often")
+    parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N iterations")
+    parser.add_argument("--val-slices", type=int, default=12, help="slab size of a 'split' volume's validation")
+    parser.add_argument("--val-max-slices", type=int, default=None, help="validate on at most this many slices")
+    parser.add_argument("--log-every", type=int, default=20)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--intensity-reference", choices=INTENSITY_REFERENCES, default=None,
+                        help="T2 normalisation: 'lr' = robust scale of the synthesised LR volume (what inference "
+                        "computes), 'hr' = of the HR volume (runs started before this option). Default: lr, or "
+                        "the checkpoint's with --resume")
+    return parser
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's state (tensor names, dtypes, shapes and bytes, in name order): equal iff identical."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _checkpoint_reference(out: Path) -> str | None:
+    """The intensity reference a checkpoint in `out` was trained with (checkpoints without one used 'hr')."""
+    path = out / "checkpoint" / "state.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("intensity_reference", "hr")
+
+
+def lr_at(iteration: int, base: float, halve_every: int) -> float:
+    return base * 0.5 ** (iteration // max(1, halve_every))
+
+
+class _Distributed:
+    def __init__(self, device_arg: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and device_arg in ("auto", "cuda") or device_arg.startswith("cuda:")
+        if use_cuda:
+            self.device = torch.device(device_arg if device_arg.startswith("cuda:") else f"cuda:{local}")
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        self.enabled = self.world > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def agree(self, flags: list[int]) -> list[int]:
+        """Rank 0's flags on every rank."""
+        if not self.enabled:
+            return flags
+        tensor = torch.tensor(flags, dtype=torch.int64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(tensor, 0)
+        return [int(x) for x in tensor.tolist()]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, data: SliceSet, use_t1: bool, device: torch.device, max_slices: int | None,
+             bf16: bool = False) -> dict[str, float]:
+    """Mean PSNR / SSIM (data range 1 on the normalised scale) over whole validation slices."""
+    was_training = model.training
+    model.eval()
+    scores_p, scores_s = [], []
+    pairs = data.slices()
+    if max_slices is not None and len(pairs) > max_slices:
+        pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, max_slices).round()]
+    for volume, index in pairs:
+        lr = torch.from_numpy(data.lr[volume][index])[None, None].to(device)
+        t1 = torch.from_numpy(data.t1[volume][index])[None, None].to(device) if use_t1 else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            sr, _ = model(lr, t1)
+        sr = sr.float()[0, 0].cpu().numpy()
+        hr = data.hr[volume][index]
+        scores_p.append(psnr(sr, hr, 1.0))
+        scores_s.append(ssim(sr, hr, 1.0))
+    model.train(was_training)
+    return {"val_psnr": float(np.mean(scores_p)), "val_ssim": float(np.mean(scores_s)), "val_slices": len(pairs)}
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)"
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or resume) training; return the summary written to run.json."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = _Distributed(args.device)
+    device = env.device
+    out: Path = args.out
+    log = _log if env.main else (lambda _message: None)
+    try:
+        if env.main:
+            out.mkdir(parents=True, exist_ok=True)
+        specs = read_manifest(args.manifest)
+        use_t1 = not args.no_t1
+        missing = [spec.subject for spec in specs if spec.t1 is None]
+        if use_t1 and missing:
+            raise ValueError(f"{args.manifest}: no t1 for {missing}; give one or train with --no-t1")
+        stored = _checkpoint_reference(out) if args.resume else None
+        if args.intensity_reference is None:
+            args.intensity_reference = stored or "lr"
+        elif stored is not None and stored != args.intensity_reference:
+            log(f"warning: the checkpoint was trained with --intensity-reference {stored}; "
+                f"continuing with {args.intensity_reference}")
+        started = time.time()
+        train_data, val_data = build_datasets(specs, args.scale, val_slices=args.val_slices, log=log,
+                                              intensity_reference=args.intensity_reference)
+        if val_data.num_slices == 0:
+            raise ValueError(f"{args.manifest}: no validation slices; mark a row with role 'val' or 'split'")
+        log(f"data: {train_data.num_slices} training slices from {len(train_data.names)} volumes, "
+            f"{val_data.num_slices} validation slices ({time.time() - started:.0f} s)")
+        torch.manual_seed(args.seed)
+        model = build_model(args.variant, args.scale, use_t1=use_t1, inter_head=not args.no_inter_head,
+                            adain=not args.no_adain).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        state: dict[str, Any] = {"iteration": 0, "best_val_psnr": -math.inf, "train_seconds": 0.0, "best": None}
+        if args.resume:
+            state = load_checkpoint(out / "checkpoint", model, optimizer)
+            log(f"resumed from iteration {state['iteration']}")
+        state["intensity_reference"] = args.intensity_reference
+        net = model
+        if env.enabled:
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        criterion = CohfTLoss(args.alpha, args.lam)
+        sampler = PatchSampler(train_data, args.patch, args.batch_size, seed=args.seed, rank=env.rank,
+                               augment=not args.no_augment)
+        log(f"model {args.variant} x{args.scale} {'with' if use_t1 else 'without'} T1: "
+            f"{count_parameters(model):,} parameters, device {_hardware(device)}, world size {env.world}")
+
+        def checkpoint(iteration: int) -> dict[str, float]:
+            metrics = {}
+            if env.main:
+                metrics = validate(model, val_data, use_t1, device, args.val_max_slices, args.bf16)
+                if metrics["val_psnr"] > state["best_val_psnr"]:
+                    state["best_val_psnr"] = metrics["val_psnr"]
+                    state["best"] = {"iteration": iteration, **metrics}
+                    save_weights(model, out / "best.safetensors", _weights_metadata(args, iteration, metrics))
+                state["iteration"] = iteration
+                save_checkpoint(out / "checkpoint", model, optimizer, state)
+                _append_csv(out / "val_log.csv", {"iteration": iteration, "train_seconds": round(state["train_seconds"], 1),
+                                                  **metrics, "best_val_psnr": state["best_val_psnr"]})
+                log(f"iteration {iteration}: val PSNR {metrics['val_psnr']:.3f} dB, SSIM {metrics['val_ssim']:.4f} "
+                    f"(best {state['best_val_psnr']:.3f} at {state['best']['iteration']})")
+            env.barrier()
+            return metrics
+
+        iteration = int(state["iteration"])
+        loop_start = time.time()
+        last_checkpoint = time.time()
+        budget = None if args.time_budget_minutes is None else 60.0 * args.time_budget_minutes
+        progress = None
+        if env.main and not args.no_progress:
+            from tqdm import tqdm
+            progress = tqdm(total=args.iterations, initial=iteration, unit="it", mininterval=5 if sys.stderr.isatty()
+                            else 60, file=sys.stderr, dynamic_ncols=True)
+        running: dict[str, float] = {}
+        count = 0
+        step_start = time.time()
+        window_seconds = state["train_seconds"]  # training time (no checkpoints) at the last log row
+        model.train()
+        while True:
+            now = time.time()
+            stop = iteration >= args.iterations or (budget is not None and now - loop_start >= budget)
+            save = (now - last_checkpoint >= 60.0 * args.checkpoint_minutes
+                    or (args.checkpoint_every is not None and iteration > 0 and iteration % args.checkpoint_every == 0
+                        and iteration != state.get("iteration")))
+            stop, save = env.agree([int(stop), int(save)])
+            if stop:
+                break
+            if save:
+                state["train_seconds"] += time.time() - step_start
+                checkpoint(iteration)
+                last_checkpoint = step_start = time.time()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(iteration, args.lr, args.lr_halve_every)
+            lr_patch, hr_patch, t1_patch = (x.to(device, non_blocking=True) for x in sampler.batch(iteration))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                sr, grad = net(lr_patch, t1_patch if use_t1 else None)
+            parts = criterion.components(sr.float(), grad.float(), hr_patch)
+            optimizer.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            optimizer.step()
+            iteration += 1
+            for key in ("total", "mse_image", "ssim_image"):
+                running[key] = running.get(key, 0.0) + float(parts[key].detach())
+            count += 1
+            if progress is not None:
+                progress.update(1)
+            if env.main and iteration % args.log_every == 0:
+                trained = state["train_seconds"] + time.time() - step_start
+                row = {"iteration": iteration, "lr": optimizer.param_groups[0]["lr"],
+                       **{f"loss_{k}" if k == "total" else k: v / count for k, v in running.items()},
+                       "train_seconds": round(trained, 1), "sec_per_it": round((trained - window_seconds) / count, 4)}
+                window_seconds = trained
+                _append_csv(out / "train_log.csv", row)
+                if progress is not None:
+                    progress.set_postfix(loss=f"{row['loss_total']:.4f}", refresh=False)
+                running, count = {}, 0
+        state["train_seconds"] += time.time() - step_start
+        if progress is not None:
+            progress.close()
+        final = checkpoint(iteration)
+        digests = [state_digest(model)]
+        if env.enabled:
+            gathered: list[Any] = [None] * env.world
+            dist.all_gather_object(gathered, digests[0])
+            digests = gathered
+        summary: dict[str, Any] = {}
+        if env.main:
+            save_weights(model, out / "last.safetensors", _weights_metadata(args, iteration, final))
+            summary = {
+                "command": "cohft-sr train " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cohft-sr")
+                else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                "iterations": iteration, "train_seconds": round(state["train_seconds"], 1),
+                "best": state["best"], "final": {"iteration": iteration, **final},
+                "hardware": _hardware(device), "world_size": env.world, "torch": torch.__version__,
+                "rank_weights_sha256": digests,
+                "data": {"train_volumes": train_data.names, "train_slices": train_data.num_slices,
+                         "val_volumes": val_data.names, "val_slices": val_data.num_slices},
+            }
+            (out / "run.json").write_text(json.dumps(summary, indent=1))
+            if len(set(digests)) > 1:
+                log(f"warning: the ranks ended with different weights: {digests}")
+            log(f"done: {iteration} iterations, {state['train_seconds'] / 60:.1f} min of training, "
+                f"best val PSNR {state['best_val_psnr']:.3f} dB at iteration {state['best']['iteration']}")
+        return summary
+    finally:
+        env.close()
+
+
+def _weights_metadata(args: argparse.Namespace, iteration: int, metrics: dict[str, float]) -> dict[str, Any]:
+    reference = {"lr": "of the (synthesised) LR T2 volume, as inference computes it", "hr": "of the HR T2 volume"}
+    return {"iteration": iteration, "validation": metrics,
+            "normalisation": "per-volume 99.5th percentile of positive voxels; T2 scale "
+                             + reference[args.intensity_reference] + "; T1 scale of the T1 volume",
+            "grid": "DFT: LR sample j at HR sample s*j", "patch": args.patch, "seed": args.seed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""Training entrypoint (train.py): a tiny run, exact resume, and DistributedDataParallel on 2 CPU processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+import torch
+from safetensors.torch import load_file
+
+from CohfTSuperResLib import train
+from CohfTSuperResLib.data import read_manifest, write_manifest
+from CohfTSuperResLib.model import build_model
+from CohfTSuperResLib.weights import load_model, read_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+OPEN_MS = ROOT.parent / "shared" / "data" / "open_ms"
+TINY = ["--variant", "S", "--scale", "2", "--patch", "8", "--batch-size", "2", "--threads", "1", "--device", "cpu",
+        "--no-progress", "--log-every", "1", "--seed", "5"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small (48 x 48 x 2) T2/T1 pairs as .nii.gz, one to train and one to validate: cropped real MNI
+    volumes where the shared data is present, else the project's synthetic phantom."""
+    folder = tmp_path_factory.mktemp("data")
+    pairs = {}
+    if OPEN_MS.is_dir():
+        for subject in ("patient07", "patient19"):  # never the held-out test subject patient26
+            pairs[subject] = [sitk.ReadImage(str(OPEN_MS / "mni" / subject / f"{name}.nii.gz"))[67:115, 85:133, 88:90]
+                              for name in ("t2", "t1")]
+    else:
+        from CohfTSuperResLib.phantom import brain_phantom
+
+        for seed, subject in enumerate(("a", "b")):
+            pairs[subject] = list(brain_phantom(size=48, slices=2, seed=seed))
+    rows = ["subject,role,t2,t1"]
+    for (subject, (t2, t1)), role in zip(pairs.items(), ("train", "val")):
+        sitk.WriteImage(t2, str(folder / f"{subject}_t2.nii.gz"))
+        sitk.WriteImage(t1, str(folder / f"{subject}_t1.nii.gz"))
+        rows.append(f"{subject},{role},{subject}_t2.nii.gz,{subject}_t1.nii.gz")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder / "manifest.csv"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _run(manifest: Path, out: Path, *extra: str) -> None:
+    assert train.main(["--manifest", str(manifest), "--out", str(out), *TINY, *extra]) == 0
+
+
+def test_tiny_run_writes_a_loadable_best_model_and_logs(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _run(manifest, out, "--iterations", "4", "--checkpoint-every", "2")
+    model = load_model(out / "best.safetensors")
+    assert model.config.scale == 2 and model.config.use_t1
+    metadata = read_metadata(out / "best.safetensors")
+    assert metadata["patch"] == 8 and "LR T2 volume" in metadata["normalisation"]
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["iterations"] == 4 and summary["world_size"] == 1
+    assert summary["args"]["intensity_reference"] == "lr"
+    assert summary["data"]["train_slices"] == 2 and summary["data"]["val_slices"] == 2
+    val = _rows(out / "val_log.csv")
+    assert [int(r["iteration"]) for r in val] == [2, 4]
+    best = max(val, key=lambda r: float(r["val_psnr"]))
+    assert summary["best"]["iteration"] == int(best["iteration"]) == metadata["iteration"]
+    assert summary["best"]["val_psnr"] == pytest.approx(float(best["val_psnr"]))
+    log = _rows(out / "train_log.csv")
+    assert [int(r["iteration"]) for r in log] == [1, 2, 3, 4]
+    assert all(float(r["loss_total"]) > 0 and float(r["sec_per_it"]) > 0 for r in log)
+    last = load_model(out / "last.safetensors")
+    assert summary["rank_weights_sha256"] == [train.state_digest(last)]
+    torch.manual_seed(5)
+    assert train.state_digest(build_model("S", 2)) != summary["rank_weights_sha256"][0]  # it did train
+
+
+def test_resume_continues_exactly(manifest: Path, tmp_path: Path) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(manifest, straight, "--iterations", "4")
+    _run(manifest, resumed, "--iterations", "2")
+    first_half = load_file(str(resumed / "last.safetensors"))
+    _run(manifest, resumed, "--iterations", "4", "--resume")
+    a, b = load_file(str(straight / "last.safetensors")), load_file(str(resumed / "last.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert not all(torch.equal(a[name], first_half[name]) for name in a)
+    assert [int(r["iteration"]) for r in _rows(resumed / "train_log.csv")] == [1, 2, 3, 4]
+    assert [r["loss_total"] for r in _rows(resumed / "train_log.csv")] == \
+        [r["loss_total"] for r in _rows(straight / "train_log.csv")]
+    state = json.loads((resumed / "checkpoint" / "state.json").read_text())
+    assert state["iteration"] == 4 and state["intensity_reference"] == "lr"
+
+
+def test_resume_keeps_the_checkpoints_intensity_reference(manifest: Path, tmp_path: Path) -> None:
+    """Checkpoints written before --intensity-reference existed have no such key: they trained with 'hr' and resume
+    with it unless told otherwise."""
+    out = tmp_path / "old"
+    _run(manifest, out, "--iterations", "1", "--intensity-reference", "hr")
+    state_path = out / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["intensity_reference"]
+    state_path.write_text(json.dumps(state))
+    _run(manifest, out, "--iterations", "2", "--resume")
+    assert json.loads((out / "run.json").read_text())["args"]["intensity_reference"] == "hr"
+
+
+def test_t1_model_needs_t1_and_validation_data(manifest: Path, tmp_path: Path) -> None:
+    specs = read_manifest(manifest)
+    for spec in specs:
+        spec.t1 = None
+    write_manifest(specs, tmp_path / "no_t1.csv")
+    with pytest.raises(ValueError, match="no t1"):
+        _run(tmp_path / "no_t1.csv", tmp_path / "x", "--iterations", "1")
+    write_manifest([spec for spec in read_manifest(manifest) if spec.role == "train"], tmp_path / "no_val.csv")
+    with pytest.raises(ValueError, match="no validation slices"):
+        _run(tmp_path / "no_val.csv", tmp_path / "y", "--iterations", "1")
+
+
+def test_distributed_two_cpu_ranks_end_with_identical_weights(manifest: Path, tmp_path: Path) -> None:
+    """torchrun with 2 gloo processes: DDP keeps the ranks in step; each rank's final weight digest is in run.json."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "CohfTSuperResLib.train", "--manifest", str(manifest), "--out", str(out), *TINY,
+               "--iterations", "3"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["world_size"] == 2 and summary["iterations"] == 3
+    digests = summary["rank_weights_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert digests[0] == train.state_digest(load_model(out / "last.safetensors"))
+    torch.manual_seed(5)
+    assert digests[0] != train.state_digest(build_model("S", 2))
