@@ -1,0 +1,86 @@
+"""Copy trained models into Resources/Models and write their manifest (models.json).
+
+Usage (from the repository root, after `cohft-sr train` runs and `cohft-sr evaluate` on the
+held-out subject):
+
+    python tools/ship_models.py --runs RUNS_DIR --evaluations EVAL_DIR [--variant S] [--scales 2 3 4]
+
+Expects RUNS_DIR/<variant>_x<s>/ (with T1) and, where one was trained, RUNS_DIR/<variant>_x<s>_not1/
+(without) holding `best.safetensors` and `run.json` from `cohft-sr train`, and EVAL_DIR/x<s>/metrics.json
+from `cohft-sr evaluate --model ... [--no-t1-model ...]`. The shipped file of each model is its
+best-on-validation checkpoint (selected on the validation slab, never on the test subject);
+its sha256, training run summary and held-out metrics go into models.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from CohfTSuperResLib.models_registry import MANIFEST_NAME
+from CohfTSuperResLib.weights import load_model, sha256_of
+
+MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+
+
+def model_entry(variant: str, scale: int, use_t1: bool, run: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Copy one run's best weights into Resources/Models; its manifest entry."""
+    name = f"cohft_{variant}_x{scale}{'' if use_t1 else '_noT1'}.safetensors"
+    target = MODELS / name
+    shutil.copyfile(run / "best.safetensors", target)
+    network = load_model(target)
+    if (network.config.scale, network.config.use_t1) != (scale, use_t1):
+        raise SystemExit(f"{run}: the weights are x{network.config.scale}, use_t1={network.config.use_t1}")
+    summary = json.loads((run / "run.json").read_text())
+    method = "cohft" if use_t1 else "cohft_no_t1"
+    subject = evaluation["subjects"][0]
+    return {
+        "variant": variant, "scale": scale, "use_t1": use_t1, "file": name, "sha256": sha256_of(target),
+        "bytes": target.stat().st_size, "parameters": sum(p.numel() for p in network.parameters()),
+        "normalisation": "each input volume divided by the 99.5th percentile of its positive voxels",
+        "grid": "DFT: LR sample j at HR sample s*j; output keeps the LR origin, in-plane spacing / s",
+        "training": {
+            "command": summary["command"], "iterations": summary["iterations"],
+            "train_minutes": round(summary["train_seconds"] / 60, 1), "hardware": summary["hardware"],
+            "data": summary["data"], "selected": summary["best"], "torch": summary["torch"],
+        },
+        "held_out": {
+            "subject": subject["subject"], "brain_slices": subject["brain_slices"],
+            "protocol": "cohft-sr evaluate (CohfTSuperResLib/evaluate.py docstring)",
+            "metrics": {key: subject["metrics"][key] for key in ("zero_fill", "bicubic", "cohft_no_t1", "cohft")
+                        if key in subject["metrics"]},
+            "this_model": method,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, required=True)
+    parser.add_argument("--evaluations", type=Path, required=True)
+    parser.add_argument("--variant", default="S")
+    parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    args = parser.parse_args()
+    MODELS.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for scale in args.scales:
+        evaluation = json.loads((args.evaluations / f"x{scale}" / "metrics.json").read_text())
+        for use_t1 in (True, False):
+            run = args.runs / f"{args.variant}_x{scale}{'' if use_t1 else '_not1'}"
+            if use_t1 or (run / "best.safetensors").is_file():
+                entries.append(model_entry(args.variant, scale, use_t1, run, evaluation))
+    manifest = {
+        "data": "open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patient19 for training and "
+                "validation, mni/patient26 held out for testing",
+        "models": entries,
+    }
+    (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+    total = sum(entry["bytes"] for entry in entries)
+    print(f"wrote {len(entries)} models ({total / 2**20:.1f} MiB) and {MODELS / MANIFEST_NAME}")
+
+
+if __name__ == "__main__":
+    main()
