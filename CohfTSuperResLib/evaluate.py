@@ -207,7 +207,8 @@ def _log(message: str) -> None:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the protocol on every pair; write and return the metrics.json content."""
     if args.t2 is not None:
-        specs = [PairSpec(t2=args.t2, t1=args.t1, subject=args.t2.name, slice_axis=args.slice_axis)]
+        subject = f"{args.t2.parent.name}/{args.t2.name}" if args.t2.parent.name else args.t2.name
+        specs = [PairSpec(t2=args.t2, t1=args.t1, subject=subject, slice_axis=args.slice_axis)]
     else:
         if args.t1 is not None:
             raise SystemExit("cohft-sr evaluate: error: --t1 goes with --t2, not with --manifest")

@@ -62,6 +62,7 @@ def test_evaluate_reports_cohft_and_baselines(volumes: dict[str, Path], tmp_path
     assert {"protocol", "scale", "models", "subjects", "mean"} <= report.keys()
     assert report["models"]["cohft"]["sha256"] and report["models"]["cohft_no_t1"]["sha256"]
     (subject,) = report["subjects"]
+    assert subject["subject"] == f"{volumes['t2'].parent.name}/{volumes['t2'].name}"
     assert subject["hr_size"] == [96, 98, 2] and subject["lr_size"] == [48, 49, 2]
     assert subject["lr_spacing"] == [2.0, 2.0, 1.0] and subject["brain_slices"] == 2
     metrics = subject["metrics"]
