@@ -5,9 +5,9 @@ held-out subject):
 
     python tools/ship_models.py --runs RUNS_DIR --evaluations EVAL_DIR [--variant S] [--scales 2 3 4]
 
-Expects RUNS_DIR/<variant>_x<s>/ (with T1) and, where one was trained, RUNS_DIR/<variant>_x<s>_not1/
-(without) holding `best.safetensors` and `run.json` from `cohft-sr train`, and EVAL_DIR/x<s>/metrics.json
-from `cohft-sr evaluate --model ... [--no-t1-model ...]`. The shipped file of each model is its
+Expects RUNS_DIR/<variant>_x<s>/ (with T1) holding `best.safetensors` and `run.json` from
+`cohft-sr train`, and EVAL_DIR/x<s>/metrics.json from `cohft-sr evaluate --model ... [--no-t1-model ...]`.
+A model without T1 (RUNS_DIR/<variant>_x<s>_not1/) is shipped where the evaluation of its scale has it. The shipped file of each model is its
 best-on-validation checkpoint (selected on the validation slab, never on the test subject);
 its sha256, training run summary and held-out metrics go into models.json.
 """
@@ -43,7 +43,8 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, evaluation: d
         "normalisation": "each input volume divided by the 99.5th percentile of its positive voxels",
         "grid": "DFT: LR sample j at HR sample s*j; output keeps the LR origin, in-plane spacing / s",
         "training": {
-            "command": summary["command"], "iterations": summary["iterations"],
+            "last_command": summary["command"], "history": "MODEL_CARD.md, section Training procedure",
+            "iterations": summary["iterations"],
             "train_minutes": round(summary["train_seconds"] / 60, 1), "hardware": summary["hardware"],
             "data": summary["data"], "selected": summary["best"], "torch": summary["torch"],
         },
@@ -70,7 +71,7 @@ def main() -> None:
         evaluation = json.loads((args.evaluations / f"x{scale}" / "metrics.json").read_text())
         for use_t1 in (True, False):
             run = args.runs / f"{args.variant}_x{scale}{'' if use_t1 else '_not1'}"
-            if use_t1 or (run / "best.safetensors").is_file():
+            if use_t1 or "cohft_no_t1" in evaluation["mean"]:  # shipped only with held-out metrics
                 entries.append(model_entry(args.variant, scale, use_t1, run, evaluation))
     manifest = {
         "data": "open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patient19 for training and "
