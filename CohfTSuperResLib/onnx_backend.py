@@ -147,7 +147,9 @@ class OnnxRunner:
             raise WeightsError(f"ONNX model not found: {path}")
         providers = onnx_providers(device)
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+            options = onnxruntime.SessionOptions()
+            options.enable_cpu_mem_arena = False  # hand activations back after each batch, as torch does
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception classes, unrelated to Python's
             raise WeightsError(f"cannot load ONNX model {path.name}: {error}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map

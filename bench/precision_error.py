@@ -1,8 +1,8 @@
 """Accuracy change of bf16 / fp16 autocast against fp32, on a real clinical slice (for docs/inference.md).
 
 Usage: PYTHONPATH=. python bench/precision_error.py [--threads 2]
-Random Cohf-T S weights (no trained model shipped yet); differences in the T2's
-units relative to its robust scale (99.5th percentile), i.e. normalised units.
+Cohf-T S x2: the shipped model (random weights where none is shipped); differences in
+the T2's units relative to its robust scale (99.5th percentile), i.e. normalised units.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import SimpleITK as sitk
 import torch
 
 from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.model import build_model
 from CohfTSuperResLib.normalize import robust_scale
 from CohfTSuperResLib.weights import save_weights
+
+from bench_models import network
 
 STUDY = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_ms" / "clinical" / "patient01_study2"
 
@@ -26,11 +27,12 @@ STUDY = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_ms" / "c
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--weights", type=Path, default=Path("/tmp/cohft_s_x2_random.safetensors"))
+    parser.add_argument("--weights", type=Path, default=Path("/tmp/cohft_s_x2_bench.safetensors"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    save_weights(build_model("S", 2), args.weights)
+    model, kind = network("S", 2)
+    save_weights(model, args.weights)
+    print(f"Cohf-T S x2, {kind} weights")
     t2 = sitk.ReadImage(str(STUDY / "t2w.nii.gz"))
     t1 = sitk.ReadImage(str(STUDY / "t1w.nii.gz"))
     part = t2[:, :, 22:23]
