@@ -5,9 +5,10 @@ CSF-filled sulci around white matter), a thin CSF shell, two lateral
 ventricles, deep grey nuclei and a few white-matter lesions (as in multiple
 sclerosis). Tissue intensities follow the usual contrasts: T2 CSF bright, GM
 mid, WM dark, lesions bright; T1 the reverse (lesions dark). Labels are blurred
-slightly (partial volume) and modulated by a smooth random texture. Background
-is exactly 0 (skull-stripped). Deterministic for a given seed. Part of this
-project (Apache-2.0); no data from outside the project is used.
+slightly in-plane (partial volume) and modulated by a random texture, smooth
+in-plane; any number of slices works. Background is exactly 0 (skull-stripped).
+Deterministic for a given seed. Part of this project (Apache-2.0); no data from
+outside the project is used.
 """
 
 from __future__ import annotations
@@ -65,18 +66,23 @@ def brain_phantom(
     return tuple(_to_image(_blur(volume) * texture * (volume > 0), spacing) for volume in (t2, t1))
 
 
+def _smooth_in_plane(volume: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of each (slice, row, column) slice in-plane, so any number of slices works."""
+    return np.stack([
+        sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(plane), sigma))
+        for plane in volume
+    ])
+
+
 def _smooth_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean, unit-ish, spatially smooth random field."""
-    noise = sitk.GetImageFromArray(rng.standard_normal(shape).astype(np.float32))
-    smooth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(noise, 3.0))
+    """Zero-mean, unit-ish random field, smooth within each slice."""
+    smooth = _smooth_in_plane(rng.standard_normal(shape).astype(np.float32), 3.0)
     return smooth / (smooth.std() + 1e-8)
 
 
 def _blur(volume: np.ndarray) -> np.ndarray:
     """In-plane Gaussian partial-volume blur."""
-    image = sitk.GetImageFromArray(volume)
-    blurred = sitk.SmoothingRecursiveGaussian(image, [PARTIAL_VOLUME_SIGMA, PARTIAL_VOLUME_SIGMA, 1e-3])
-    return sitk.GetArrayFromImage(blurred)
+    return _smooth_in_plane(volume, PARTIAL_VOLUME_SIGMA)
 
 
 def _to_image(volume: np.ndarray, spacing: float) -> sitk.Image:
