@@ -10,6 +10,11 @@ Outputs in ``--out``: ``checkpoint/`` (model + Adam state + RNG, safetensors and
 validation PSNR, loadable by ``weights.load_model``), ``last.safetensors``, ``train_log.csv``,
 ``val_log.csv``, ``run.json`` (arguments, data, hardware, times).
 
+Fine-tuning: ``--init WEIGHTS`` starts from a weights file (or ``--init shipped``: the shipped
+model of ``--variant`` / ``--scale`` / ``--no-t1``) instead of random weights, with a fresh Adam
+state; the file's network must be the one the flags describe. ``--resume`` takes precedence (the
+checkpoint already holds the fine-tuned weights) and keeps the record of the starting weights.
+
 Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m CohfTSuperResLib.train ...`` (or
 ``torchrun ... $(which cohft-sr) train ...``): DistributedDataParallel, each rank samples its
 own patches (seeded by seed, rank and iteration), so the effective batch is N x --batch-size;
@@ -38,8 +43,10 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import INTENSITY_REFERENCES, PatchSampler, SliceSet, build_datasets, read_manifest
 from .losses import CohfTLoss
 from .metrics import psnr, ssim
-from .model import SCALES, VARIANTS, build_model, count_parameters
-from .weights import save_weights
+from .errors import WeightsError
+from .model import SCALES, VARIANTS, CohfTNet, build_model, count_parameters
+from .models_registry import find_model
+from .weights import load_model, save_weights, sha256_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-max-slices", type=int, default=None, help="validate on at most this many slices")
     parser.add_argument("--log-every", type=int, default=20)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--init", default=None, metavar="WEIGHTS",
+                        help="fine-tune: start from this .safetensors file, or 'shipped' for the shipped model "
+                             "of --variant/--scale/--no-t1 (fresh optimiser)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     parser.add_argument("--no-progress", action="store_true")
@@ -97,6 +107,27 @@ def _checkpoint_reference(out: Path) -> str | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text()).get("intensity_reference", "hr")
+
+
+def load_initial_weights(model: CohfTNet, source: str, variant: str) -> dict[str, str]:
+    """Copy the weights of a file, or of the shipped model ('shipped') of this variant and config, into model.
+
+    Raises WeightsError when the file is missing, damaged or holds another network. Returns a record
+    of where the weights came from (path and sha256).
+    """
+    config = model.config
+    if source == "shipped":
+        shipped = find_model(variant, config.scale, config.use_t1)
+        initial, path = shipped.load(), shipped.path
+    else:
+        path = Path(source)
+        initial = load_model(path)
+    if initial.config != config:
+        differences = ", ".join(f"{name} {getattr(initial.config, name)} (flags: {getattr(config, name)})"
+                                for name in config.to_dict() if getattr(initial.config, name) != getattr(config, name))
+        raise WeightsError(f"--init {path.name} holds another network than the flags describe: {differences}")
+    model.load_state_dict(initial.state_dict())
+    return {"source": source, "path": str(path), "sha256": sha256_of(path)}
 
 
 def lr_at(iteration: int, base: float, halve_every: int) -> float:
@@ -218,6 +249,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if args.resume:
             state = load_checkpoint(out / "checkpoint", model, optimizer)
             log(f"resumed from iteration {state['iteration']}")
+        elif args.init is not None:
+            state["init"] = load_initial_weights(model, args.init, args.variant)
+            log(f"starting from {state['init']['path']} (sha256 {state['init']['sha256'][:12]}...)")
         state["intensity_reference"] = args.intensity_reference
         net = model
         if env.enabled:
@@ -314,7 +348,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                 "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                 "iterations": iteration, "train_seconds": round(state["train_seconds"], 1),
-                "best": state["best"], "final": {"iteration": iteration, **final},
+                "best": state["best"], "final": {"iteration": iteration, **final}, "init": state.get("init"),
                 "hardware": _hardware(device), "world_size": env.world, "torch": torch.__version__,
                 "rank_weights_sha256": digests,
                 "data": {"train_volumes": train_data.names, "train_slices": train_data.num_slices,

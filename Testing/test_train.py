@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 from CohfTSuperResLib import train
 from CohfTSuperResLib.data import read_manifest, write_manifest
 from CohfTSuperResLib.model import build_model
-from CohfTSuperResLib.weights import load_model, read_metadata
+from CohfTSuperResLib.errors import WeightsError
+from CohfTSuperResLib.models_registry import find_model
+from CohfTSuperResLib.weights import load_model, read_metadata, save_weights, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 OPEN_MS = ROOT.parent / "shared" / "data" / "open_ms"
@@ -123,6 +125,38 @@ def test_t1_model_needs_t1_and_validation_data(manifest: Path, tmp_path: Path) -
     write_manifest([spec for spec in read_manifest(manifest) if spec.role == "train"], tmp_path / "no_val.csv")
     with pytest.raises(ValueError, match="no validation slices"):
         _run(tmp_path / "no_val.csv", tmp_path / "y", "--iterations", "1")
+
+
+def test_init_fine_tunes_from_a_weights_file_and_resume_keeps_the_record(manifest: Path, tmp_path: Path) -> None:
+    _run(manifest, tmp_path / "base", "--iterations", "2")
+    start = tmp_path / "base" / "last.safetensors"
+    _run(manifest, tmp_path / "loaded", "--iterations", "0", "--init", str(start))
+    a, b = load_file(str(start)), load_file(str(tmp_path / "loaded" / "last.safetensors"))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    tuned = tmp_path / "tuned"
+    _run(manifest, tuned, "--iterations", "1", "--init", str(start))
+    _run(manifest, tuned, "--iterations", "2", "--init", str(start), "--resume")
+    c = load_file(str(tuned / "last.safetensors"))
+    assert not all(torch.equal(a[name], c[name]) for name in a)
+    record = json.loads((tuned / "run.json").read_text())["init"]
+    assert record == {"source": str(start), "path": str(start), "sha256": sha256_of(start)}
+
+
+def test_init_shipped_starts_from_the_shipped_model(manifest: Path, tmp_path: Path) -> None:
+    _run(manifest, tmp_path / "ft", "--iterations", "0", "--init", "shipped")
+    shipped = find_model("S", 2)
+    record = json.loads((tmp_path / "ft" / "run.json").read_text())["init"]
+    assert record["source"] == "shipped" and record["sha256"] == shipped.sha256
+    a, b = load_file(str(shipped.path)), load_file(str(tmp_path / "ft" / "last.safetensors"))
+    assert all(torch.equal(a[name].float(), b[name]) for name in a)
+
+
+def test_init_refuses_missing_weights_and_another_network(manifest: Path, tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="not found"):
+        _run(manifest, tmp_path / "x", "--iterations", "0", "--init", str(tmp_path / "none.safetensors"))
+    save_weights(build_model("S", 3), tmp_path / "x3.safetensors")
+    with pytest.raises(WeightsError, match=r"another network.*scale 3 \(flags: 2\)"):
+        _run(manifest, tmp_path / "y", "--iterations", "0", "--init", str(tmp_path / "x3.safetensors"))
 
 
 def test_distributed_two_cpu_ranks_end_with_identical_weights(manifest: Path, tmp_path: Path) -> None:
