@@ -118,16 +118,17 @@ def load_initial_weights(model: CohfTNet, source: str, variant: str) -> dict[str
     config = model.config
     if source == "shipped":
         shipped = find_model(variant, config.scale, config.use_t1)
-        initial, path = shipped.load(), shipped.path
+        initial, path, digest = shipped.load(), shipped.path, shipped.sha256  # load() checked this sha256
     else:
         path = Path(source)
-        initial = load_model(path)
-    if initial.config != config:
-        differences = ", ".join(f"{name} {getattr(initial.config, name)} (flags: {getattr(config, name)})"
-                                for name in config.to_dict() if getattr(initial.config, name) != getattr(config, name))
+        initial, digest = load_model(path), sha256_of(path)
+    wanted, found = config.to_dict(), initial.config.to_dict()
+    if found != wanted:
+        differences = ", ".join(f"{name} {found[name]} (flags: {wanted[name]})" for name in wanted
+                                if found[name] != wanted[name])
         raise WeightsError(f"--init {path.name} holds another network than the flags describe: {differences}")
     model.load_state_dict(initial.state_dict())
-    return {"source": source, "path": str(path), "sha256": sha256_of(path)}
+    return {"source": source, "path": str(path), "sha256": digest}
 
 
 def lr_at(iteration: int, base: float, halve_every: int) -> float:

@@ -37,9 +37,8 @@ def read(subject: str, name: str) -> sitk.Image:
 def shifted(image: sitk.Image, millimetres: float) -> sitk.Image:
     """The image translated by millimetres along its first voxel axis (a misregistration)."""
     moved = sitk.Image(image)
-    origin = list(image.GetOrigin())
     direction = image.GetDirection()
-    moved.SetOrigin(tuple(o + millimetres * direction[3 * i] for i, o in enumerate(origin)))
+    moved.SetOrigin(tuple(o + millimetres * direction[3 * i] for i, o in enumerate(image.GetOrigin())))
     return moved
 
 
@@ -51,26 +50,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print("| scale | guide | PSNR dB | SSIM | max abs change | mean abs change | mean change / detail |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
+    t1 = read("patient26", "t1")
+    wrong_guides = {f"T1 shifted {SHIFT_MM:g} mm": shifted(t1, SHIFT_MM),
+                    "T1 of another subject": read("patient07", "t1")}
     for model in [m for m in shipped_models() if m.use_t1]:
         scale = model.scale
         hr = trim_in_plane(read("patient26", "t2"), scale, AXIS)
         hr_stack = to_stack(hr, AXIS)
         reference = robust_scale(hr_stack)
-        chosen = brain_slices(hr_stack / reference)[:: args.every]
+        keep = [int(k) for k in brain_slices(hr_stack / reference)[:: args.every]]
         lr = synthesise_lr(hr, scale, AXIS)
-        lr_stack = to_stack(lr, AXIS)
-        rows = {"bicubic (no network)": baselines(lr_stack, scale)["bicubic"]}
-        t1 = read("patient26", "t1")
-        guides = {"registered T1": t1, f"T1 shifted {SHIFT_MM:g} mm": shifted(t1, SHIFT_MM),
-                  "T1 of another subject": read("patient07", "t1"), "HR T2 as guide (oracle)": hr}
-        keep = sorted(int(k) for k in chosen)
+        rows = {"bicubic (no network)": baselines(to_stack(lr, AXIS)[keep], scale)["bicubic"]}
+        guides = {"registered T1": t1, **wrong_guides, "HR T2 as guide (oracle)": hr}
         for name, guide in guides.items():
             # one call per slice: each 1-slice LR image keeps its physical position, so the guide is
             # resampled where that slice lies
             rows[name] = np.stack([to_stack(super_resolve(lr[:, :, k:k + 1], guide, scale, variant=model.variant,
                                                           device="cpu"), AXIS)[0] for k in keep])
         target = hr_stack[keep] / reference
-        rows["bicubic (no network)"] = rows["bicubic (no network)"][keep]
         guided = rows["registered T1"] / reference
         detail = float(np.abs(guided - rows["bicubic (no network)"] / reference).mean())
         for name, stack in rows.items():
