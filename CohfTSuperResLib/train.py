@@ -218,151 +218,159 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     env = _Distributed(args.device)
-    device = env.device
-    out: Path = args.out
-    log = _log if env.main else (lambda _message: None)
     try:
-        if env.main:
-            out.mkdir(parents=True, exist_ok=True)
-        specs = read_manifest(args.manifest)
-        use_t1 = not args.no_t1
-        missing = [spec.subject for spec in specs if spec.t1 is None]
-        if use_t1 and missing:
-            raise ValueError(f"{args.manifest}: no t1 for {missing}; give one or train with --no-t1")
-        stored = _checkpoint_reference(out) if args.resume else None
-        if args.intensity_reference is None:
-            args.intensity_reference = stored or "lr"
-        elif stored is not None and stored != args.intensity_reference:
-            log(f"warning: the checkpoint was trained with --intensity-reference {stored}; "
-                f"continuing with {args.intensity_reference}")
-        started = time.time()
-        train_data, val_data = build_datasets(specs, args.scale, val_slices=args.val_slices, log=log,
-                                              intensity_reference=args.intensity_reference)
-        if val_data.num_slices == 0:
-            raise ValueError(f"{args.manifest}: no validation slices; mark a row with role 'val' or 'split'")
-        log(f"data: {train_data.num_slices} training slices from {len(train_data.names)} volumes, "
-            f"{val_data.num_slices} validation slices ({time.time() - started:.0f} s)")
-        torch.manual_seed(args.seed)
-        model = build_model(args.variant, args.scale, use_t1=use_t1, inter_head=not args.no_inter_head,
-                            adain=not args.no_adain).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        state: dict[str, Any] = {"iteration": 0, "best_val_psnr": -math.inf, "train_seconds": 0.0, "best": None}
-        if args.resume:
-            state = load_checkpoint(out / "checkpoint", model, optimizer)
-            log(f"resumed from iteration {state['iteration']}")
-        elif args.init is not None:
-            state["init"] = load_initial_weights(model, args.init, args.variant)
-            log(f"starting from {state['init']['path']} (sha256 {state['init']['sha256'][:12]}...)")
-        state["intensity_reference"] = args.intensity_reference
-        net = model
-        if env.enabled:
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        criterion = CohfTLoss(args.alpha, args.lam)
-        sampler = PatchSampler(train_data, args.patch, args.batch_size, seed=args.seed, rank=env.rank,
-                               augment=not args.no_augment)
-        log(f"model {args.variant} x{args.scale} {'with' if use_t1 else 'without'} T1: "
-            f"{count_parameters(model):,} parameters, device {_hardware(device)}, world size {env.world}")
-
-        def checkpoint(iteration: int) -> dict[str, float]:
-            metrics = {}
-            if env.main:
-                metrics = validate(model, val_data, use_t1, device, args.val_max_slices, args.bf16)
-                if metrics["val_psnr"] > state["best_val_psnr"]:
-                    state["best_val_psnr"] = metrics["val_psnr"]
-                    state["best"] = {"iteration": iteration, **metrics}
-                    save_weights(model, out / "best.safetensors", _weights_metadata(args, iteration, metrics))
-                state["iteration"] = iteration
-                save_checkpoint(out / "checkpoint", model, optimizer, state)
-                _append_csv(out / "val_log.csv", {"iteration": iteration, "train_seconds": round(state["train_seconds"], 1),
-                                                  **metrics, "best_val_psnr": state["best_val_psnr"]})
-                log(f"iteration {iteration}: val PSNR {metrics['val_psnr']:.3f} dB, SSIM {metrics['val_ssim']:.4f} "
-                    f"(best {state['best_val_psnr']:.3f} at {state['best']['iteration']})")
-            env.barrier()
-            return metrics
-
-        iteration = int(state["iteration"])
-        loop_start = time.time()
-        last_checkpoint = time.time()
-        budget = None if args.time_budget_minutes is None else 60.0 * args.time_budget_minutes
-        progress = None
-        if env.main and not args.no_progress:
-            from tqdm import tqdm
-            progress = tqdm(total=args.iterations, initial=iteration, unit="it", mininterval=5 if sys.stderr.isatty()
-                            else 60, file=sys.stderr, dynamic_ncols=True)
-        running: dict[str, float] = {}
-        count = 0
-        step_start = time.time()
-        window_seconds = state["train_seconds"]  # training time (no checkpoints) at the last log row
-        model.train()
-        while True:
-            now = time.time()
-            stop = iteration >= args.iterations or (budget is not None and now - loop_start >= budget)
-            save = (now - last_checkpoint >= 60.0 * args.checkpoint_minutes
-                    or (args.checkpoint_every is not None and iteration > 0 and iteration % args.checkpoint_every == 0
-                        and iteration != state.get("iteration")))
-            stop, save = env.agree([int(stop), int(save)])
-            if stop:
-                break
-            if save:
-                state["train_seconds"] += time.time() - step_start
-                checkpoint(iteration)
-                last_checkpoint = step_start = time.time()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(iteration, args.lr, args.lr_halve_every)
-            lr_patch, hr_patch, t1_patch = (x.to(device, non_blocking=True) for x in sampler.batch(iteration))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                sr, grad = net(lr_patch, t1_patch if use_t1 else None)
-            parts = criterion.components(sr.float(), grad.float(), hr_patch)
-            optimizer.zero_grad(set_to_none=True)
-            parts["total"].backward()
-            optimizer.step()
-            iteration += 1
-            for key in ("total", "mse_image", "ssim_image"):
-                running[key] = running.get(key, 0.0) + float(parts[key].detach())
-            count += 1
-            if progress is not None:
-                progress.update(1)
-            if env.main and iteration % args.log_every == 0:
-                trained = state["train_seconds"] + time.time() - step_start
-                row = {"iteration": iteration, "lr": optimizer.param_groups[0]["lr"],
-                       **{f"loss_{k}" if k == "total" else k: v / count for k, v in running.items()},
-                       "train_seconds": round(trained, 1), "sec_per_it": round((trained - window_seconds) / count, 4)}
-                window_seconds = trained
-                _append_csv(out / "train_log.csv", row)
-                if progress is not None:
-                    progress.set_postfix(loss=f"{row['loss_total']:.4f}", refresh=False)
-                running, count = {}, 0
-        state["train_seconds"] += time.time() - step_start
-        if progress is not None:
-            progress.close()
-        final = checkpoint(iteration)
-        digests = [state_digest(model)]
-        if env.enabled:
-            gathered: list[Any] = [None] * env.world
-            dist.all_gather_object(gathered, digests[0])
-            digests = gathered
-        summary: dict[str, Any] = {}
-        if env.main:
-            save_weights(model, out / "last.safetensors", _weights_metadata(args, iteration, final))
-            summary = {
-                "command": "cohft-sr train " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cohft-sr")
-                else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                "iterations": iteration, "train_seconds": round(state["train_seconds"], 1),
-                "best": state["best"], "final": {"iteration": iteration, **final}, "init": state.get("init"),
-                "hardware": _hardware(device), "world_size": env.world, "torch": torch.__version__,
-                "rank_weights_sha256": digests,
-                "data": {"train_volumes": train_data.names, "train_slices": train_data.num_slices,
-                         "val_volumes": val_data.names, "val_slices": val_data.num_slices},
-            }
-            (out / "run.json").write_text(json.dumps(summary, indent=1))
-            if len(set(digests)) > 1:
-                log(f"warning: the ranks ended with different weights: {digests}")
-            log(f"done: {iteration} iterations, {state['train_seconds'] / 60:.1f} min of training, "
-                f"best val PSNR {state['best_val_psnr']:.3f} dB at iteration {state['best']['iteration']}")
+        summary = _train_on(env, args)
+        # Every rank waits here before the group is torn down: a rank that closed its connections while rank 0
+        # was still writing the results aborted in CI ("terminate called without an active exception").
+        env.barrier()
         return summary
     finally:
         env.close()
+
+
+def _train_on(env: _Distributed, args: argparse.Namespace) -> dict[str, Any]:
+    device = env.device
+    out: Path = args.out
+    log = _log if env.main else (lambda _message: None)
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+    specs = read_manifest(args.manifest)
+    use_t1 = not args.no_t1
+    missing = [spec.subject for spec in specs if spec.t1 is None]
+    if use_t1 and missing:
+        raise ValueError(f"{args.manifest}: no t1 for {missing}; give one or train with --no-t1")
+    stored = _checkpoint_reference(out) if args.resume else None
+    if args.intensity_reference is None:
+        args.intensity_reference = stored or "lr"
+    elif stored is not None and stored != args.intensity_reference:
+        log(f"warning: the checkpoint was trained with --intensity-reference {stored}; "
+            f"continuing with {args.intensity_reference}")
+    started = time.time()
+    train_data, val_data = build_datasets(specs, args.scale, val_slices=args.val_slices, log=log,
+                                          intensity_reference=args.intensity_reference)
+    if val_data.num_slices == 0:
+        raise ValueError(f"{args.manifest}: no validation slices; mark a row with role 'val' or 'split'")
+    log(f"data: {train_data.num_slices} training slices from {len(train_data.names)} volumes, "
+        f"{val_data.num_slices} validation slices ({time.time() - started:.0f} s)")
+    torch.manual_seed(args.seed)
+    model = build_model(args.variant, args.scale, use_t1=use_t1, inter_head=not args.no_inter_head,
+                        adain=not args.no_adain).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    state: dict[str, Any] = {"iteration": 0, "best_val_psnr": -math.inf, "train_seconds": 0.0, "best": None}
+    if args.resume:
+        state = load_checkpoint(out / "checkpoint", model, optimizer)
+        log(f"resumed from iteration {state['iteration']}")
+    elif args.init is not None:
+        state["init"] = load_initial_weights(model, args.init, args.variant)
+        log(f"starting from {state['init']['path']} (sha256 {state['init']['sha256'][:12]}...)")
+    state["intensity_reference"] = args.intensity_reference
+    net = model
+    if env.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    criterion = CohfTLoss(args.alpha, args.lam)
+    sampler = PatchSampler(train_data, args.patch, args.batch_size, seed=args.seed, rank=env.rank,
+                           augment=not args.no_augment)
+    log(f"model {args.variant} x{args.scale} {'with' if use_t1 else 'without'} T1: "
+        f"{count_parameters(model):,} parameters, device {_hardware(device)}, world size {env.world}")
+
+    def checkpoint(iteration: int) -> dict[str, float]:
+        metrics = {}
+        if env.main:
+            metrics = validate(model, val_data, use_t1, device, args.val_max_slices, args.bf16)
+            if metrics["val_psnr"] > state["best_val_psnr"]:
+                state["best_val_psnr"] = metrics["val_psnr"]
+                state["best"] = {"iteration": iteration, **metrics}
+                save_weights(model, out / "best.safetensors", _weights_metadata(args, iteration, metrics))
+            state["iteration"] = iteration
+            save_checkpoint(out / "checkpoint", model, optimizer, state)
+            _append_csv(out / "val_log.csv", {"iteration": iteration, "train_seconds": round(state["train_seconds"], 1),
+                                              **metrics, "best_val_psnr": state["best_val_psnr"]})
+            log(f"iteration {iteration}: val PSNR {metrics['val_psnr']:.3f} dB, SSIM {metrics['val_ssim']:.4f} "
+                f"(best {state['best_val_psnr']:.3f} at {state['best']['iteration']})")
+        env.barrier()
+        return metrics
+
+    iteration = int(state["iteration"])
+    loop_start = time.time()
+    last_checkpoint = time.time()
+    budget = None if args.time_budget_minutes is None else 60.0 * args.time_budget_minutes
+    progress = None
+    if env.main and not args.no_progress:
+        from tqdm import tqdm
+        progress = tqdm(total=args.iterations, initial=iteration, unit="it", mininterval=5 if sys.stderr.isatty()
+                        else 60, file=sys.stderr, dynamic_ncols=True)
+    running: dict[str, float] = {}
+    count = 0
+    step_start = time.time()
+    window_seconds = state["train_seconds"]  # training time (no checkpoints) at the last log row
+    model.train()
+    while True:
+        now = time.time()
+        stop = iteration >= args.iterations or (budget is not None and now - loop_start >= budget)
+        save = (now - last_checkpoint >= 60.0 * args.checkpoint_minutes
+                or (args.checkpoint_every is not None and iteration > 0 and iteration % args.checkpoint_every == 0
+                    and iteration != state.get("iteration")))
+        stop, save = env.agree([int(stop), int(save)])
+        if stop:
+            break
+        if save:
+            state["train_seconds"] += time.time() - step_start
+            checkpoint(iteration)
+            last_checkpoint = step_start = time.time()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(iteration, args.lr, args.lr_halve_every)
+        lr_patch, hr_patch, t1_patch = (x.to(device, non_blocking=True) for x in sampler.batch(iteration))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            sr, grad = net(lr_patch, t1_patch if use_t1 else None)
+        parts = criterion.components(sr.float(), grad.float(), hr_patch)
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        optimizer.step()
+        iteration += 1
+        for key in ("total", "mse_image", "ssim_image"):
+            running[key] = running.get(key, 0.0) + float(parts[key].detach())
+        count += 1
+        if progress is not None:
+            progress.update(1)
+        if env.main and iteration % args.log_every == 0:
+            trained = state["train_seconds"] + time.time() - step_start
+            row = {"iteration": iteration, "lr": optimizer.param_groups[0]["lr"],
+                   **{f"loss_{k}" if k == "total" else k: v / count for k, v in running.items()},
+                   "train_seconds": round(trained, 1), "sec_per_it": round((trained - window_seconds) / count, 4)}
+            window_seconds = trained
+            _append_csv(out / "train_log.csv", row)
+            if progress is not None:
+                progress.set_postfix(loss=f"{row['loss_total']:.4f}", refresh=False)
+            running, count = {}, 0
+    state["train_seconds"] += time.time() - step_start
+    if progress is not None:
+        progress.close()
+    final = checkpoint(iteration)
+    digests = [state_digest(model)]
+    if env.enabled:
+        gathered: list[Any] = [None] * env.world
+        dist.all_gather_object(gathered, digests[0])
+        digests = gathered
+    summary: dict[str, Any] = {}
+    if env.main:
+        save_weights(model, out / "last.safetensors", _weights_metadata(args, iteration, final))
+        summary = {
+            "command": "cohft-sr train " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cohft-sr")
+            else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "iterations": iteration, "train_seconds": round(state["train_seconds"], 1),
+            "best": state["best"], "final": {"iteration": iteration, **final}, "init": state.get("init"),
+            "hardware": _hardware(device), "world_size": env.world, "torch": torch.__version__,
+            "rank_weights_sha256": digests,
+            "data": {"train_volumes": train_data.names, "train_slices": train_data.num_slices,
+                     "val_volumes": val_data.names, "val_slices": val_data.num_slices},
+        }
+        (out / "run.json").write_text(json.dumps(summary, indent=1))
+        if len(set(digests)) > 1:
+            log(f"warning: the ranks ended with different weights: {digests}")
+        log(f"done: {iteration} iterations, {state['train_seconds'] / 60:.1f} min of training, "
+            f"best val PSNR {state['best_val_psnr']:.3f} dB at iteration {state['best']['iteration']}")
+    return summary
 
 
 def _weights_metadata(args: argparse.Namespace, iteration: int, metrics: dict[str, float]) -> dict[str, Any]:
