@@ -44,7 +44,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .data import PairSpec, brain_slices, read_manifest, t1_on_t2_grid, t1_to_t2_transform, to_stack
+from .data import (PairSpec, brain_slices, read_manifest, read_volume, t1_on_t2_grid, t1_to_t2_transform,
+                   to_stack)
 from .degrade import degrade, zero_fill_upsample
 from .geometry import Grid, from_slice_stack, output_grid
 from .inference import super_resolve
@@ -122,13 +123,13 @@ def evaluate_pair(spec: PairSpec, scale: int, slice_axis: int, model: Path | Non
     """Metrics of one (HR T2, T1) pair under the module's protocol; writes its figure when asked."""
     log = log or (lambda _message: None)
     axis = spec.slice_axis if spec.slice_axis is not None else slice_axis
-    hr = trim_in_plane(sitk.Cast(sitk.ReadImage(str(spec.t2)), sitk.sitkFloat32), scale, axis)
+    hr = trim_in_plane(read_volume(spec.t2), scale, axis)
     lr = synthesise_lr(hr, scale, axis)
     if Grid.of(hr) != output_grid(Grid.of(lr), scale, axis):
         raise RuntimeError("internal error: the SR output grid differs from the HR grid")
     t1 = None
     if spec.t1 is not None:
-        t1 = sitk.Cast(sitk.ReadImage(str(spec.t1)), sitk.sitkFloat32)
+        t1 = read_volume(spec.t1)
         transform = t1_to_t2_transform(spec)
         if transform is not None:
             t1 = t1_on_t2_grid(t1, hr, transform)

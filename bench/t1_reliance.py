@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib.data import brain_slices, to_stack
+from CohfTSuperResLib.data import brain_slices, read_volume, to_stack
 from CohfTSuperResLib.evaluate import baselines, score, synthesise_lr, trim_in_plane
 from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.models_registry import shipped_models
@@ -31,7 +31,7 @@ SHIFT_MM = 3.0
 
 
 def read(subject: str, name: str) -> sitk.Image:
-    return sitk.Cast(sitk.ReadImage(str(MNI / subject / f"{name}.nii.gz")), sitk.sitkFloat32)
+    return read_volume(MNI / subject / f"{name}.nii.gz")
 
 
 def shifted(image: sitk.Image, millimetres: float) -> sitk.Image:
