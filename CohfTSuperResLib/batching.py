@@ -31,8 +31,10 @@ class BatchPlan:
 
 
 def size_multiple(config: CohfTConfig) -> int:
-    """LR side multiple that no attention block has to pad (window * intra patch, inter patch)."""
-    return math.lcm(config.window * config.intra_patch, config.inter_patch)
+    """LR side multiple that no attention block has to pad: window * intra patch, and the inter patch
+    (times the window when the inter-modality attention works in windows)."""
+    inter = config.inter_patch * (config.window if config.use_t1 and config.cross_position == "local" else 1)
+    return math.lcm(config.window * config.intra_patch, inter)
 
 
 def slice_bytes(config: CohfTConfig, height: int, width: int) -> int:

@@ -22,7 +22,7 @@ from .model import SCALES, VARIANTS
 
 PROG = "cohft-sr"
 DEBUG_ENV = "COHFT_SR_DEBUG"
-DELEGATED = {"train": "train", "evaluate": "evaluate"}  # subcommand -> module with its own main(argv)
+DELEGATED = {"train": "train", "evaluate": "evaluate", "pack": "pack"}  # subcommand -> module with its own main(argv)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

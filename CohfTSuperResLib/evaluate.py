@@ -44,15 +44,16 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .data import (PairSpec, brain_slices, read_manifest, read_volume, t1_on_t2_grid, t1_to_t2_transform,
-                   to_stack)
 from .degrade import degrade, zero_fill_upsample
 from .geometry import Grid, from_slice_stack, output_grid
 from .inference import super_resolve
 from .metrics import psnr, ssim
 from .model import SCALES, VARIANTS
 from .normalize import robust_scale
+from .pairs import PairSpec, read_manifest, t1_on_t2_grid, t1_to_t2_transform, to_stack
+from .slices import brain_slices
 from .upsample import upsample_cubic
+from .volume_io import read_volume
 from .weights import sha256_of
 
 ERROR_WINDOW = 0.2  # |error| shown white at this value (normalised units)
@@ -123,13 +124,13 @@ def evaluate_pair(spec: PairSpec, scale: int, slice_axis: int, model: Path | Non
     """Metrics of one (HR T2, T1) pair under the module's protocol; writes its figure when asked."""
     log = log or (lambda _message: None)
     axis = spec.slice_axis if spec.slice_axis is not None else slice_axis
-    hr = trim_in_plane(read_volume(spec.t2), scale, axis)
+    hr = trim_in_plane(read_volume(spec.t2, float32=True), scale, axis)
     lr = synthesise_lr(hr, scale, axis)
     if Grid.of(hr) != output_grid(Grid.of(lr), scale, axis):
         raise RuntimeError("internal error: the SR output grid differs from the HR grid")
     t1 = None
     if spec.t1 is not None:
-        t1 = read_volume(spec.t1)
+        t1 = read_volume(spec.t1, float32=True)
         transform = t1_to_t2_transform(spec)
         if transform is not None:
             t1 = t1_on_t2_grid(t1, hr, transform)
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--t2", type=Path, help="HR T2 volume (the reference)")
-    source.add_argument("--manifest", type=Path, help="CSV/JSON manifest of (t2, t1[, transforms]) pairs (see data.py)")
+    source.add_argument("--manifest", type=Path, help="CSV/JSON manifest of (t2, t1[, transforms]) pairs (see pairs.py)")
     parser.add_argument("--t1", type=Path, help="T1 of the same subject (registered, or in physical alignment)")
     parser.add_argument("--scale", type=int, choices=SCALES, required=True)
     parser.add_argument("--model", type=Path, help="Cohf-T weights with T1 (default: the shipped model of --variant)")

@@ -26,7 +26,7 @@ import torch
 from .batching import size_multiple
 from .errors import InputError
 from .model import CohfTConfig, CohfTNet
-from .weights import CONFIG_KEY, WeightsError
+from .weights import CONFIG_KEY, WeightsError, config_of
 
 CACHE_ENV = "COHFT_SR_CACHE"
 MAX_BLOCKS = 1000  # largest exported side: MAX_BLOCKS * size_multiple LR samples
@@ -155,7 +155,11 @@ class OnnxRunner:
         metadata = self.session.get_modelmeta().custom_metadata_map
         if CONFIG_KEY not in metadata:
             raise WeightsError(f"{path.name} holds no Cohf-T configuration; export it with `cohft-sr export-onnx`")
-        self.config = CohfTConfig(**json.loads(metadata[CONFIG_KEY]))
+        try:
+            stored = json.loads(metadata[CONFIG_KEY])
+        except json.JSONDecodeError as error:
+            raise WeightsError(f"{path.name} has a Cohf-T configuration that is not JSON: {error}") from error
+        self.config = config_of({CONFIG_KEY: stored}, path.name)
         self.inputs = [node.name for node in self.session.get_inputs()]
 
     @property

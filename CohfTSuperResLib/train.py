@@ -1,18 +1,29 @@
-"""`cohft-sr train`: train a Cohf-T model on paired (T2, T1) volumes from a manifest.
+"""`cohft-sr train`: train a Cohf-T model on paired (T2, T1) slices from a manifest or a training pack.
 
-Data: see ``data.py`` (manifest format, registration, slicing, normalisation, k-space LR
-synthesis on whole slices, aligned patches, dihedral augmentation). Optimisation follows the
-paper (Sec. 4.2) expressed in iterations: Adam (lr 1e-4, weight decay 1e-4), the lr halved every
-``--lr-halve-every`` iterations, batch 4, the loss of Sec. 3.1 (alpha 0.95, lambda 0.5).
+Data: ``--manifest`` (see ``pairs.py``: manifest format, registration, slicing, normalisation) is
+turned into a training pack in memory, ``--pack`` reads one written by ``cohft-sr pack`` (numpy and
+torch only; see ``pack.py``). Both give the same slices. Patches (``slices.py``): aligned LR / HR / T1
+patches of ``--patch`` LR samples a side, or whole slices where the slices are smaller; LR
+synthesised by the paper's k-space protocol after intensity augmentation (gamma, bias field,
+k-space noise; ``--no-intensity-augment`` turns it off) and dihedral augmentation.
 
-Outputs in ``--out``: ``checkpoint/`` (model + Adam state + RNG, safetensors and JSON, no pickle;
+Optimisation (Sec. 4.2 of the paper, in iterations): the lr halved every ``--lr-halve-every``
+iterations, batch 4, the loss of Sec. 3.1 (alpha 0.95, lambda 0.5). ``--optimizer adamw``
+(default): decoupled weight decay, none on biases, normalisation parameters, attention query / key
+projections and position biases. ``--optimizer adam`` is the paper's text: Adam with an L2 term of
+``--weight-decay`` on every parameter, which walks the attention's query / key weights to zero
+(the collapse found in release 0.1.0's models). The network's switches (``--cross-position``,
+``--adain-modulation``, ``--no-guide-input``, ...) are stored in the weights' header.
+
+Outputs in ``--out``: ``checkpoint/`` (model + optimiser state + RNG, safetensors and JSON, no pickle;
 ``--resume`` continues from it exactly), ``best.safetensors`` (the checkpoint with the best
 validation PSNR, loadable by ``weights.load_model``), ``last.safetensors``, ``train_log.csv``,
-``val_log.csv``, ``run.json`` (arguments, data, hardware, times).
+``val_log.csv`` (with the attention health of ``diagnostics.py``), ``run.json`` (arguments, data,
+hardware, times).
 
 Fine-tuning: ``--init WEIGHTS`` starts from a weights file (or ``--init shipped``: the shipped
-model of ``--variant`` / ``--scale`` / ``--no-t1``) instead of random weights, with a fresh Adam
-state; the file's network must be the one the flags describe. ``--resume`` takes precedence (the
+model of ``--variant`` / ``--scale`` / ``--no-t1``) instead of random weights, with a fresh optimiser;
+the file's network must be the one the flags describe. ``--resume`` takes precedence (the
 checkpoint already holds the fine-tuned weights) and keeps the record of the starting weights.
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m CohfTSuperResLib.train ...`` (or
@@ -40,38 +51,60 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import INTENSITY_REFERENCES, PatchSampler, SliceSet, build_datasets, read_manifest
+from .diagnostics import attention_report, summary
+from .errors import InputError, WeightsError
 from .losses import CohfTLoss
 from .metrics import psnr, ssim
-from .errors import WeightsError
 from .model import SCALES, VARIANTS, CohfTNet, build_model, count_parameters
+from .model.attention import BasicAttention
+from .model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
+from .model.layers import LayerNorm2d
 from .models_registry import find_model
+from .pack import PackVolume, build_pack, read_pack, slice_sets
+from .slices import IntensityAugmentation, PatchSampler, SliceSet
 from .weights import load_model, save_weights, sha256_of
+
+OPTIMIZERS = ("adamw", "adam")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cohft-sr train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--manifest", type=Path, required=True, help="CSV/JSON of (t2, t1[, transforms], role)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", type=Path, help="CSV/JSON of (t2, t1[, transforms], role)")
+    source.add_argument("--pack", type=Path, help="training pack written by `cohft-sr pack` (no SimpleITK needed)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, best model)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="S")
     parser.add_argument("--scale", type=int, choices=SCALES, default=2)
     parser.add_argument("--no-t1", action="store_true", help="train the network without the T1 guide")
     parser.add_argument("--no-inter-head", action="store_true", help="ablation: no inter-head correlation")
     parser.add_argument("--no-adain", action="store_true", help="ablation: no AdaIN")
-    parser.add_argument("--patch", type=int, default=30, help="LR patch side (30 = no padding inside the network)")
+    parser.add_argument("--adain-modulation", choices=ADAIN_MODULATIONS, default="channel",
+                        help="AdaIN gamma/beta per pixel and channel, or one map for all channels (paper's text)")
+    parser.add_argument("--cross-position", choices=CROSS_POSITIONS, default="local",
+                        help="inter-modality attention: 'local' windows with a relative position bias, or "
+                             "'none' (paper's text: all tokens, no position)")
+    parser.add_argument("--no-guide-input", action="store_true",
+                        help="no direct T1 path into the input gate (the paper's network)")
+    parser.add_argument("--patch", type=int, default=64,
+                        help="LR patch side; slices smaller than that are used whole")
     parser.add_argument("--batch-size", type=int, default=4, help="patches per step and rank")
     parser.add_argument("--iterations", type=int, default=200_000, help="total iterations (stop there)")
     parser.add_argument("--time-budget-minutes", type=float, default=None,
                         help="stop cleanly after this much training time in this invocation (then validate, export)")
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
+                        help="adamw: decoupled decay, not on biases / norms / query-key / position; "
+                             "adam: the paper's Adam with L2 on everything")
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--lr-halve-every", type=int, default=50_000, help="halve the lr every this many iterations")
     parser.add_argument("--alpha", type=float, default=0.95)
     parser.add_argument("--lam", type=float, default=0.5)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--no-augment", action="store_true", help="no dihedral augmentation")
+    parser.add_argument("--no-intensity-augment", action="store_true",
+                        help="no gamma / bias-field / k-space-noise augmentation")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint + validate this often")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N iterations")
     parser.add_argument("--val-slices", type=int, default=12, help="slab size of a 'split' volume's validation")
@@ -84,10 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--intensity-reference", choices=INTENSITY_REFERENCES, default=None,
-                        help="T2 normalisation: 'lr' = robust scale of the synthesised LR volume (what inference "
-                        "computes), 'hr' = of the HR volume (runs started before this option). Default: lr, or "
-                        "the checkpoint's with --resume")
     return parser
 
 
@@ -95,18 +124,44 @@ def state_digest(model: torch.nn.Module) -> str:
     """sha256 of a model's state (tensor names, dtypes, shapes and bytes, in name order): equal iff identical."""
     digest = hashlib.sha256()
     for name, value in sorted(model.state_dict().items()):
-        tensor = value.detach().cpu().contiguous()
+        tensor = value.detach().cpu().clone(memory_format=torch.contiguous_format)
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
-def _checkpoint_reference(out: Path) -> str | None:
-    """The intensity reference a checkpoint in `out` was trained with (checkpoints without one used 'hr')."""
-    path = out / "checkpoint" / "state.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("intensity_reference", "hr")
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weights; none on biases, normalisation parameters, attention query / key
+    projections and position biases (decay pulls those towards uniform attention)."""
+    exempt: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, LayerNorm2d):
+            exempt.update(id(p) for p in module.parameters())
+        elif isinstance(module, BasicAttention):
+            exempt.update(id(p) for p in (*module.to_q.parameters(), *module.to_k.parameters()))
+            if module.relative_bias is not None:
+                exempt.add(id(module.relative_bias))
+    decay, plain = [], []
+    for name, parameter in model.named_parameters():
+        (plain if id(parameter) in exempt or name.endswith(".bias") else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """'adamw' (decoupled decay on parameter_groups) or 'adam' (the paper's text: L2 on every parameter)."""
+    if kind == "adamw":
+        return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {kind!r}; use one of {OPTIMIZERS}")
+
+
+def training_volumes(args: argparse.Namespace, log: Any) -> tuple[list[PackVolume], str]:
+    """The pack's volumes (read, or built from the manifest) and a name of the source for messages."""
+    if args.pack is not None:
+        volumes, _meta = read_pack(args.pack)
+        return volumes, str(args.pack)
+    return build_pack(args.manifest, args.val_slices, log=log), str(args.manifest)
 
 
 def load_initial_weights(model: CohfTNet, source: str, variant: str) -> dict[str, str]:
@@ -182,8 +237,8 @@ def validate(model: torch.nn.Module, data: SliceSet, use_t1: bool, device: torch
     if max_slices is not None and len(pairs) > max_slices:
         pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, max_slices).round()]
     for volume, index in pairs:
-        lr = torch.from_numpy(data.lr[volume][index])[None, None].to(device)
-        t1 = torch.from_numpy(data.t1[volume][index])[None, None].to(device) if use_t1 else None
+        lr = _on_device(torch.from_numpy(data.lr[volume][index])[None, None], device)
+        t1 = _on_device(torch.from_numpy(data.t1[volume][index])[None, None], device) if use_t1 else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             sr, _ = model(lr, t1)
         sr = sr.float()[0, 0].cpu().numpy()
@@ -192,6 +247,25 @@ def validate(model: torch.nn.Module, data: SliceSet, use_t1: bool, device: torch
         scores_s.append(ssim(sr, hr, 1.0))
     model.train(was_training)
     return {"val_psnr": float(np.mean(scores_p)), "val_ssim": float(np.mean(scores_s)), "val_slices": len(pairs)}
+
+
+def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x on the device in channels-last layout (the convolutions' fastest; the model is channels-last too)."""
+    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def attention_health(model: CohfTNet, data: SliceSet, use_t1: bool, device: torch.device) -> dict[str, float]:
+    """diagnostics.summary of the attention modules on the middle validation slice."""
+    volume, index = data.slices()[data.num_slices // 2]
+    lr = _on_device(torch.from_numpy(data.lr[volume][index])[None, None], device)
+    t1 = _on_device(torch.from_numpy(data.t1[volume][index])[None, None], device) if use_t1 else None
+    report = attention_report(model, lr, t1)
+    collapsed = [row.name for row in report if row.collapsed or (row.cross_modal and row.uniform)]
+    if collapsed:
+        _log(f"warning: attention collapsed (query/key weights near zero, or uniform inter-modality attention) in "
+             f"{', '.join(collapsed)}")
+    return {key: round(value, 6) for key, value in summary(report).items()}
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
@@ -234,28 +308,23 @@ def _train_on(env: _Distributed, args: argparse.Namespace) -> dict[str, Any]:
     log = _log if env.main else (lambda _message: None)
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
-    specs = read_manifest(args.manifest)
     use_t1 = not args.no_t1
-    missing = [spec.subject for spec in specs if spec.t1 is None]
-    if use_t1 and missing:
-        raise ValueError(f"{args.manifest}: no t1 for {missing}; give one or train with --no-t1")
-    stored = _checkpoint_reference(out) if args.resume else None
-    if args.intensity_reference is None:
-        args.intensity_reference = stored or "lr"
-    elif stored is not None and stored != args.intensity_reference:
-        log(f"warning: the checkpoint was trained with --intensity-reference {stored}; "
-            f"continuing with {args.intensity_reference}")
     started = time.time()
-    train_data, val_data = build_datasets(specs, args.scale, val_slices=args.val_slices, log=log,
-                                          intensity_reference=args.intensity_reference)
+    volumes, source = training_volumes(args, log)
+    missing = sorted({volume.name for volume in volumes if not volume.has_t1})
+    if use_t1 and missing:
+        raise InputError(f"{source}: no t1 for {missing}; give one or train with --no-t1")
+    train_data, val_data = slice_sets(volumes, args.scale)
     if val_data.num_slices == 0:
-        raise ValueError(f"{args.manifest}: no validation slices; mark a row with role 'val' or 'split'")
+        raise InputError(f"{source}: no validation slices; mark a row with role 'val' or 'split'")
     log(f"data: {train_data.num_slices} training slices from {len(train_data.names)} volumes, "
         f"{val_data.num_slices} validation slices ({time.time() - started:.0f} s)")
     torch.manual_seed(args.seed)
     model = build_model(args.variant, args.scale, use_t1=use_t1, inter_head=not args.no_inter_head,
-                        adain=not args.no_adain).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+                        adain=not args.no_adain, adain_modulation=args.adain_modulation,
+                        cross_position=args.cross_position, guide_input=not args.no_guide_input)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, args.optimizer, args.lr, args.weight_decay)
     state: dict[str, Any] = {"iteration": 0, "best_val_psnr": -math.inf, "train_seconds": 0.0, "best": None}
     if args.resume:
         state = load_checkpoint(out / "checkpoint", model, optimizer)
@@ -263,20 +332,22 @@ def _train_on(env: _Distributed, args: argparse.Namespace) -> dict[str, Any]:
     elif args.init is not None:
         state["init"] = load_initial_weights(model, args.init, args.variant)
         log(f"starting from {state['init']['path']} (sha256 {state['init']['sha256'][:12]}...)")
-    state["intensity_reference"] = args.intensity_reference
     net = model
     if env.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     criterion = CohfTLoss(args.alpha, args.lam)
     sampler = PatchSampler(train_data, args.patch, args.batch_size, seed=args.seed, rank=env.rank,
-                           augment=not args.no_augment)
+                           augment=not args.no_augment,
+                           intensity=None if args.no_intensity_augment else IntensityAugmentation())
     log(f"model {args.variant} x{args.scale} {'with' if use_t1 else 'without'} T1: "
-        f"{count_parameters(model):,} parameters, device {_hardware(device)}, world size {env.world}")
+        f"{count_parameters(model):,} parameters, device {_hardware(device)}, world size {env.world}; "
+        f"LR patches of {sampler.patch_shape[0]} x {sampler.patch_shape[1]}")
 
     def checkpoint(iteration: int) -> dict[str, float]:
         metrics = {}
         if env.main:
             metrics = validate(model, val_data, use_t1, device, args.val_max_slices, args.bf16)
+            metrics.update(attention_health(model, val_data, use_t1, device))
             if metrics["val_psnr"] > state["best_val_psnr"]:
                 state["best_val_psnr"] = metrics["val_psnr"]
                 state["best"] = {"iteration": iteration, **metrics}
@@ -319,7 +390,7 @@ def _train_on(env: _Distributed, args: argparse.Namespace) -> dict[str, Any]:
             last_checkpoint = step_start = time.time()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(iteration, args.lr, args.lr_halve_every)
-        lr_patch, hr_patch, t1_patch = (x.to(device, non_blocking=True) for x in sampler.batch(iteration))
+        lr_patch, hr_patch, t1_patch = (_on_device(x, device) for x in sampler.batch(iteration))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             sr, grad = net(lr_patch, t1_patch if use_t1 else None)
         parts = criterion.components(sr.float(), grad.float(), hr_patch)
@@ -374,10 +445,9 @@ def _train_on(env: _Distributed, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _weights_metadata(args: argparse.Namespace, iteration: int, metrics: dict[str, float]) -> dict[str, Any]:
-    reference = {"lr": "of the (synthesised) LR T2 volume, as inference computes it", "hr": "of the HR T2 volume"}
     return {"iteration": iteration, "validation": metrics,
-            "normalisation": "per-volume 99.5th percentile of positive voxels; T2 scale "
-                             + reference[args.intensity_reference] + "; T1 scale of the T1 volume",
+            "normalisation": "per-volume 99.5th percentile of positive voxels; T2 scale of the (synthesised) LR "
+                             "T2 volume, as inference computes it; T1 scale of the T1 volume",
             "grid": "DFT: LR sample j at HR sample s*j", "patch": args.patch, "seed": args.seed}
 
 

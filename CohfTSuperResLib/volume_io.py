@@ -13,17 +13,20 @@ from .errors import InputError
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png")
 
 
-def read_volume(path: str | Path) -> sitk.Image:
-    """The image in a file, or the single DICOM series in a folder; InputError with the reason otherwise."""
+def read_volume(path: str | Path, float32: bool = False) -> sitk.Image:
+    """The image in a file, or the single DICOM series in a folder (cast to float32 when asked);
+    InputError with the reason otherwise."""
     path = Path(path)
     if path.is_dir():
-        return _read_dicom_series(path)
-    if not path.is_file():
+        image = _read_dicom_series(path)
+    elif not path.is_file():
         raise InputError(f"input not found: {path}")
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise InputError(f"cannot read {path}: {_itk_reason(error)}") from error
+    else:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise InputError(f"cannot read {path}: {_itk_reason(error)}") from error
+    return sitk.Cast(image, sitk.sitkFloat32) if float32 else image
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from .errors import WeightsError
 from .model import CohfTConfig, CohfTNet
 
-__all__ = ["CONFIG_KEY", "WeightsError", "load_model", "read_metadata", "save_weights", "sha256_of"]
+__all__ = ["CONFIG_KEY", "WeightsError", "config_of", "load_model", "read_metadata", "save_weights", "sha256_of"]
 
 CONFIG_KEY = "cohft_config"
 
@@ -50,7 +50,21 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             raw = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"cannot read model weights {path}: {error}") from error
-    return {key: json.loads(value) for key, value in raw.items()}
+    try:
+        return {key: json.loads(value) for key, value in raw.items()}
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{Path(path).name} has a header that is not CohfTSuperRes metadata (not JSON: {error})") \
+            from error
+
+
+def config_of(metadata: dict[str, Any], name: str) -> CohfTConfig:
+    """The network configuration stored in a weights (or ONNX) file's metadata; WeightsError when absent or impossible."""
+    if CONFIG_KEY not in metadata:
+        raise WeightsError(f"{name} holds no Cohf-T configuration; it is not a CohfTSuperRes weights file")
+    try:
+        return CohfTConfig.from_dict(metadata[CONFIG_KEY])
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"{name} describes an impossible Cohf-T network: {error}") from error
 
 
 def load_model(path: str | Path, expected_sha256: str | None = None, device: str | torch.device = "cpu") -> CohfTNet:
@@ -69,13 +83,17 @@ def load_model(path: str | Path, expected_sha256: str | None = None, device: str
                 f"model weights {path.name} fail their checksum (sha256 {actual[:12]}..., expected "
                 f"{expected_sha256[:12]}...): the file is corrupt or was changed; reinstall it"
             )
-    metadata = read_metadata(path)
-    if CONFIG_KEY not in metadata:
-        raise WeightsError(f"{path.name} holds no Cohf-T configuration; it is not a CohfTSuperRes weights file")
+    config = config_of(read_metadata(path), path.name)
     try:
-        model = CohfTNet(CohfTConfig(**metadata[CONFIG_KEY]))
+        model = CohfTNet(config)
         state = load_file(str(path))
         model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
-    except (SafetensorError, RuntimeError, TypeError) as error:
+    except (SafetensorError, RuntimeError, TypeError, ValueError) as error:
         raise WeightsError(f"model weights {path.name} do not fit the Cohf-T network: {error}") from error
+    broken = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
+    if broken:
+        raise WeightsError(
+            f"model weights {path.name} hold NaN or Inf values in {len(broken)} tensor(s) ({broken[0]}, ...): "
+            "the file is damaged or the training diverged; use another weights file"
+        )
     return model.to(device).eval()

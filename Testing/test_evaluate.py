@@ -12,7 +12,8 @@ import SimpleITK as sitk
 import torch
 
 from CohfTSuperResLib import evaluate
-from CohfTSuperResLib.data import brain_slices, to_stack
+from CohfTSuperResLib.pairs import to_stack
+from CohfTSuperResLib.slices import brain_slices
 from CohfTSuperResLib.degrade import degrade
 from CohfTSuperResLib.model import build_model
 from CohfTSuperResLib.normalize import robust_scale

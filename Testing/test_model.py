@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from CohfTSuperResLib.gradient import gradient_magnitude
 from CohfTSuperResLib.model import SCALES, VARIANTS, build_model, count_parameters
 from CohfTSuperResLib.model.attention import BasicAttention
 
@@ -175,3 +176,69 @@ def test_cuda_matches_cpu():
         cpu, _ = model(lr, t1)
         gpu, _ = model.to("cuda")(lr.cuda(), t1.cuda())
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-4)
+
+
+def test_adain_beta_reaches_the_output_with_channel_modulation_only():
+    """A beta shared by all channels is removed by the attention's channel LayerNorm (zero gradient, the paper's
+    text); per-channel beta is not."""
+    gradients = {}
+    for modulation in ("pixel", "channel"):
+        torch.manual_seed(0)
+        model = build_model("S", 2, adain_modulation=modulation)
+        lr, t1 = _inputs(2, 12, 14, batch=2)
+        sr, grad = model(lr, t1)
+        (sr.square().mean() + grad.square().mean()).backward()
+        gradients[modulation] = max(float(stage.block.align.to_beta.weight.grad.abs().max()) for stage in model.stages)
+    assert gradients["pixel"] < 1e-9
+    assert gradients["channel"] > 1e-6
+
+
+def test_local_cross_attention_starts_at_the_co_located_t1_patch():
+    """With the locality prior, a query's largest correlation at initialisation is its own place in the T1."""
+    torch.manual_seed(0)
+    model = build_model("S", 2).eval()
+    attention = model.stages[0].block.cross_modal
+    assert attention.grouping == "window" and attention.relative_bias is not None
+    x1, x2 = torch.randn(1, 16, 30, 30), torch.randn(1, 16, 60, 60)
+    weights = attention.attention_weights(x1, x2)  # (groups, heads, 36, 36)
+    diagonal = torch.diagonal(weights[:, 0], dim1=-2, dim2=-1)
+    assert bool((weights[:, 0].argmax(dim=-1) == torch.arange(36)).float().mean() > 0.9)
+    assert float(diagonal.mean()) > 0.3
+    global_model = build_model("S", 2, cross_position="none")
+    assert global_model.stages[0].block.cross_modal.grouping == "global"
+    assert global_model.stages[0].block.cross_modal.relative_bias is None
+
+
+def test_guide_input_feeds_the_folded_t1_to_the_input_gate():
+    torch.manual_seed(0)
+    direct = build_model("S", 3)
+    plain = build_model("S", 3, guide_input=False)
+    assert direct.image_gate[0].in_channels == 1 + 2 * 9 and plain.image_gate[0].in_channels == 1
+    assert build_model("S", 3, use_t1=False).image_gate[0].in_channels == 1
+    lr, t1 = _inputs(3, 10, 11)
+    changed = t1.clone()
+    changed[0, 0, 4, 4] += 1.0  # one HR T1 sample moves the features of its LR sample through the input gate
+    direct.eval()
+    with torch.no_grad():
+        folded = [torch.nn.functional.pixel_unshuffle(x, 3) for x in (t1, gradient_magnitude(t1))]
+        features = direct.image_gate(torch.cat([lr, *folded], 1))
+        sr, _ = direct(lr, t1)
+        sr_changed, _ = direct(lr, changed)
+    assert features.shape == (1, 16, 10, 11)
+    assert (sr - sr_changed).abs().max() > 1e-6
+
+
+def test_stored_configs_without_the_new_switches_mean_the_papers_network():
+    from CohfTSuperResLib.model import CohfTConfig
+    from CohfTSuperResLib.model.config import PAPER_TEXT_SWITCHES
+
+    old = {key: value for key, value in build_model("S", 2).config.to_dict().items() if key not in PAPER_TEXT_SWITCHES}
+    config = CohfTConfig.from_dict(old)
+    assert (config.adain_modulation, config.cross_position, config.guide_input) == ("pixel", "none", False)
+    assert CohfTConfig.from_dict(build_model("S", 4).config.to_dict()) == build_model("S", 4).config
+    with pytest.raises(ValueError, match="unknown Cohf-T configuration key"):
+        CohfTConfig.from_dict({**old, "colour": "red"})
+    for bad in ({"scale": 7}, {"scale": 2.0}, {"dim": 0}, {"heads": "4"}, {"cross_position": "far"},
+                {"use_t1": "yes"}):
+        with pytest.raises(ValueError):
+            CohfTConfig.from_dict({**old, **bad})

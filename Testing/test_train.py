@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from CohfTSuperResLib import train
-from CohfTSuperResLib.data import read_manifest, write_manifest
+from CohfTSuperResLib.pairs import read_manifest, write_manifest
 from CohfTSuperResLib.model import build_model
 from CohfTSuperResLib.errors import WeightsError
 from CohfTSuperResLib.models_registry import find_model
@@ -69,7 +69,6 @@ def test_tiny_run_writes_a_loadable_best_model_and_logs(manifest: Path, tmp_path
     assert metadata["patch"] == 8 and "LR T2 volume" in metadata["normalisation"]
     summary = json.loads((out / "run.json").read_text())
     assert summary["iterations"] == 4 and summary["world_size"] == 1
-    assert summary["args"]["intensity_reference"] == "lr"
     assert summary["data"]["train_slices"] == 2 and summary["data"]["val_slices"] == 2
     val = _rows(out / "val_log.csv")
     assert [int(r["iteration"]) for r in val] == [2, 4]
@@ -99,20 +98,28 @@ def test_resume_continues_exactly(manifest: Path, tmp_path: Path) -> None:
     assert [r["loss_total"] for r in _rows(resumed / "train_log.csv")] == \
         [r["loss_total"] for r in _rows(straight / "train_log.csv")]
     state = json.loads((resumed / "checkpoint" / "state.json").read_text())
-    assert state["iteration"] == 4 and state["intensity_reference"] == "lr"
+    assert state["iteration"] == 4
 
 
-def test_resume_keeps_the_checkpoints_intensity_reference(manifest: Path, tmp_path: Path) -> None:
-    """Checkpoints written before --intensity-reference existed have no such key: they trained with 'hr' and resume
-    with it unless told otherwise."""
-    out = tmp_path / "old"
-    _run(manifest, out, "--iterations", "1", "--intensity-reference", "hr")
-    state_path = out / "checkpoint" / "state.json"
-    state = json.loads(state_path.read_text())
-    del state["intensity_reference"]
-    state_path.write_text(json.dumps(state))
-    _run(manifest, out, "--iterations", "2", "--resume")
-    assert json.loads((out / "run.json").read_text())["args"]["intensity_reference"] == "hr"
+def test_pack_and_manifest_train_the_same(manifest: Path, tmp_path: Path) -> None:
+    from CohfTSuperResLib.pack import main as pack_main
+
+    assert pack_main(["--manifest", str(manifest), "--out", str(tmp_path / "p.npz")]) == 0
+    _run(manifest, tmp_path / "from_manifest", "--iterations", "2")
+    assert train.main(["--pack", str(tmp_path / "p.npz"), "--out", str(tmp_path / "from_pack"), *TINY,
+                       "--iterations", "2"]) == 0
+    a = load_file(str(tmp_path / "from_manifest" / "last.safetensors"))
+    b = load_file(str(tmp_path / "from_pack" / "last.safetensors"))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_network_switches_reach_the_weights_header(manifest: Path, tmp_path: Path) -> None:
+    _run(manifest, tmp_path / "paper", "--iterations", "1", "--cross-position", "none", "--adain-modulation", "pixel",
+         "--no-guide-input", "--optimizer", "adam")
+    config = load_model(tmp_path / "paper" / "best.safetensors").config
+    assert (config.cross_position, config.adain_modulation, config.guide_input) == ("none", "pixel", False)
+    val = _rows(tmp_path / "paper" / "val_log.csv")[0]
+    assert float(val["cross_qk_rms"]) > 0 and 0 < float(val["cross_entropy"]) <= 1
 
 
 def test_t1_model_needs_t1_and_validation_data(manifest: Path, tmp_path: Path) -> None:
@@ -142,9 +149,15 @@ def test_init_fine_tunes_from_a_weights_file_and_resume_keeps_the_record(manifes
     assert record == {"source": str(start), "path": str(start), "sha256": sha256_of(start)}
 
 
+def _flags_of(config) -> list[str]:
+    """The train flags that build the network of a config (its switches)."""
+    flags = ["--cross-position", config.cross_position, "--adain-modulation", config.adain_modulation]
+    return flags + ([] if config.guide_input else ["--no-guide-input"])
+
+
 def test_init_shipped_starts_from_the_shipped_model(manifest: Path, tmp_path: Path) -> None:
-    _run(manifest, tmp_path / "ft", "--iterations", "0", "--init", "shipped")
     shipped = find_model("S", 2)
+    _run(manifest, tmp_path / "ft", "--iterations", "0", "--init", "shipped", *_flags_of(shipped.load().config))
     record = json.loads((tmp_path / "ft" / "run.json").read_text())["init"]
     assert record["source"] == "shipped" and record["sha256"] == shipped.sha256
     a, b = load_file(str(shipped.path)), load_file(str(tmp_path / "ft" / "last.safetensors"))

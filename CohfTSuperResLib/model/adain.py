@@ -22,15 +22,23 @@ class PointwiseAdaIN(nn.Module):
     O = (X2 - mu2) / sigma2 * (sigma1 + gamma) + mu1 + beta, with per-pixel gamma
     and beta predicted from X2 and X1 lifted to X2's size (conv to d*s^2 channels
     then pixel shuffle). gamma and beta start at zero, i.e. at plain AdaIN.
+
+    modulation='pixel' is the paper's text: one gamma and one beta map shared by every
+    channel. Such a beta shifts all channels of a pixel equally, which the channel
+    LayerNorm of the attention that follows removes exactly (its gradient is zero).
+    modulation='channel' predicts a gamma and a beta per pixel and per channel, so both count.
     """
 
-    def __init__(self, dim: int, scale: int) -> None:
+    def __init__(self, dim: int, scale: int, modulation: str = "channel") -> None:
         super().__init__()
+        if modulation not in ("pixel", "channel"):
+            raise ValueError(f"unknown AdaIN modulation {modulation!r}; use 'pixel' or 'channel'")
+        maps = dim if modulation == "channel" else 1
         self.scale = scale
         self.lift = nn.Conv2d(dim, dim * scale * scale, 3, padding=1)
         self.fuse = nn.Conv2d(2 * dim, dim, 3, padding=1)
-        self.to_gamma = nn.Conv2d(dim, 1, 3, padding=1)
-        self.to_beta = nn.Conv2d(dim, 1, 3, padding=1)
+        self.to_gamma = nn.Conv2d(dim, maps, 3, padding=1)
+        self.to_beta = nn.Conv2d(dim, maps, 3, padding=1)
         for head in (self.to_gamma, self.to_beta):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import LayerNorm2d, pointwise_embedding
 from .partition import group_tokens, pad_to_multiple, ungroup_tokens
+
+LOCALITY_SLOPES = (2.0, 1.0, 0.5, 0.25)  # initial logit penalty per token of distance, head by head (cycled)
+
+
+def relative_offsets(window: int) -> torch.Tensor:
+    """(g*g, g*g) index into a (2g-1)^2 table of the (dy, dx) offset between every two tokens of a g x g window."""
+    rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    dy = rows[:, None] - rows[None, :] + window - 1
+    dx = cols[:, None] - cols[None, :] + window - 1
+    return dy * (2 * window - 1) + dx
+
+
+def locality_prior(window: int, heads: int) -> torch.Tensor:
+    """(heads, (2g-1)^2) bias table: -slope * distance, with a slope per head from LOCALITY_SLOPES."""
+    offsets = torch.arange(-(window - 1), window, dtype=torch.float32)
+    distance = torch.sqrt(offsets[:, None] ** 2 + offsets[None, :] ** 2).flatten()
+    slopes = torch.tensor([LOCALITY_SLOPES[h % len(LOCALITY_SLOPES)] for h in range(heads)])
+    return -slopes[:, None] * distance[None, :]
 
 
 class BasicAttention(nn.Module):
@@ -21,6 +42,10 @@ class BasicAttention(nn.Module):
     layers into M heads of d' = d*p^2/M, and attended per head with softmax
     correlations (Eq. 3). The inter-head correlation A (N x M x M, Eq. 4) then
     mixes the heads token by token: u = (I + A) v_hat (Eq. 5).
+
+    position='local' (window grouping only) adds a learned relative position bias
+    to the correlations (one (2g-1)^2 table per head, as in Swin), initialised to
+    `locality_prior`, so that a query starts by looking at the token at its own place.
     """
 
     def __init__(
@@ -32,6 +57,7 @@ class BasicAttention(nn.Module):
         window: int,
         context_stride: int = 1,
         inter_head: bool = True,
+        position: str = "none",
     ) -> None:
         super().__init__()
         token_width = dim * patch * patch
@@ -48,6 +74,14 @@ class BasicAttention(nn.Module):
         self.to_k = nn.Linear(token_width, token_width)
         self.to_v = nn.Linear(token_width, token_width)
         self.post = nn.Conv2d(dim, dim, 3, padding=1)
+        self.relative_bias: nn.Parameter | None = None
+        if position == "local":
+            if grouping != "window":
+                raise ValueError("a relative position bias needs window grouping")
+            self.relative_bias = nn.Parameter(locality_prior(window, heads))
+            self.register_buffer("relative_index", relative_offsets(window), persistent=False)
+        elif position != "none":
+            raise ValueError(f"unknown attention position {position!r}; use 'none' or 'local'")
 
     def _pad_multiple(self) -> int:
         return self.patch * (1 if self.grouping == "global" else self.window)
@@ -56,20 +90,31 @@ class BasicAttention(nn.Module):
         groups, count, width = tokens.shape
         return tokens.view(groups, count, self.heads, width // self.heads).transpose(1, 2)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x1.shape
+    def _position_bias(self) -> torch.Tensor | None:
+        """(heads, N, N) additive bias of the correlations, or None."""
+        if self.relative_bias is None:
+            return None
+        return self.relative_bias[:, self.relative_index]
+
+    def _heads(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        """q, k, v (groups, heads, tokens, d') and the token grid's height and width."""
         query_map = pad_to_multiple(self.embed_query(self.norm_query(x1)), self._pad_multiple())
         context_map = pad_to_multiple(self.embed_context(self.norm_context(x2)), self._pad_multiple())
         padded_h, padded_w = query_map.shape[-2:]
-        token_h, token_w = padded_h // self.patch, padded_w // self.patch
-
         query_tokens = group_tokens(F.pixel_unshuffle(query_map, self.patch), self.grouping, self.window)
         context_tokens = group_tokens(F.pixel_unshuffle(context_map, self.patch), self.grouping, self.window)
         q = self._split_heads(self.to_q(query_tokens))
         k = self._split_heads(self.to_k(context_tokens))
         v = self._split_heads(self.to_v(context_tokens))
+        return q, k, v, padded_h // self.patch, padded_w // self.patch
 
-        v_hat = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (G, N, M, d')
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x1.shape
+        q, k, v, token_h, token_w = self._heads(x1, x2)
+        bias = self._position_bias()
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        v_hat = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2)  # (G, N, M, d')
         if self.inter_head:
             correlation = torch.softmax(v_hat @ v_hat.transpose(-1, -2), dim=-1)  # (G, N, M, M)
             mixed = v_hat + correlation @ v_hat
@@ -80,3 +125,11 @@ class BasicAttention(nn.Module):
         token_map = ungroup_tokens(mixed, self.grouping, self.window, batch, token_h, token_w)
         folded = F.pixel_shuffle(token_map, self.patch)[..., :height, :width]
         return x1 + self.post(folded)
+
+    @torch.no_grad()
+    def attention_weights(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """The correlation maps s of Eq. 3 (with the position bias), (groups, heads, N, N): for diagnostics."""
+        q, k, _v, _h, _w = self._heads(x1, x2)
+        logits = q.float() @ k.float().transpose(-1, -2) / math.sqrt(q.shape[-1])
+        bias = self._position_bias()
+        return torch.softmax(logits if bias is None else logits + bias.float(), dim=-1)

@@ -16,6 +16,8 @@ class CohfTBlock(nn.Module):
     (g x g windows, then dilated windows), each followed by a residual MLP; then,
     when the T1 guide is used, AdaIN-aligned T1 gradient features F_c give the keys
     and values of an inter-modality attention (patch p, stride s), and a last MLP.
+    The inter-modality attention spans the whole slice (cross_position 'none', the paper's
+    text) or aligned g x g token windows with a relative position bias ('local').
     """
 
     def __init__(self, config: CohfTConfig) -> None:
@@ -28,13 +30,14 @@ class CohfTBlock(nn.Module):
         self.cross_modal: BasicAttention | None = None
         self.align: PointwiseAdaIN | None = None
         if config.use_t1:
+            local = config.cross_position == "local"
             self.cross_modal = BasicAttention(
-                dim, heads, config.inter_patch, "global", window,
-                context_stride=config.scale, inter_head=config.inter_head,
+                dim, heads, config.inter_patch, "window" if local else "global", window,
+                context_stride=config.scale, inter_head=config.inter_head, position=config.cross_position,
             )
             self.cross_mlp = ResidualMLP(dim, config.mlp_ratio)
             if config.adain:
-                self.align = PointwiseAdaIN(dim, config.scale)
+                self.align = PointwiseAdaIN(dim, config.scale, config.adain_modulation)
 
     def forward(self, structure: torch.Tensor, t1_context: torch.Tensor | None = None) -> torch.Tensor:
         x = self.short_mlp(self.short_range(structure, structure))

@@ -18,10 +18,10 @@ def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 
 class _InputBranch(nn.Sequential):
-    """Input gate branch: 3x3 conv from one channel to d, then one RRDB."""
+    """Input gate branch: 3x3 conv from the input channels to d, then one RRDB."""
 
-    def __init__(self, config: CohfTConfig) -> None:
-        super().__init__(_conv3x3(1, config.dim), RRDB(config.dim, config.rdbs_per_rrdb, config.convs_per_rdb))
+    def __init__(self, config: CohfTConfig, channels: int = 1) -> None:
+        super().__init__(_conv3x3(channels, config.dim), RRDB(config.dim, config.rdbs_per_rrdb, config.convs_per_rdb))
 
 
 class _Stage(nn.Module):
@@ -62,13 +62,18 @@ class CohfTNet(nn.Module):
     The intensity output adds the learned detail to a cubic upsampling of the
     input on the DFT grid (see upsample.py); the gradient output is predicted
     from the domain-prior stream. With `use_t1=False` the network has no T1
-    branch at all and `forward` takes the LR T2 alone.
+    branch at all and `forward` takes the LR T2 alone. With `guide_input` the HR T1
+    and its gradient, folded to LR size by space-to-depth (s*s channels each, HR
+    sample (s*i + dy, s*j + dx) in channel dy*s + dx at LR sample (i, j)), enter
+    the main stream's input gate beside the LR T2.
     """
 
     def __init__(self, config: CohfTConfig) -> None:
         super().__init__()
         self.config = config
-        self.image_gate = _InputBranch(config)
+        self.guide_input = config.use_t1 and config.guide_input
+        guide_channels = 2 * config.scale**2 if self.guide_input else 0
+        self.image_gate = _InputBranch(config, 1 + guide_channels)
         self.structure_gate = _InputBranch(config)
         self.t1_gate = _InputBranch(config) if config.use_t1 else None
         self.stages = nn.ModuleList(_Stage(config) for _ in range(config.stages))
@@ -85,9 +90,15 @@ class CohfTNet(nn.Module):
         """Return (HR T2, HR gradient map), both (B, 1, s*h, s*w)."""
         if not torch.compiler.is_compiling():
             self.check_inputs(lr_t2, hr_t1)
-        features = self.image_gate(lr_t2)
+        image_input, t1_context = lr_t2, None
+        if self.t1_gate is not None:
+            t1_gradient = gradient_magnitude(hr_t1)
+            t1_context = self.t1_gate(t1_gradient)
+            if self.guide_input:
+                folded = [F.pixel_unshuffle(x, self.scale) for x in (hr_t1, t1_gradient)]
+                image_input = torch.cat([lr_t2, *folded], dim=1)
+        features = self.image_gate(image_input)
         prior = self.structure_gate(gradient_magnitude(lr_t2))
-        t1_context = self.t1_gate(gradient_magnitude(hr_t1)) if self.t1_gate is not None else None
         for stage in self.stages:
             features, prior = stage(features, prior, t1_context)
         prior_hr = self.prior_up(prior)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 SCALES = (2, 3, 4)
+ADAIN_MODULATIONS = ("pixel", "channel")
+CROSS_POSITIONS = ("none", "local")
+# Values of the switches added after release 0.1.0 that reproduce the paper's text and that release:
+# a configuration stored without them (older weights files) means these.
+PAPER_TEXT_SWITCHES: dict[str, Any] = {"adain_modulation": "pixel", "cross_position": "none", "guide_input": False}
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,14 @@ class CohfTConfig:
     use_t1: inter-modality attention with the HR T1 (False = no T1 input at all).
     inter_head: the inter-head correlation of the basic attention module.
     adain: the point-wise adaptive instance normalisation before inter-modality attention.
+    adain_modulation: 'pixel' = the paper's one gamma / beta map shared by all channels (beta is then
+    removed by the attention's channel LayerNorm); 'channel' = a gamma / beta per pixel and channel.
+    cross_position: 'none' = the paper's inter-modality attention over all tokens of the slice, which
+    carry no position; 'local' = attention within aligned g x g token windows with a learned relative
+    position bias that starts as a locality prior (the co-located T1 patch first). Size-independent.
+    guide_input: the HR T1 and its gradient, folded to LR size (space-to-depth), also enter the
+    main stream's input gate: a direct path for the guide (an extension of the paper).
+    The last three are only used with use_t1; PAPER_TEXT_SWITCHES gives the paper's values.
     """
 
     scale: int = 2
@@ -37,10 +50,25 @@ class CohfTConfig:
     use_t1: bool = True
     inter_head: bool = True
     adain: bool = True
+    adain_modulation: str = "channel"
+    cross_position: str = "local"
+    guide_input: bool = True
 
     def __post_init__(self) -> None:
-        if self.scale not in SCALES:
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {self.scale}")
+        for name in ("dim", "stages", "rrdbs_per_stage", "rdbs_per_rrdb", "convs_per_rdb", "window", "intra_patch",
+                     "inter_patch", "heads", "mlp_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("use_t1", "inter_head", "adain", "guide_input"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.adain_modulation not in ADAIN_MODULATIONS:
+            raise ValueError(f"adain_modulation must be one of {ADAIN_MODULATIONS}, got {self.adain_modulation!r}")
+        if self.cross_position not in CROSS_POSITIONS:
+            raise ValueError(f"cross_position must be one of {CROSS_POSITIONS}, got {self.cross_position!r}")
         for name in ("intra_patch", "inter_patch"):
             width = self.dim * getattr(self, name) ** 2
             if width % self.heads:
@@ -49,6 +77,18 @@ class CohfTConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, for metadata next to weights."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CohfTConfig:
+        """The config a stored dict describes; switches it lacks take their paper-text values
+        (PAPER_TEXT_SWITCHES, what weights written before them mean). ValueError for unknown keys or bad values."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a Cohf-T configuration is a JSON object, got {type(values).__name__}")
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown Cohf-T configuration key(s): {', '.join(unknown)}")
+        return cls(**{**PAPER_TEXT_SWITCHES, **values})
 
 
 VARIANTS: dict[str, CohfTConfig] = {

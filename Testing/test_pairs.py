@@ -1,32 +1,30 @@
-"""Training data (data.py): manifests, T1 registration onto the T2 grid, slicing, normalisation, patches, sampling."""
+"""Paired volumes (pairs.py): manifests, the T1 put onto the T2 grid, slicing, normalisation of real pairs."""
 
 from __future__ import annotations
 
-import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CohfTSuperResLib.data import (
+from CohfTSuperResLib.degrade import degrade
+from CohfTSuperResLib.errors import InputError
+from CohfTSuperResLib.normalize import robust_scale
+from CohfTSuperResLib.pairs import (
+    SLICE_MULTIPLE,
     PairSpec,
-    PatchSampler,
-    SliceSet,
-    brain_slices,
-    build_datasets,
-    crop_patch,
     default_slice_axis,
     load_pair,
+    open_ms_specs,
     read_manifest,
     t1_on_t2_grid,
     t1_to_t2_transform,
     to_stack,
     write_manifest,
 )
-from CohfTSuperResLib.degrade import degrade
-from CohfTSuperResLib.normalize import robust_scale
 
 # ----------------------------------------------------------------------------- manifests
 
@@ -183,27 +181,6 @@ def test_to_stack_axes() -> None:
     np.testing.assert_array_equal(to_stack(image, 1)[2], array[:, 2, :])
 
 
-# ----------------------------------------------------------------------------- brain slices
-
-
-def test_brain_slices_threshold() -> None:
-    stack = np.zeros((4, 20, 20), dtype=np.float32)
-    stack[1].flat[:16] = 0.5   # 4% tissue: not brain
-    stack[2].flat[:20] = 0.5   # 5%: brain
-    stack[3].flat[:200] = 0.05  # half the slice, but below the tissue level
-    np.testing.assert_array_equal(brain_slices(stack), [2])
-
-
-def test_brain_slices_on_a_real_volume(open_ms: Path) -> None:
-    t2 = sitk.ReadImage(str(open_ms / "mni" / "patient07" / "t2.nii.gz"), sitk.sitkFloat32)
-    stack = to_stack(t2, 2)
-    brain = brain_slices(stack / robust_scale(stack))
-    assert np.all(np.diff(brain) == 1)  # one contiguous block of axial slices
-    assert 0 < brain[0] and brain[-1] < stack.shape[0] - 1  # the empty slices at both ends are dropped
-    assert 100 < brain.size < stack.shape[0]
-    assert 90 in brain
-
-
 # ----------------------------------------------------------------------------- loading real pairs
 
 
@@ -216,125 +193,34 @@ def _crop(open_ms: Path, folder: Path, subject: str, region: tuple[slice, slice,
 
 
 def test_load_pair_normalises_like_inference(open_ms: Path, tmp_path: Path) -> None:
-    """The T2 is divided by the robust scale of its synthesised LR volume (what inference computes from its
-    input), the T1 by its own; the stacks are trimmed to a multiple of the scale."""
+    """The T2 is divided by its HR volume's robust scale, and t2_factors[s] is the robust scale of its synthesised
+    x s LR volume (what inference normalises an LR input by); the T1 is divided by its own robust scale; the
+    stacks are trimmed to a multiple of every scale."""
     spec = _crop(open_ms, tmp_path, "patient07", (slice(40, 143), slice(50, 171), slice(80, 100)))
-    for scale in (2, 3):
-        pair = load_pair(spec, scale)
-        assert pair.hr.shape == (20, 121 - 121 % scale, 103 - 103 % scale) == pair.t1.shape
-        assert robust_scale(degrade(pair.hr, scale)) == pytest.approx(1.0, rel=1e-5)
-        t1_raw = sitk.GetArrayFromImage(sitk.ReadImage(str(spec.t1), sitk.sitkFloat32))
-        raw = to_stack(sitk.ReadImage(str(spec.t2), sitk.sitkFloat32), 2)
-        ratio = raw[:, : pair.hr.shape[1], : pair.hr.shape[2]] / np.where(pair.hr == 0, 1, pair.hr)
-        assert np.allclose(ratio[pair.hr > 0.1], np.median(ratio[pair.hr > 0.1]), rtol=1e-5)
-        np.testing.assert_allclose(pair.t1 * robust_scale(t1_raw), to_stack(
-            sitk.ReadImage(str(spec.t1), sitk.sitkFloat32), 2)[:, : pair.hr.shape[1], : pair.hr.shape[2]], rtol=1e-5)
-    legacy = load_pair(spec, 2, intensity_reference="hr")
-    raw = to_stack(sitk.ReadImage(str(spec.t2), sitk.sitkFloat32), 2)
-    np.testing.assert_allclose(legacy.hr, (raw / robust_scale(raw))[:, :120, :102], rtol=1e-6)
+    pair = load_pair(spec)
+    assert SLICE_MULTIPLE == 12
+    assert pair.hr.shape == (20, 120, 96) == pair.t1.shape
+    raw = to_stack(sitk.ReadImage(str(spec.t2), sitk.sitkFloat32), 2)[:, :120, :96]
+    np.testing.assert_allclose(pair.hr * robust_scale(raw), raw, rtol=1e-5, atol=1e-3)
+    for scale in (2, 3, 4):
+        assert pair.t2_factors[scale] == pytest.approx(robust_scale(degrade(pair.hr, scale)), rel=1e-6)
+        assert robust_scale(degrade(pair.hr / pair.t2_factors[scale], scale)) == pytest.approx(1.0, rel=1e-5)
+    t1_raw = sitk.ReadImage(str(spec.t1), sitk.sitkFloat32)
+    np.testing.assert_allclose(pair.t1 * robust_scale(sitk.GetArrayFromImage(t1_raw)),
+                               to_stack(t1_raw, 2)[:, :120, :96], rtol=1e-5, atol=1e-3)
 
 
-def test_build_datasets_split_and_roles(open_ms: Path, tmp_path: Path) -> None:
-    train_spec = _crop(open_ms, tmp_path, "patient07", (slice(60, 124), slice(70, 134), slice(70, 74)))
-    split_spec = _crop(open_ms, tmp_path, "patient19", (slice(60, 124), slice(70, 134), slice(40, 80)))
-    split_spec.role = "split"
-    train, val = build_datasets([train_spec, split_spec], 2, val_slices=6, guard=3)
-    assert train.names == ["patient07", "patient19"] and val.names == ["patient19 (val slab)"]
-    assert [x.shape for x in val.hr] == [(6, 64, 64)] and [x.shape for x in val.lr] == [(6, 32, 32)]
-    assert train.hr[0].shape[0] == 4
-    full = load_pair(split_spec, 2)
-    # the slab is the central run of brain slices; no training slice lies within `guard` of it
-    val_index = [i for i in range(full.hr.shape[0]) if any(np.array_equal(full.hr[i], v) for v in val.hr[0])]
-    train_index = [i for i in range(full.hr.shape[0]) if any(np.array_equal(full.hr[i], v) for v in train.hr[1])]
-    assert val_index == list(range(val_index[0], val_index[0] + 6))
-    assert abs((val_index[0] + val_index[-1]) / 2 - (full.brain[0] + full.brain[-1]) / 2) <= 1
-    assert len(train_index) == len(full.brain) - 6 - 6
-    assert min(abs(i - j) for i in train_index for j in val_index) == 4
-    np.testing.assert_allclose(train.lr[1], degrade(train.hr[1], 2), atol=1e-6)
+def test_open_ms_manifest_holds_out_the_test_subject_with_absolute_paths(open_ms: Path, tmp_path: Path) -> None:
+    specs = open_ms_specs(Path(os.path.relpath(open_ms)))  # a relative root gives absolute paths
+    names = [spec.subject for spec in specs]
+    assert "mni/patient26" not in names and "mni/patient07" in names
+    assert [spec.role for spec in specs if spec.subject == "mni/patient19"] == ["split"]
+    assert all(spec.t2.is_absolute() for spec in specs)
+    write_manifest(specs, tmp_path / "m.csv")
+    assert [spec.t2 for spec in read_manifest(tmp_path / "m.csv")] == [spec.t2 for spec in specs]
 
 
-# ----------------------------------------------------------------------------- patches
-
-
-AUGMENTATIONS = list(itertools.product((False, True), repeat=3))
-
-
-def _dihedral(x: np.ndarray, flip_y: bool, flip_x: bool, transpose: bool) -> np.ndarray:
-    if flip_y:
-        x = x[::-1]
-    if flip_x:
-        x = x[:, ::-1]
-    return x.T if transpose else x
-
-
-@pytest.mark.parametrize("scale", [2, 3, 4])
-@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
-def test_crop_patch_keeps_the_grid_relation(scale: int, augmentation: tuple[bool, bool, bool]) -> None:
-    """HR built so that HR sample s*j is LR sample j: every augmented patch keeps lr == hr[::s, ::s]."""
-    rng = np.random.default_rng(scale)
-    lr = rng.random((9, 11)).astype(np.float32)
-    hr = rng.random((9 * scale, 11 * scale)).astype(np.float32)
-    hr[::scale, ::scale] = lr
-    t1 = -hr
-    top, left, size = 2, 3, 5
-    lr_patch, hr_patch, t1_patch = crop_patch(lr, hr, t1, scale, top, left, size, *augmentation)
-    assert lr_patch.shape == (size, size) and hr_patch.shape == (scale * size,) * 2 == t1_patch.shape
-    np.testing.assert_array_equal(hr_patch[::scale, ::scale], lr_patch)
-    np.testing.assert_array_equal(t1_patch, -hr_patch)
-    np.testing.assert_array_equal(lr_patch, _dihedral(lr[top:top + size, left:left + size], *augmentation))
-    if not any(augmentation):
-        np.testing.assert_array_equal(hr_patch, hr[scale * top:scale * (top + size), scale * left:scale * (left + size)])
-
-
-def test_crop_patch_augmentations_are_distinct_and_guarded() -> None:
-    rng = np.random.default_rng(0)
-    lr, hr = rng.random((8, 8)), rng.random((16, 16))
-    patches = {crop_patch(lr, hr, hr, 2, 1, 1, 4, *a)[1].tobytes() for a in AUGMENTATIONS}
-    assert len(patches) == 8
-    with pytest.raises(ValueError, match="top and left"):
-        crop_patch(lr, hr, hr, 2, 0, 1, 4, True, False, False)
-
-
-def _aligned_set(scale: int, count: int = 3, size: int = 20) -> SliceSet:
-    """A SliceSet whose LR is the HR's every s-th sample (so alignment is checkable) and T1 = HR + 10."""
-    rng = np.random.default_rng(1)
-    data = SliceSet(scale)
-    for volume in range(2):
-        hr = rng.random((count + volume, scale * size, scale * size)).astype(np.float32)
-        data.names.append(f"v{volume}")
-        data.hr.append(hr)
-        data.t1.append(hr + 10)
-        data.lr.append(np.ascontiguousarray(hr[:, ::scale, ::scale]))
-    return data
-
-
-def test_patch_sampler_is_a_function_of_seed_rank_iteration() -> None:
-    data = _aligned_set(2)
-    first = PatchSampler(data, 6, 4, seed=3, rank=0).batch(17)
-    again = PatchSampler(data, 6, 4, seed=3, rank=0).batch(17)
-    for a, b in zip(first, again):
-        assert torch_equal(a, b)
-    assert [tuple(x.shape) for x in first] == [(4, 1, 6, 6), (4, 1, 12, 12), (4, 1, 12, 12)]
-    for other in (PatchSampler(data, 6, 4, seed=3, rank=1).batch(17), PatchSampler(data, 6, 4, seed=4).batch(17),
-                  PatchSampler(data, 6, 4, seed=3).batch(18)):
-        assert not torch_equal(first[1], other[1])
-
-
-def test_patch_sampler_batches_are_aligned() -> None:
-    for scale in (2, 3):
-        sampler = PatchSampler(_aligned_set(scale), 5, 8, seed=0)
-        for iteration in range(5):
-            lr, hr, t1 = sampler.batch(iteration)
-            np.testing.assert_array_equal(hr[..., ::scale, ::scale].numpy(), lr.numpy())
-            np.testing.assert_allclose(t1.numpy(), hr.numpy() + 10, atol=1e-5)
-
-
-def test_patch_sampler_rejects_small_slices() -> None:
-    with pytest.raises(ValueError, match="smaller than the patch"):
-        PatchSampler(_aligned_set(2, size=6), 6, 2)
-    with pytest.raises(ValueError, match="no training slices"):
-        PatchSampler(SliceSet(2), 6, 2)
-
-
-def torch_equal(a, b) -> bool:
-    return a.shape == b.shape and bool((a == b).all())
+def test_manifest_errors_are_input_errors(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text(json.dumps([{"t1": "b.nii"}]))
+    with pytest.raises(InputError, match="no t2"):
+        read_manifest(tmp_path / "m.json")
