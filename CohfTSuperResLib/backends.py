@@ -20,8 +20,7 @@ from .models_registry import ShippedModel, find_model
 from .onnx_backend import OnnxRunner, cached_export
 from .weights import load_model, sha256_of
 
-BACKENDS = ("torch", "onnx")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # keyed by options.PRECISIONS
 
 
 class Runner(Protocol):
@@ -38,7 +37,7 @@ class TorchRunner:
     def __init__(self, network: CohfTNet, precision: str = "fp32") -> None:
         self.network = network.eval()
         self.config = network.config
-        self.dtype = PRECISIONS[precision]
+        self.dtype = AUTOCAST_DTYPES[precision]
 
     def run(self, lr: torch.Tensor, t1: torch.Tensor | None, device: torch.device) -> torch.Tensor:
         """SR of one batch on `device` (the network follows the device), float32 on the CPU."""
@@ -109,4 +108,4 @@ def _check_fits(config: CohfTConfig, scale: int, use_t1: bool, path: Path | None
     if config.use_t1 and not use_t1:
         raise InputError(f"{name} needs the registered HR T1 guide; none was given")
     if not config.use_t1 and use_t1:
-        raise InputError(f"{name} was trained without a T1 guide; pass t1=None (no --t1)")
+        raise InputError(f"{name} was trained without a T1 guide: run it without the T1")

@@ -1,8 +1,10 @@
 """The `cohft-sr` command line: run, demo, info, export-onnx, and the train / evaluate entry points.
 
 Every failure the user can fix prints one line `cohft-sr: error: ...` on stderr
-and exits non-zero (1; 2 for bad arguments; 130 when interrupted); warnings
-print as one line too. No traceback unless COHFT_SR_DEBUG=1.
+and exits non-zero (1; 2 for bad arguments; 130 when interrupted, 143 on SIGTERM,
+129 on SIGHUP, after removing any temporary file); warnings and notes print as
+one line too. No traceback unless COHFT_SR_DEBUG=1. Cohort mode goes on after a
+failed row, names it, and ends with a summary and exit status 1.
 """
 
 from __future__ import annotations
@@ -11,27 +13,37 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import InferenceCancelled, InputError, WeightsError
-from .model import SCALES, VARIANTS
+from .errors import LIBRARY_ERRORS, InputError, InputNote
+from .options import BACKENDS, OUTPUT_SUFFIXES, PRECISIONS, SCALES, SLICE_AXES, VARIANTS
 
 PROG = "cohft-sr"
 DEBUG_ENV = "COHFT_SR_DEBUG"
 DELEGATED = {"train": "train", "evaluate": "evaluate", "pack": "pack"}  # subcommand -> module with its own main(argv)
+SIGNAL_STATUS = {signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGHUP arrived: unwinds like an error, so that temporary files are removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.status = SIGNAL_STATUS[signum]
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, choices=SCALES, default=2, help="in-plane upsampling factor (default 2)")
     parser.add_argument("--model", type=Path, help="weights file (.safetensors, or .onnx with --backend onnx); "
                         "default: the shipped model for --variant and --scale")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="S", help="shipped model size (default S)")
+    parser.add_argument("--variant", choices=VARIANTS, default="S", help="shipped model size (default S)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,12 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "relative paths are relative to the CSV; finished outputs are skipped; "
                         "under torchrun each rank takes every WORLD_SIZE-th row")
     run.add_argument("--t1", type=Path, help="registered HR T1 volume (omit only for a model without T1)")
-    run.add_argument("-o", "--output", type=Path, help="SR output (.nii.gz, .nii, .nrrd or .mha)")
+    run.add_argument("-o", "--output", type=Path, help=f"SR output ({', '.join(OUTPUT_SUFFIXES)})")
     _add_model_options(run)
-    run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    run.add_argument("--precision", choices=PRECISIONS, default="fp32")
     run.add_argument("--batch-size", type=int, help="slices per batch (default: from free memory)")
-    run.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=2, help="acquisition axis (default 2)")
-    run.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    run.add_argument("--slice-axis", type=int, choices=SLICE_AXES, default=None,
+                     help="voxel axis of the acquisition (default: the thickest voxel axis, 2 on ties)")
+    run.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (never an input)")
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser("demo", help="super-resolve the built-in brain phantom and compare with bicubic")
@@ -65,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export-onnx", help="export a model to ONNX (dynamic batch and slice size)")
     export.add_argument("--model", type=Path, help="weights file (default: the shipped model)")
-    export.add_argument("--variant", choices=sorted(VARIANTS), default="S")
+    export.add_argument("--variant", choices=VARIANTS, default="S")
     export.add_argument("--scale", type=int, choices=SCALES, default=2)
     export.add_argument("--no-t1", action="store_true", help="the shipped model without T1 guide")
     export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
@@ -80,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `cohft-sr`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    with _one_line_warnings():
+    with _one_line_warnings(), _signals_unwind():
         try:
             if argv and argv[0] in DELEGATED:
                 return _delegate(argv[0], argv[1:])
@@ -89,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             _error("interrupted")
             return 130
-        except (InputError, WeightsError, InferenceCancelled, OSError) as error:
+        except Terminated as stop:
+            _error(str(stop))
+            return stop.status
+        except (*LIBRARY_ERRORS, OSError) as error:
             if os.environ.get(DEBUG_ENV):
                 raise
             _error(str(error))
@@ -119,13 +135,36 @@ def _error(message: str) -> None:
 
 @contextlib.contextmanager
 def _one_line_warnings() -> Iterator[None]:
-    """Print warnings as `cohft-sr: warning: ...` for the duration."""
+    """Print warnings as `cohft-sr: warning: ...` (InputNote as `cohft-sr: note: ...`) for the duration."""
     saved = warnings.showwarning
-    warnings.showwarning = lambda message, *_args, **_kw: print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+    def show(message: Warning | str, category: type[Warning], *_args: object, **_kw: object) -> None:
+        kind = "note" if issubclass(category, InputNote) else "warning"
+        print(f"{PROG}: {kind}: {' '.join(str(message).split())}", file=sys.stderr)
+
+    warnings.showwarning = show
     try:
         yield
     finally:
         warnings.showwarning = saved
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """For the duration, SIGTERM and SIGHUP raise Terminated (in the main thread) instead of killing at once."""
+    def stop(signum: int, _frame: object) -> None:
+        raise Terminated(signum)
+
+    try:
+        saved = {signum: signal.signal(signum, stop) for signum in SIGNAL_STATUS}
+    except ValueError:  # not the main thread (e.g. called from a worker thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def _progress_bar(description: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -147,29 +186,29 @@ def _progress_bar(description: str) -> tuple[Callable[[int, int], None], Callabl
 
 
 def _super_resolve_file(args: argparse.Namespace, t2: Path, t1: Path | None, output: Path) -> None:
-    """Read, super-resolve and write one case."""
+    """Check the output, read, super-resolve and write one case, holding the output's lock throughout."""
     from .inference import super_resolve
-    from .volume_io import output_suffix, read_volume, write_volume
+    from .volume_io import OutputLock, check_output, read_volume, write_volume
 
-    output_suffix(output)
-    update, close = _progress_bar(t2.name)
-    try:
-        image = super_resolve(
-            read_volume(t2), None if t1 is None else read_volume(t1), args.scale, variant=args.variant,
-            model_path=args.model, device=args.device, backend=args.backend, precision=args.precision,
-            batch_size=args.batch_size, slice_axis=args.slice_axis, progress=update,
-        )
-    finally:
-        close()
-    write_volume(image, output)
+    check_output(output, (t2, t1), args.overwrite)
+    with OutputLock(output):
+        t2_image, t1_image = read_volume(t2), None if t1 is None else read_volume(t1)
+        update, close = _progress_bar(t2.name)
+        try:
+            image = super_resolve(
+                t2_image, t1_image, args.scale, variant=args.variant, model_path=args.model, device=args.device,
+                backend=args.backend, precision=args.precision, batch_size=args.batch_size,
+                slice_axis=args.slice_axis, progress=update,
+            )
+        finally:
+            close()
+        write_volume(image, output)
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.manifest is None:
         if args.output is None:
             raise InputError("--output (-o) is required with --t2")
-        if args.output.exists() and not args.overwrite:
-            raise InputError(f"{args.output} exists; pass --overwrite to replace it")
         _super_resolve_file(args, args.t2, args.t1, args.output)
         print(f"wrote {args.output}")
         return 0
@@ -178,20 +217,28 @@ def _run(args: argparse.Namespace) -> int:
     from .cohort import read_manifest, shard
 
     cases = shard(read_manifest(args.manifest))
-    failures = 0
+    failed: list[str] = []
+    skipped = 0
     for case in cases:
         if case.output.exists() and not args.overwrite:
             print(f"skip {case.output} (exists)")
+            skipped += 1
             continue
         try:
             _super_resolve_file(args, case.t2, case.t1, case.output)
             print(f"wrote {case.output}")
-        except (InputError, WeightsError, OSError) as error:
-            failures += 1
-            _error(f"{case.t2}: {error}")
-    if failures:
-        _error(f"{failures} of {len(cases)} case(s) failed")
-    return 1 if failures else 0
+        except (KeyboardInterrupt, Terminated):
+            raise
+        except Exception as error:  # one bad row must not stop the cohort; library errors say what is wrong
+            known = isinstance(error, (*LIBRARY_ERRORS, OSError))
+            reason = str(error) if known else f"unexpected {type(error).__name__}: {error}"
+            failed.append(f"line {case.line}")
+            _error(f"{args.manifest.name} line {case.line} ({case.t2.name}): {reason}")
+    done = len(cases) - skipped - len(failed)
+    print(f"cohort: {done} written, {skipped} skipped (exist), {len(failed)} failed of {len(cases)} row(s)")
+    if failed:
+        _error(f"{len(failed)} of {len(cases)} row(s) failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -227,6 +274,8 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.output.suffix != ".onnx":
         raise InputError(f"the ONNX output must end in .onnx, got {args.output.name}")
+    if args.model is not None and args.output.exists() and os.path.samefile(args.output, args.model):
+        raise InputError(f"the ONNX output {args.output} is the weights file it is exported from")
     network = load_model(args.model) if args.model else find_model(args.variant, args.scale, not args.no_t1).load()
     print(f"wrote {export_onnx(network, args.output, args.opset)}")
     return 0

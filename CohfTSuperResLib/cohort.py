@@ -14,11 +14,12 @@ REQUIRED_COLUMNS = ("t2", "output")
 
 @dataclass(frozen=True)
 class Case:
-    """One row of the manifest: LR T2, optional T1, SR output path."""
+    """One row of the manifest: LR T2, optional T1, SR output path, and the row's line number in the CSV."""
 
     t2: Path
     t1: Path | None
     output: Path
+    line: int = 0
 
 
 def read_manifest(path: str | Path) -> list[Case]:
@@ -41,7 +42,7 @@ def read_manifest(path: str | Path) -> list[Case]:
                 raise InputError(f"manifest {path.name}, line {line}: t2 and output must not be empty")
             t1 = row.get("t1") or None
             guide = None if t1 is None else path.parent / t1
-            cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"]))
+            cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"], line))
     return cases
 
 

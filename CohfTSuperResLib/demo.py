@@ -15,15 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
-from .degrade import degrade
-from .geometry import Grid, output_grid
 from .inference import super_resolve
 from .metrics import psnr
 from .phantom import brain_phantom
-from .upsample import upsample_cubic
-from .volume_io import write_volume
+from .synthetic import bicubic_volume, lr_volume
+from .volume_io import write_png, write_volume
 
 PANELS = ("LR (nearest)", "bicubic", "Cohf-T", "HR truth")
 
@@ -37,30 +34,12 @@ class DemoResult:
     files: dict[str, Path]
 
 
-def make_lr(hr: sitk.Image, scale: int) -> sitk.Image:
-    """LR T2 by k-space truncation of each axial slice; DFT grid (origin kept, in-plane spacing x scale)."""
-    lr_voxels = degrade(sitk.GetArrayFromImage(hr), scale).astype(np.float32)
-    spacing = tuple(d * scale if axis < 2 else d for axis, d in enumerate(hr.GetSpacing()))
-    image = sitk.GetImageFromArray(lr_voxels)
-    image.SetOrigin(hr.GetOrigin())
-    image.SetSpacing(spacing)
-    image.SetDirection(hr.GetDirection())
-    return image
-
-
-def bicubic(lr: sitk.Image, scale: int) -> sitk.Image:
-    """The project's cubic baseline on the SR output grid."""
-    voxels = torch.from_numpy(sitk.GetArrayFromImage(lr).astype(np.float32))[:, None]
-    upsampled = upsample_cubic(voxels, scale)[:, 0].numpy()
-    return output_grid(Grid.of(lr), scale).image_from_array(upsampled)
-
-
-def comparison_png(lr: np.ndarray, bicubic_slice: np.ndarray, sr: np.ndarray, hr: np.ndarray, scale: int) -> sitk.Image:
+def comparison_png(lr: np.ndarray, bicubic_slice: np.ndarray, sr: np.ndarray, hr: np.ndarray, scale: int) -> np.ndarray:
     """8-bit side-by-side image of one slice (see PANELS), all on the HR truth's intensity window."""
     nearest = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
     top = float(np.percentile(hr[hr > 0], 99.5))
     panels = [np.clip(panel / top, 0, 1) for panel in (nearest, bicubic_slice, sr, hr)]
-    return sitk.GetImageFromArray((np.concatenate(panels, axis=1) * 255).round().astype(np.uint8))
+    return (np.concatenate(panels, axis=1) * 255).round().astype(np.uint8)
 
 
 def run_demo(
@@ -74,9 +53,10 @@ def run_demo(
 ) -> DemoResult:
     """Synthesise, super-resolve and compare the phantom; write the results into output_dir."""
     hr, t1 = brain_phantom()
-    lr = make_lr(hr, scale)
-    sr = super_resolve(lr, t1, scale, model_path=model_path, device=device, backend=backend, progress=progress)
-    baseline = bicubic(lr, scale)
+    lr = lr_volume(hr, scale)
+    sr = super_resolve(lr, t1, scale, model_path=model_path, device=device, backend=backend, progress=progress,
+                       slice_axis=2)  # the phantom is isotropic: its LR is coarser in-plane than across slices
+    baseline = bicubic_volume(lr, scale)
     images = {"lr": lr, "hr": hr, "sr": sr, "bicubic": baseline}
     arrays = {name: sitk.GetArrayFromImage(image) for name, image in images.items()}
     data_range = float(arrays["hr"].max())
@@ -87,7 +67,7 @@ def run_demo(
         for name, image in (("lr_t2", lr), ("hr_t2", hr), ("t1", t1), ("sr_t2", sr), ("bicubic_t2", baseline))
     }
     png = comparison_png(*(arrays[name][middle] for name in ("lr", "bicubic", "sr", "hr")), scale)
-    files["comparison"] = write_volume(png, output_dir / "comparison.png")
+    files["comparison"] = write_png(png, output_dir / "comparison.png")
     return DemoResult(
         psnr(arrays["sr"], arrays["hr"], data_range), psnr(arrays["bicubic"], arrays["hr"], data_range), files
     )

@@ -6,7 +6,7 @@ these classes before the library's dependencies are installed.
 
 from __future__ import annotations
 
-__all__ = ["InferenceCancelled", "InputError", "WeightsError"]
+__all__ = ["InferenceCancelled", "InferenceError", "InputError", "InputNote", "LIBRARY_ERRORS", "WeightsError"]
 
 
 class InputError(ValueError):
@@ -19,3 +19,14 @@ class WeightsError(ValueError):
 
 class InferenceCancelled(RuntimeError):
     """The caller asked to stop; nothing was written."""
+
+
+class InferenceError(RuntimeError):
+    """The network could not give a usable result (e.g. NaN / Inf voxels); nothing was returned or written."""
+
+
+class InputNote(UserWarning):
+    """Something the library decided for the caller and says in one line (e.g. the acquisition axis it picked)."""
+
+
+LIBRARY_ERRORS = (InputError, WeightsError, InferenceError, InferenceCancelled)

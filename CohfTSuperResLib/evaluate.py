@@ -41,57 +41,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
-import torch
 
-from .degrade import degrade, zero_fill_upsample
-from .geometry import Grid, from_slice_stack, output_grid
+from .degrade import zero_fill_upsample
+from .geometry import Grid, output_grid
 from .inference import super_resolve
 from .metrics import psnr, ssim
-from .model import SCALES, VARIANTS
 from .normalize import robust_scale
+from .options import SCALES, SLICE_AXES, VARIANTS
 from .pairs import PairSpec, read_manifest, t1_on_t2_grid, t1_to_t2_transform, to_stack
 from .slices import brain_slices
-from .upsample import upsample_cubic
-from .volume_io import read_volume
+from .synthetic import bicubic_stack, lr_volume, trim_in_plane
+from .volume_io import read_volume, write_png
 from .weights import sha256_of
 
 ERROR_WINDOW = 0.2  # |error| shown white at this value (normalised units)
 METHODS = ("zero_fill", "bicubic", "cohft_no_t1", "cohft")
 
 
-def trim_in_plane(image: sitk.Image, scale: int, slice_axis: int) -> sitk.Image:
-    """The image with its in-plane axes cut at the end to a multiple of scale (geometry kept)."""
-    size = list(image.GetSize())
-    keep = [n if axis == slice_axis else n - n % scale for axis, n in enumerate(size)]
-    if min(keep) <= 0:
-        raise ValueError(f"volume of size {tuple(size)} is smaller than the scale {scale} in-plane")
-    if keep == size:
-        return image
-    return sitk.RegionOfInterest(image, keep, [0, 0, 0])
-
-
-def synthesise_lr(hr: sitk.Image, scale: int, slice_axis: int) -> sitk.Image:
-    """LR T2 volume by the paper's k-space protocol, slice by slice, on the DFT LR grid.
-
-    hr must already be trimmed (``trim_in_plane``). The result keeps hr's origin and direction,
-    multiplies the in-plane spacing by scale and divides the in-plane size by scale.
-    """
-    stack = to_stack(hr, slice_axis)
-    lr_stack = degrade(stack, scale).astype(np.float32)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(from_slice_stack(lr_stack, slice_axis)))
-    image.SetOrigin(hr.GetOrigin())
-    image.SetDirection(hr.GetDirection())
-    image.SetSpacing(tuple(d if axis == slice_axis else d * scale for axis, d in enumerate(hr.GetSpacing())))
-    return image
-
-
 def baselines(lr_stack: np.ndarray, scale: int) -> dict[str, np.ndarray]:
     """Bicubic (DFT-grid Keys cubic) and zero-filled k-space upsampling of an (N, h, w) LR stack."""
-    tensor = torch.from_numpy(np.ascontiguousarray(lr_stack, dtype=np.float32))
-    with torch.no_grad():
-        bicubic = upsample_cubic(tensor[:, None], scale)[:, 0].numpy()
-    return {"bicubic": bicubic, "zero_fill": zero_fill_upsample(lr_stack, scale).astype(np.float32)}
+    return {"bicubic": bicubic_stack(lr_stack, scale),
+            "zero_fill": zero_fill_upsample(lr_stack, scale).astype(np.float32)}
 
 
 def score(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -114,8 +84,7 @@ def figure(panels_top: list[np.ndarray], panels_bottom: list[np.ndarray], path: 
         for column, panel in enumerate(panels):
             y, x = row * (height + gap), column * (width + gap)
             mosaic[y:y + height, x:x + width] = panel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(mosaic), str(path))
+    write_png(mosaic, path)
 
 
 def evaluate_pair(spec: PairSpec, scale: int, slice_axis: int, model: Path | None, variant: str,
@@ -125,7 +94,7 @@ def evaluate_pair(spec: PairSpec, scale: int, slice_axis: int, model: Path | Non
     log = log or (lambda _message: None)
     axis = spec.slice_axis if spec.slice_axis is not None else slice_axis
     hr = trim_in_plane(read_volume(spec.t2, float32=True), scale, axis)
-    lr = synthesise_lr(hr, scale, axis)
+    lr = lr_volume(hr, scale, axis)
     if Grid.of(hr) != output_grid(Grid.of(lr), scale, axis):
         raise RuntimeError("internal error: the SR output grid differs from the HR grid")
     t1 = None
@@ -189,10 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--t1", type=Path, help="T1 of the same subject (registered, or in physical alignment)")
     parser.add_argument("--scale", type=int, choices=SCALES, required=True)
     parser.add_argument("--model", type=Path, help="Cohf-T weights with T1 (default: the shipped model of --variant)")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="S")
+    parser.add_argument("--variant", choices=VARIANTS, default="S")
     parser.add_argument("--no-t1-model", type=Path, help="also evaluate these weights of a model without T1")
     parser.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the figure(s)")
-    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=2, help="acquisition (voxel) axis")
+    parser.add_argument("--slice-axis", type=int, choices=SLICE_AXES, default=2, help="acquisition (voxel) axis")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--no-figure", action="store_true")
     return parser

@@ -53,6 +53,30 @@ class Grid:
         return image
 
 
+ORTHONORMAL_TOLERANCE = 1e-4
+SPACING_TIE = 1e-3  # relative: spacings closer than this count as equal
+
+
+def acquisition_axis(spacing: tuple[float, ...]) -> int:
+    """The voxel axis of largest spacing (the thick-slice axis of a 2-D acquisition); 2 when it ties with the largest."""
+    largest = max(spacing)
+    if abs(spacing[2] - largest) <= SPACING_TIE * largest:
+        return 2
+    return int(np.argmax(spacing))
+
+
+def check_direction(image: sitk.Image, role: str) -> None:
+    """InputError when an image's direction matrix is not orthonormal (a shear or scaling hidden in it): its grid
+    can not be written to NIfTI or NRRD as it is, and the output would land elsewhere."""
+    matrix = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    deviation = float(np.abs(matrix.T @ matrix - np.eye(3)).max())
+    if deviation > ORTHONORMAL_TOLERANCE:
+        raise InputError(
+            f"the {role}'s direction matrix is not orthonormal (it holds a shear or scaling; deviation {deviation:.2g}): "
+            "its output grid could not be stored faithfully; resample it onto an orthonormal grid first"
+        )
+
+
 def check_slice_axis(slice_axis: int) -> int:
     """The slice axis as an int in (0, 1, 2); InputError otherwise."""
     if isinstance(slice_axis, bool) or not isinstance(slice_axis, (int, np.integer)) or slice_axis not in (0, 1, 2):

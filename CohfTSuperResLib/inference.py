@@ -1,7 +1,8 @@
 """Volume super-resolution: SimpleITK LR T2 (+ registered HR T1) in, SR T2 on the DFT output grid out.
 
 Pipeline (details in docs/inference.md):
-1. validate the volumes and options (InputError / WeightsError with the reason);
+1. validate the volumes and options before any model is loaded (``check_inputs``: InputError /
+   WeightsError with the reason; the acquisition axis is the thickest voxel axis unless given);
 2. output grid = LR grid with in-plane spacing / s and size x s (geometry.py);
 3. robust-normalise T2 and T1 each by its own 99.5th percentile (normalize.py);
 4. slice by slice along `slice_axis`, in batches sized from the device's free
@@ -10,13 +11,15 @@ Pipeline (details in docs/inference.md):
    or on overlapping blended tiles where a whole slice does not fit (tiling.py);
 5. back to T2 units, float32; exactly 0 wherever the cubic upsampling of the
    input is exactly 0 (every LR sample in its support is 0), and all-zero
-   slices are not run at all.
+   slices are not run at all; a NaN / Inf network output is an InferenceError,
+   never a returned volume.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +27,89 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from .backends import BACKENDS, PRECISIONS, Runner, load_runner
+from .backends import Runner, load_runner
 from .batching import plan_batches, run_in_batches, size_multiple
 from .devices import deterministic_kernels, resolve_device, working_memory_budget
-from .errors import InferenceCancelled, InputError
-from .geometry import Grid, check_coverage, check_slice_axis, output_grid, resample_to, slab, to_slice_stack
-from .model import VARIANTS
+from .errors import InferenceCancelled, InferenceError, InputError, InputNote
+from .geometry import (Grid, acquisition_axis, check_coverage, check_direction, check_slice_axis, output_grid,
+                       resample_to, slab, to_slice_stack)
 from .model.partition import pad_to_multiple
 from .normalize import denormalize, normalize, robust_scale
+from .options import BACKENDS, PRECISIONS, VARIANTS
 from .tiling import run_tiled
 from .validation import as_volume, check_choice, check_scale, volume_array
 
-__all__ = ["super_resolve"]
+__all__ = ["InputCheck", "check_inputs", "super_resolve", "super_resolve_checked"]
 
 COVERAGE_WARNING = 0.999  # warn when less of the T2 than this lies inside the T1
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """The outcome of ``check_inputs``: the volumes as the engine will use them, and what to tell the user.
+
+    slice_axis: the acquisition axis used (given, or the thickest voxel axis). notes: one-line
+    decisions taken for the caller (the axis picked). warnings: one-line concerns (partial T1
+    coverage). t1_coverage: fraction of the T2 inside the T1 (None without T1).
+    """
+
+    t2: sitk.Image
+    t1: sitk.Image | None
+    scale: int
+    slice_axis: int
+    single_slice: bool
+    t2_voxels: np.ndarray
+    t2_scale: float
+    t1_scale: float | None
+    t1_coverage: float | None
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: int | None = None) -> InputCheck:
+    """Every check of the volumes before any model is loaded; InputError with the reason when they can not be used.
+
+    slice_axis None picks the acquisition axis: the thickest voxel axis (2 on ties), with a note when that is
+    not axis 2. Checks: scale; 3-D scalar grey-level volumes (or one 2-D slice with a 2-D T1), finite,
+    not constant, not a label map, not mostly negative, within float32's range; an orthonormal T2
+    direction; a T1 that overlaps the T2 in physical space.
+    """
+    scale = check_scale(scale)
+    single_slice = isinstance(t2, sitk.Image) and t2.GetDimension() == 2
+    if slice_axis is not None:
+        slice_axis = check_slice_axis(slice_axis)
+    if single_slice:
+        if t1 is not None and (not isinstance(t1, sitk.Image) or t1.GetDimension() != 2):
+            raise InputError("the T2 is a single 2-D slice, so the T1 must be the matching 2-D slice too")
+        if slice_axis not in (None, 2):
+            raise InputError("a single 2-D slice has no slice axis other than 2")
+        t2, t1 = as_volume(t2), None if t1 is None else as_volume(t1)
+    t2_voxels = volume_array(t2, "T2")
+    check_direction(t2, "T2")
+    notes = []
+    if slice_axis is None:
+        slice_axis = acquisition_axis(t2.GetSpacing())
+        if slice_axis != 2:
+            spacing = t2.GetSpacing()
+            notes.append(f"the T2's thickest voxel axis is {slice_axis} ({spacing[slice_axis]:g} mm against "
+                         f"{min(spacing):g} mm): super-resolving the slices across it (set the slice axis to override)")
+    t2_scale = _robust_scale(t2_voxels, "T2")
+    t1_scale = fraction = None
+    warned = []
+    if t1 is not None:
+        t1_scale = _robust_scale(volume_array(t1, "T1"), "T1")
+        fraction = check_coverage(t1, Grid.of(t2))
+        if fraction < COVERAGE_WARNING:
+            warned.append(f"the T1 covers only {100 * fraction:.1f}% of the T2; the network sees a zero T1 elsewhere")
+    return InputCheck(t2, t1, scale, slice_axis, single_slice, t2_voxels, t2_scale, t1_scale, fraction,
+                      tuple(notes), tuple(warned))
+
+
+def _robust_scale(voxels: np.ndarray, role: str) -> float:
+    try:
+        return robust_scale(voxels)
+    except ValueError as error:
+        raise InputError(f"the {role} can not be normalised: {error}") from error
 
 
 def super_resolve(
@@ -51,7 +123,7 @@ def super_resolve(
     backend: str = "torch",
     precision: str = "fp32",
     batch_size: int | None = None,
-    slice_axis: int = 2,
+    slice_axis: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> sitk.Image:
@@ -64,43 +136,49 @@ def super_resolve(
     device: 'auto' (CUDA, MPS, CPU), 'cpu', 'cuda[:N]', 'mps'. backend: 'torch'
     or 'onnx'. precision: 'fp32', 'bf16' or 'fp16' (torch autocast).
     batch_size: slices per batch (None: from free memory). slice_axis: voxel
-    axis of the acquisition (0, 1, 2). progress(done, total) is called as
-    slices finish; cancel() returning True stops with InferenceCancelled.
-    Returns the float32 SR T2 in the input's units on the output grid.
+    axis of the acquisition (0, 1, 2; None: the thickest axis, said in an InputNote warning).
+    progress(done, total) is called as slices finish; cancel() returning True stops with
+    InferenceCancelled. Returns the float32 SR T2 in the input's units on the output grid.
+    Errors: InputError, WeightsError, InferenceError, InferenceCancelled (errors.py).
     """
-    scale = check_scale(scale)
-    slice_axis = check_slice_axis(slice_axis)
-    check_choice(variant, tuple(VARIANTS), "model variant")
+    checked = check_inputs(t2, t1, scale, slice_axis)
+    for note in checked.notes:
+        warnings.warn(note, InputNote, stacklevel=2)
+    for concern in checked.warnings:
+        warnings.warn(concern, RuntimeWarning, stacklevel=2)
+    return super_resolve_checked(checked, variant=variant, model_path=model_path, device=device, backend=backend,
+                                 precision=precision, batch_size=batch_size, progress=progress, cancel=cancel)
+
+
+def super_resolve_checked(
+    checked: InputCheck,
+    *,
+    variant: str = "S",
+    model_path: str | Path | None = None,
+    device: str = "auto",
+    backend: str = "torch",
+    precision: str = "fp32",
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> sitk.Image:
+    """``super_resolve`` of volumes that ``check_inputs`` accepted (its notes and warnings are the caller's to show)."""
+    check_choice(variant, VARIANTS, "model variant")
     check_choice(backend, BACKENDS, "backend")
-    check_choice(precision, tuple(PRECISIONS), "precision")
+    check_choice(precision, PRECISIONS, "precision")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    single_slice = isinstance(t2, sitk.Image) and t2.GetDimension() == 2
-    if single_slice:
-        if t1 is not None and (not isinstance(t1, sitk.Image) or t1.GetDimension() != 2):
-            raise InputError("the T2 is a single 2-D slice, so the T1 must be the matching 2-D slice too")
-        if slice_axis != 2:
-            raise InputError("a single 2-D slice has no slice axis other than 2")
-        t2, t1 = as_volume(t2), None if t1 is None else as_volume(t1)
-    t2_voxels = volume_array(t2, "T2")
-    lr_grid = Grid.of(t2)
-    if t1 is not None:
-        t1_scale = robust_scale(volume_array(t1, "T1"))
-        fraction = check_coverage(t1, lr_grid)
-        if fraction < COVERAGE_WARNING:
-            warnings.warn(
-                f"the T1 covers only {100 * fraction:.1f}% of the T2; the network sees a zero T1 elsewhere",
-                RuntimeWarning, stacklevel=2,
-            )
+    scale, slice_axis = checked.scale, checked.slice_axis
     torch_device = resolve_device(device)
-    runner = load_runner(variant, scale, t1 is not None, model_path, backend, precision, device)
-    t2_scale = robust_scale(t2_voxels)
+    runner = load_runner(variant, scale, checked.t1 is not None, model_path, backend, precision, device)
+    lr_grid = Grid.of(checked.t2)
     engine = _SliceEngine(runner, scale, slice_axis, output_grid(lr_grid, scale, slice_axis), progress, cancel)
-    guide = None if t1 is None else (t1, t1_scale)
+    guide = None if checked.t1 is None else (checked.t1, checked.t1_scale)
     with deterministic_kernels(torch_device):
-        sr_voxels = engine.run(normalize(t2_voxels, t2_scale), t2_scale, guide, batch_size, torch_device)
+        sr_voxels = engine.run(normalize(checked.t2_voxels, checked.t2_scale), checked.t2_scale, guide, batch_size,
+                               torch_device)
     result = engine.grid.image_from_array(sr_voxels)
-    return result[:, :, 0] if single_slice else result
+    return result[:, :, 0] if checked.single_slice else result
 
 
 class _SliceEngine:
@@ -149,7 +227,15 @@ class _SliceEngine:
 
         def run_batch(indices: Sequence[int], batch_device: torch.device) -> None:
             self._check_cancel()
-            out[list(indices)] = denormalize(self._batch(stack, indices, batch_device), t2_scale)
+            result = denormalize(self._batch(stack, indices, batch_device), t2_scale)
+            broken = int(np.count_nonzero(~np.isfinite(result)))
+            if broken:
+                raise InferenceError(
+                    f"the network gave {broken:,} NaN or Inf voxel(s) in slices {min(indices)}-{max(indices)}: the "
+                    "weights are unusable for this input (damaged, diverged, or the intensities out of range); "
+                    "nothing was written"
+                )
+            out[list(indices)] = result
             self.done += len(indices)
             self.progress(self.done, self.total)
 

@@ -1,4 +1,9 @@
-"""The shipped models: `Resources/Models/models.json` and the safetensors files beside it."""
+"""The shipped models: `Resources/Models/models.json` and the safetensors files beside it.
+
+Importing this module needs neither torch nor SimpleITK (only loading a model does), so the command
+line and the 3D Slicer module can offer exactly the (variant, scale, T1) models that exist before
+any heavy dependency is installed.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .errors import WeightsError
+from .options import SCALES, VARIANTS
 
-from .model import CohfTNet
-from .weights import WeightsError, load_model
+if TYPE_CHECKING:
+    import torch
+
+    from .model import CohfTNet
 
 MODELS_ENV = "COHFT_SR_MODELS"
 MANIFEST_NAME = "models.json"
@@ -47,24 +55,44 @@ class ShippedModel:
     def path(self) -> Path:
         return models_dir() / self.file
 
+    @property
+    def key(self) -> tuple[str, int, bool]:
+        """(variant, scale, use_t1): what a caller chooses."""
+        return self.variant, self.scale, self.use_t1
+
     def load(self, device: str | torch.device = "cpu") -> CohfTNet:
         """Load the weights after checking their sha256."""
+        from .weights import load_model
+
         return load_model(self.path, self.sha256, device)
 
 
 def shipped_models() -> list[ShippedModel]:
-    """Every model in the manifest (empty when none is shipped)."""
+    """Every model in the manifest (empty when none is shipped); WeightsError when the manifest is damaged."""
     manifest = models_dir() / MANIFEST_NAME
     if not manifest.is_file():
         return []
-    entries = json.loads(manifest.read_text())["models"]
-    return [
-        ShippedModel(
-            variant=entry["variant"], scale=int(entry["scale"]), use_t1=bool(entry["use_t1"]),
-            file=entry["file"], sha256=entry["sha256"], info=entry,
-        )
-        for entry in entries
-    ]
+    try:
+        entries = json.loads(manifest.read_text())["models"]
+        models = [
+            ShippedModel(
+                variant=str(entry["variant"]), scale=int(entry["scale"]), use_t1=bool(entry["use_t1"]),
+                file=str(entry["file"]), sha256=str(entry["sha256"]), info=entry,
+            )
+            for entry in entries
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise WeightsError(f"the model list {manifest} is damaged ({type(error).__name__}: {error}); reinstall") \
+            from error
+    unknown = [m.file for m in models if m.variant not in VARIANTS or m.scale not in SCALES]
+    if unknown:
+        raise WeightsError(f"the model list {manifest} names models this library cannot run: {', '.join(unknown)}")
+    return models
+
+
+def available_models() -> list[tuple[str, int, bool]]:
+    """(variant, scale, use_t1) of every shipped model, in the manifest's order: the choices a user has."""
+    return [model.key for model in shipped_models()]
 
 
 def find_model(variant: str, scale: int, use_t1: bool = True) -> ShippedModel:

@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +24,10 @@ import torch
 
 from .batching import size_multiple
 from .errors import InputError
-from .model import CohfTConfig, CohfTNet
+from .model import CohfTNet
+from .onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, is_trusted, record
 from .weights import CONFIG_KEY, WeightsError, config_of
 
-CACHE_ENV = "COHFT_SR_CACHE"
 MAX_BLOCKS = 1000  # largest exported side: MAX_BLOCKS * size_multiple LR samples
 
 
@@ -43,21 +42,21 @@ class _ImageOnly(torch.nn.Module):
         return self.network(lr, t1)[0]
 
 
-def _require_onnx() -> None:
-    """InputError naming the extra to install when onnx / onnxruntime / onnxscript are missing."""
-    for module in ("onnx", "onnxruntime", "onnxscript"):
+def _require(modules: tuple[str, ...], purpose: str) -> None:
+    """InputError naming the package to install when one of `modules` is missing."""
+    for module in modules:
         try:
             __import__(module)
         except ImportError as error:
             raise InputError(
-                f"the ONNX backend needs the '{module}' package: pip install 'CohfTSuperResLib[onnx]' "
-                "(or [gpu] for onnxruntime-gpu)"
+                f"{purpose} needs the '{module}' package: pip install {module} (or 'CohfTSuperResLib[onnx]', "
+                "[gpu] for onnxruntime-gpu)"
             ) from error
 
 
 def export_onnx(network: CohfTNet, path: str | Path, opset: int | None = None) -> Path:
     """Write the network as an ONNX model with dynamic batch and spatial sizes; return the path."""
-    _require_onnx()
+    _require(RUNTIME_PACKAGES + EXPORT_PACKAGES, "exporting to ONNX")
     import onnx
 
     config = network.config
@@ -103,20 +102,19 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(saved)
 
 
-def cache_dir() -> Path:
-    """Folder for ONNX files exported from weights files: $COHFT_SR_CACHE, else ~/.cache/CohfTSuperRes."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "CohfTSuperRes") / "onnx"
-
-
 def cached_export(network: CohfTNet, key: str) -> Path:
-    """ONNX file of the network, exported once per key (e.g. the weights' sha256) and reused after."""
-    path = cache_dir() / f"{key}.onnx"
-    return path if path.is_file() else export_onnx(network, path)
+    """ONNX file of the network, exported once per key (the weights' sha256) and reused while its recorded digest
+    matches (onnx_cache.py); a damaged or replaced cache file is exported again."""
+    path = cached_path(key)
+    if not is_trusted(path):
+        export_onnx(network, path)
+        record(path)
+    return path
 
 
 def onnx_providers(device: str) -> list[str]:
     """Execution providers for a device name: 'auto' prefers CUDA, 'cpu' forces CPU, 'cuda' requires it."""
-    _require_onnx()
+    _require(RUNTIME_PACKAGES, "the ONNX backend")
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
@@ -139,7 +137,7 @@ class OnnxRunner:
     """An exported Cohf-T model in an ONNX Runtime session: (lr, t1) tensors -> SR tensor on the CPU."""
 
     def __init__(self, path: str | Path, device: str = "auto") -> None:
-        _require_onnx()
+        _require(RUNTIME_PACKAGES, "the ONNX backend")
         import onnxruntime
 
         path = Path(path)
@@ -161,6 +159,21 @@ class OnnxRunner:
             raise WeightsError(f"{path.name} has a Cohf-T configuration that is not JSON: {error}") from error
         self.config = config_of({CONFIG_KEY: stored}, path.name)
         self.inputs = [node.name for node in self.session.get_inputs()]
+        self._probe(path.name)
+
+    def _probe(self, name: str) -> None:
+        """WeightsError when the model gives NaN / Inf on a small plausible input (damaged or poisoned weights)."""
+        side = size_multiple(self.config)
+        generator = torch.Generator().manual_seed(0)
+        lr = torch.rand(1, 1, side, side, generator=generator)
+        t1 = torch.rand(1, 1, self.config.scale * side, self.config.scale * side, generator=generator)
+        try:
+            output = self(lr, t1 if self.config.use_t1 else None)
+        except Exception as error:  # onnxruntime raises its own exception classes
+            raise WeightsError(f"ONNX model {name} does not run: {error}") from error
+        if not torch.isfinite(output).all():
+            raise WeightsError(f"ONNX model {name} gives NaN or Inf on a test input: its weights are damaged; "
+                               "export it again")
 
     @property
     def providers(self) -> list[str]:

@@ -43,8 +43,9 @@ import SimpleITK as sitk
 
 from .degrade import crop_to_multiple, degrade
 from .errors import InputError
-from .model import SCALES
+from .geometry import acquisition_axis
 from .normalize import normalize, robust_scale
+from .options import SCALES
 from .slices import BRAIN_LEVEL, brain_slices
 from .volume_io import read_volume
 
@@ -140,15 +141,6 @@ def open_ms_specs(root: str | Path) -> list[PairSpec]:
     return specs
 
 
-def default_slice_axis(image: sitk.Image) -> int:
-    """Axis of largest spacing (the thick-slice acquisition axis); 2 when spacings tie."""
-    spacing = image.GetSpacing()
-    largest = max(spacing)
-    if math.isclose(spacing[2], largest, rel_tol=1e-3):
-        return 2
-    return int(np.argmax(spacing))
-
-
 def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
     return (a.GetSize() == b.GetSize()
             and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
@@ -222,7 +214,7 @@ def lr_reference_factor(hr: np.ndarray, scale: int) -> float:
 def load_pair(spec: PairSpec) -> LoadedPair:
     """Read, register (T1 on the T2 grid), normalise, slice and trim one manifest pair."""
     t2 = read_volume(spec.t2, float32=True)
-    axis = spec.slice_axis if spec.slice_axis is not None else default_slice_axis(t2)
+    axis = spec.slice_axis if spec.slice_axis is not None else acquisition_axis(t2.GetSpacing())
     hr = crop_to_multiple(to_stack(t2, axis), SLICE_MULTIPLE)
     hr = normalize(hr, robust_scale(hr))
     if spec.t1 is not None:

@@ -55,11 +55,12 @@ from .diagnostics import attention_report, summary
 from .errors import InputError, WeightsError
 from .losses import CohfTLoss
 from .metrics import psnr, ssim
-from .model import SCALES, VARIANTS, CohfTNet, build_model, count_parameters
+from .model import CohfTNet, build_model, count_parameters
 from .model.attention import BasicAttention
 from .model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
 from .model.layers import LayerNorm2d
 from .models_registry import find_model
+from .options import SCALES, VARIANTS
 from .pack import PackVolume, build_pack, read_pack, slice_sets
 from .slices import IntensityAugmentation, PatchSampler, SliceSet
 from .weights import load_model, save_weights, sha256_of
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--manifest", type=Path, help="CSV/JSON of (t2, t1[, transforms], role)")
     source.add_argument("--pack", type=Path, help="training pack written by `cohft-sr pack` (no SimpleITK needed)")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, best model)")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="S")
+    parser.add_argument("--variant", choices=VARIANTS, default="S")
     parser.add_argument("--scale", type=int, choices=SCALES, default=2)
     parser.add_argument("--no-t1", action="store_true", help="train the network without the T1 guide")
     parser.add_argument("--no-inter-head", action="store_true", help="ablation: no inter-head correlation")

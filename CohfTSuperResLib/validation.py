@@ -6,11 +6,16 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .model import SCALES
+from .options import SCALES
 
 COMPLEX_PIXELS = {sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
+INTEGER_PIXELS = {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkInt32,
+                  sitk.sitkUInt64, sitk.sitkInt64}
 NEGATIVE_LEVEL = 0.01  # a voxel below -NEGATIVE_LEVEL x the robust scale counts as clearly negative
 NEGATIVE_FRACTION = 0.01  # ... and more than this fraction of such voxels is not an MR magnitude image
+LABEL_MAP_VALUES = 32  # an integer volume with at most this many distinct values is a label map, not an image
+LARGEST_INTENSITY = 1e30  # larger magnitudes would overflow float32 on the way through the network
+NIFTI_LABEL_INTENT = "1002"  # NIFTI_INTENT_LABEL
 
 
 def check_scale(scale: int) -> int:
@@ -51,13 +56,35 @@ def volume_array(image: sitk.Image, role: str) -> np.ndarray:
     voxels = sitk.GetArrayViewFromImage(image)
     finite = np.isfinite(voxels)
     if not finite.all():
-        raise InputError(f"{role} has {int(finite.size - finite.sum())} NaN or Inf voxel(s); fix or mask them first")
+        first = tuple(int(i) for i in reversed(np.argwhere(~finite)[0]))
+        raise InputError(f"{role} has {int(finite.size - finite.sum()):,} NaN or Inf voxel(s) (the first at voxel "
+                         f"index {first}); fix or mask them first")
     low, high = voxels.min(), voxels.max()
     if low == high:
         raise InputError(f"{role} is constant (every voxel is {low}); there is nothing to super-resolve")
+    if max(abs(float(low)), abs(float(high))) > LARGEST_INTENSITY:
+        raise InputError(f"{role} has intensities up to {max(abs(float(low)), abs(float(high))):.3g}, beyond what "
+                         "float32 processing can carry without overflow; rescale the volume first")
+    check_not_label_map(image, voxels, role)
     voxels = voxels.astype(np.float32)
     check_magnitude(voxels, role)
     return voxels
+
+
+def check_not_label_map(image: sitk.Image, voxels: np.ndarray, role: str) -> None:
+    """InputError for a label map (segmentation): NIfTI label intent, Slicer segmentation metadata, or an integer
+    volume with at most LABEL_MAP_VALUES distinct values. Super-resolving labels as intensities gives nonsense."""
+    keys = set(image.GetMetaDataKeys())
+    labelled = (image.HasMetaDataKey("intent_code") and image.GetMetaData("intent_code").strip() == NIFTI_LABEL_INTENT
+                or any(key.startswith("Segment0_") for key in keys))
+    values = None
+    if not labelled and image.GetPixelID() in INTEGER_PIXELS:
+        values = np.unique(voxels)
+        labelled = values.size <= LABEL_MAP_VALUES
+    if labelled:
+        found = "" if values is None else f" ({values.size} distinct integer values)"
+        raise InputError(f"{role} is a label map{found}, not an MR image: labels can not be super-resolved as "
+                         "intensities; give the grey-level volume")
 
 
 def check_magnitude(voxels: np.ndarray, role: str) -> None:

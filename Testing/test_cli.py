@@ -85,7 +85,11 @@ def test_cohort_resumable_and_sharded(files, weights, tmp_path, capsys, monkeypa
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(base) == 1  # rank 1 takes rows 1 and 3; row 3 is missing
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case1.nii.gz"]
-    assert "absent.nii.gz" in _one_error_line(capsys)
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("cohft-sr: error:")]
+    assert len(errors) == 2 and "cases.csv line 5 (absent.nii.gz): input not found" in errors[0]
+    assert errors[1] == "cohft-sr: error: 1 of 2 row(s) failed: line 5"
+    assert "cohort: 1 written, 0 skipped (exist), 1 failed of 2 row(s)" in captured.out
     monkeypatch.setenv("RANK", "0")
     assert main(base) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case0.nii.gz", "case1.nii.gz", "case2.nii.gz"]
@@ -93,7 +97,8 @@ def test_cohort_resumable_and_sharded(files, weights, tmp_path, capsys, monkeypa
     monkeypatch.delenv("WORLD_SIZE")
     capsys.readouterr()
     main(base)
-    assert capsys.readouterr().out.count("skip") == 3
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("skip ")] == [
+        f"skip {tmp_path / 'out' / f'case{i}.nii.gz'} (exists)" for i in range(3)]
 
 
 def test_manifest_without_columns(tmp_path, weights, capsys):

@@ -35,23 +35,6 @@ def volumes(open_ms: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             "no_t1": folder / "s2_no_t1.safetensors"}
 
 
-def test_synthesised_lr_is_the_kspace_degradation_on_the_dft_grid() -> None:
-    rng = np.random.default_rng(0)
-    hr = sitk.GetImageFromArray(rng.random((3, 13, 20)).astype(np.float32))  # size (20, 13, 3)
-    hr.SetSpacing((0.5, 0.7, 3.0))
-    hr.SetOrigin((1.0, -2.0, 5.0))
-    hr.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
-    for axis, scale in ((2, 2), (0, 3)):
-        trimmed = evaluate.trim_in_plane(hr, scale, axis)
-        assert trimmed.GetOrigin() == hr.GetOrigin()
-        assert all(n % scale == 0 for a, n in enumerate(trimmed.GetSize()) if a != axis)
-        assert trimmed.GetSize()[axis] == hr.GetSize()[axis]
-        lr = evaluate.synthesise_lr(trimmed, scale, axis)
-        assert lr.GetOrigin() == hr.GetOrigin() and lr.GetDirection() == hr.GetDirection()
-        assert lr.GetSpacing() == tuple(d if a == axis else d * scale for a, d in enumerate(hr.GetSpacing()))
-        np.testing.assert_allclose(to_stack(lr, axis), degrade(to_stack(trimmed, axis), scale), atol=1e-6)
-
-
 def test_evaluate_reports_cohft_and_baselines(volumes: dict[str, Path], tmp_path: Path) -> None:
     torch.set_num_threads(1)
     out = tmp_path / "out"

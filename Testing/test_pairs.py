@@ -12,11 +12,11 @@ import SimpleITK as sitk
 
 from CohfTSuperResLib.degrade import degrade
 from CohfTSuperResLib.errors import InputError
+from CohfTSuperResLib.geometry import acquisition_axis
 from CohfTSuperResLib.normalize import robust_scale
 from CohfTSuperResLib.pairs import (
     SLICE_MULTIPLE,
     PairSpec,
-    default_slice_axis,
     load_pair,
     open_ms_specs,
     read_manifest,
@@ -164,13 +164,11 @@ def test_t1_without_transform(grids) -> None:
     assert t1_on_t2_grid(same, t2, None) is same  # same grid: used as is
 
 
-def test_default_slice_axis() -> None:
-    image = sitk.Image(4, 4, 4, sitk.sitkFloat32)
-    assert default_slice_axis(image) == 2
-    image.SetSpacing((0.5, 4.0, 0.5))
-    assert default_slice_axis(image) == 1
-    image.SetSpacing((4.0, 4.0, 1.0))
-    assert default_slice_axis(image) == 0
+def test_acquisition_axis_is_the_thickest() -> None:
+    assert acquisition_axis((1.0, 1.0, 1.0)) == 2
+    assert acquisition_axis((0.5, 4.0, 0.5)) == 1
+    assert acquisition_axis((4.0, 4.0, 1.0)) == 0
+    assert acquisition_axis((3.3, 0.57, 3.3)) == 2  # ties go to axis 2
 
 
 def test_to_stack_axes() -> None:

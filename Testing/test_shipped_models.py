@@ -77,7 +77,7 @@ def test_shipped_model_beats_bicubic_on_held_out_slices(model, held_out):
     lr_image.SetOrigin(held_out["t2"].GetOrigin())
     lr_image.SetDirection(held_out["t2"].GetDirection())
     t1 = held_out["t1"] if model.use_t1 else None
-    sr = sitk.GetArrayFromImage(super_resolve(lr_image, t1, scale, variant=model.variant, device="cpu"))
+    sr = sitk.GetArrayFromImage(super_resolve(lr_image, t1, scale, variant=model.variant, device="cpu", slice_axis=2))
     bicubic = upsample_cubic(torch.from_numpy(lr)[:, None], scale)[:, 0].numpy()
     reference = robust_scale(hr)
     gain = psnr(sr / reference, hr / reference, 1.0) - psnr(bicubic / reference, hr / reference, 1.0)

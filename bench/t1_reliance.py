@@ -23,12 +23,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib.evaluate import baselines, score, synthesise_lr, trim_in_plane
+from CohfTSuperResLib.evaluate import baselines, score
 from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.models_registry import find_model, shipped_models
 from CohfTSuperResLib.normalize import robust_scale
 from CohfTSuperResLib.pairs import to_stack
 from CohfTSuperResLib.slices import brain_slices
+from CohfTSuperResLib.synthetic import lr_volume, trim_in_plane
 from CohfTSuperResLib.volume_io import read_volume
 from CohfTSuperResLib.weights import WeightsError, load_model
 
@@ -56,7 +57,7 @@ def reliance(model: Path | None, scale: int, no_t1_model: Path | None, guides: d
     hr_stack = to_stack(hr, AXIS)
     reference = robust_scale(hr_stack)
     brain = brain_slices(hr_stack / reference)
-    lr = synthesise_lr(hr, scale, AXIS)
+    lr = lr_volume(hr, scale, AXIS)
     target = hr_stack[brain] / reference
     results = {"bicubic (no network)": baselines(to_stack(lr, AXIS)[brain], scale)["bicubic"] / reference}
     for name, guide in {**guides, "HR T2 as guide (oracle)": hr}.items():

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-SCALES = (2, 3, 4)
+from ..options import SCALES, VARIANTS as VARIANT_NAMES
+
 ADAIN_MODULATIONS = ("pixel", "channel")
 CROSS_POSITIONS = ("none", "local")
 # Values of the switches added after release 0.1.0 that reproduce the paper's text and that release:
@@ -91,7 +92,7 @@ class CohfTConfig:
         return cls(**{**PAPER_TEXT_SWITCHES, **values})
 
 
-VARIANTS: dict[str, CohfTConfig] = {
+VARIANTS: dict[str, CohfTConfig] = {  # keyed by options.VARIANTS
     # Ours-S: d = 16, two stages, RRDBs of two RDBs of three convolutions.
     "S": CohfTConfig(dim=16, stages=2, rdbs_per_rrdb=2, convs_per_rdb=3),
     # Ours-M: d = 16, three stages, RRDBs of three RDBs of three convolutions.
@@ -99,6 +100,9 @@ VARIANTS: dict[str, CohfTConfig] = {
     # Ours-L: the defaults (d = 32, four stages, ESRGAN's RRDB of three five-conv RDBs).
     "L": CohfTConfig(),
 }
+
+
+assert tuple(VARIANTS) == VARIANT_NAMES, "options.VARIANTS and the variant configs must list the same variants"
 
 
 def variant_config(variant: str, scale: int, **switches: Any) -> CohfTConfig:

@@ -1,0 +1,52 @@
+"""Where ONNX exports of weights files are kept, and how a cached export is trusted (no torch, no onnx needed).
+
+An export of a weights file is cached as ``<cache>/onnx/<sha256 of the weights>.onnx`` with the
+sha256 of the ONNX file itself beside it (``.onnx.sha256``), written after a complete export. A
+cached file whose digest is missing or differs (damaged, replaced, half written) is not used: it is
+exported again. ``$COHFT_SR_CACHE`` moves the cache (default ``~/.cache/CohfTSuperRes``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+CACHE_ENV = "COHFT_SR_CACHE"
+RUNTIME_PACKAGES = ("onnxruntime",)  # what running an .onnx model needs
+EXPORT_PACKAGES = ("onnx", "onnxscript")  # what exporting one needs besides torch
+
+
+def cache_dir() -> Path:
+    """Folder for ONNX files exported from weights files: $COHFT_SR_CACHE/onnx, else ~/.cache/CohfTSuperRes/onnx."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "CohfTSuperRes") / "onnx"
+
+
+def cached_path(weights_sha256: str) -> Path:
+    """Where the export of the weights with this sha256 lives."""
+    return cache_dir() / f"{weights_sha256}.onnx"
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record(path: Path) -> None:
+    """Write the digest of a complete export beside it."""
+    _digest_path(path).write_text(file_sha256(path) + "\n")
+
+
+def is_trusted(path: Path) -> bool:
+    """True when the cached export exists and matches the digest recorded when it was written."""
+    digest = _digest_path(path)
+    if not (path.is_file() and digest.is_file()):
+        return False
+    return digest.read_text().strip() == file_sha256(path)
