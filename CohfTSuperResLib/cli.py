@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import os
 import signal
 import sys
@@ -66,11 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--slice-axis", type=int, choices=SLICE_AXES, default=None,
                      help="voxel axis of the acquisition (default: the thickest voxel axis, 2 on ties)")
     run.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (never an input)")
+    run.add_argument("--progress-json", action="store_true",
+                     help='progress as one JSON line per update on stdout ({"done": D, "total": T}) instead of a bar')
     run.set_defaults(handler=_run)
 
-    demo = commands.add_parser("demo", help="super-resolve the built-in brain phantom and compare with bicubic")
+    demo = commands.add_parser("demo", help="super-resolve the shipped sample (real MR slab, held out from training) "
+                               "and compare with bicubic")
     _add_model_options(demo)
     demo.add_argument("-o", "--output-dir", type=Path, default=Path("cohft_sr_demo"))
+    demo.add_argument("--phantom", action="store_true", help="use the brain phantom generated in code instead")
     demo.set_defaults(handler=_demo)
 
     info = commands.add_parser("info", help="shipped models, devices, backends and versions")
@@ -167,8 +172,18 @@ def _signals_unwind() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _progress_bar(description: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A tqdm bar over slices, opened at the first report: (progress callback for super_resolve, close)."""
+def _progress_bar(description: str, json_lines: bool = False) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar over slices, opened at the first report: (progress callback for super_resolve, close).
+
+    json_lines: instead of the bar, print {"done": D, "total": T, "input": NAME} on stdout at each report,
+    flushed at once, for a program that runs this one (the 3D Slicer module).
+    """
+    if json_lines:
+        def report(done: int, total: int) -> None:
+            print(json.dumps({"done": done, "total": total, "input": description}), flush=True)
+
+        return report, lambda: None
+
     from tqdm import tqdm
 
     bars: list[tqdm] = []
@@ -193,7 +208,7 @@ def _super_resolve_file(args: argparse.Namespace, t2: Path, t1: Path | None, out
     check_output(output, (t2, t1), args.overwrite)
     with OutputLock(output):
         t2_image, t1_image = read_volume(t2), None if t1 is None else read_volume(t1)
-        update, close = _progress_bar(t2.name)
+        update, close = _progress_bar(t2.name, args.progress_json)
         try:
             image = super_resolve(
                 t2_image, t1_image, args.scale, variant=args.variant, model_path=args.model, device=args.device,
@@ -242,16 +257,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import PANELS, run_demo
+    from .demo import PANELS, SOURCES, run_demo
 
-    update, close = _progress_bar("phantom")
+    update, close = _progress_bar("phantom" if args.phantom else "sample")
     try:
         result = run_demo(
-            args.output_dir, args.scale, model_path=args.model, device=args.device, backend=args.backend,
-            progress=update,
+            args.output_dir, args.scale, phantom=args.phantom, model_path=args.model, device=args.device,
+            backend=args.backend, progress=update,
         )
     finally:
         close()
+    print(f"input: {SOURCES[result.source]}")
     print(f"PSNR vs HR truth at x{args.scale}: Cohf-T {result.psnr_sr:.2f} dB, bicubic {result.psnr_bicubic:.2f} dB "
           f"({result.psnr_sr - result.psnr_bicubic:+.2f} dB)")
     for name, path in result.files.items():

@@ -114,16 +114,35 @@ def test_info(capsys):
     assert "devices:" in out and "torch" in out and "models folder" in out
 
 
-def test_demo_needs_a_model_then_runs(weights, tmp_path, capsys, monkeypatch):
+def test_demo_needs_a_model_then_runs_on_the_phantom(weights, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("CohfTSuperResLib.models_registry.models_dir", lambda: tmp_path / "no_models")
-    assert main(["demo", "-o", str(tmp_path / "demo")]) == 1
+    assert main(["demo", "--phantom", "-o", str(tmp_path / "demo")]) == 1
     assert "--model PATH" in _one_error_line(capsys)
+    assert main(["demo", "--phantom", "-o", str(tmp_path / "demo"), "--model", str(weights), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "input: brain phantom generated in code" in out and "PSNR vs HR truth at x2" in out and "bicubic" in out
+    assert sitk.ReadImage(str(tmp_path / "demo" / "sr_t2.nii.gz")).GetSize() == (192, 192, 12)
+    png = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo" / "comparison.png")))
+    caption = 4 + 2 * (2 * 7 + 4)  # two caption lines of the 7-pixel font drawn at zoom 2, with margins
+    assert png.dtype == np.uint8 and png.shape == (caption + 384, 4 * 384 + 3 * 2)  # 192-pixel slices shown x2
+    for panel in range(4):  # every panel has its caption: ink in the bar above the image
+        assert png[:caption, panel * 386 : panel * 386 + 384].max() == 255
+
+
+def test_demo_runs_on_the_shipped_sample_by_default(weights, tmp_path, capsys):
+    """Without --phantom the demo reads the real sample slab (no outside data) and its x2 input is the shipped LR T2."""
+    from CohfTSuperResLib.sample_data import read_sample
+
     assert main(["demo", "-o", str(tmp_path / "demo"), "--model", str(weights), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "PSNR vs HR truth at x2" in out and "bicubic" in out
-    png = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo" / "comparison.png")))
-    assert png.dtype == np.uint8 and png.shape == (192, 4 * 192)
-    assert sitk.ReadImage(str(tmp_path / "demo" / "sr_t2.nii.gz")).GetSize() == (192, 192, 12)
+    assert "input: open_ms mni/patient26 slab" in out
+    psnrs = [float(word) for line in out.splitlines() if line.startswith("PSNR") for word in line.split()
+             if word.replace(".", "", 1).isdigit()]
+    assert len(psnrs) == 2 and all(np.isfinite(psnrs))  # measured, printed with two decimals
+    sample = read_sample()
+    lr = sitk.ReadImage(str(tmp_path / "demo" / "lr_t2.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(lr), sitk.GetArrayFromImage(sample["lr_t2"]))
+    assert sitk.ReadImage(str(tmp_path / "demo" / "sr_t2.nii.gz")).GetSize() == sample["hr_t2"].GetSize()
 
 
 def test_train_and_evaluate_are_delegated(monkeypatch):
@@ -135,3 +154,17 @@ def test_train_and_evaluate_are_delegated(monkeypatch):
     assert main(["train", "--epochs", "2"]) == 3
     assert main(["evaluate", "--help"]) == 3
     assert calls == [("train", ["--epochs", "2"]), ("evaluate", ["--help"])]
+
+
+def test_demo_caption_font_draws_text_and_refuses_unknown_characters():
+    from CohfTSuperResLib.panel_text import FONT, caption, text_mask
+
+    mask = text_mask("Hi", zoom=1)
+    assert mask.shape == (7, 12)
+    np.testing.assert_array_equal(mask[:, :5], FONT["H"])
+    assert not mask[:, 5].any() and not mask[:, 11].any()  # one blank column after each character
+    assert text_mask("x", zoom=3).shape == (21, 18)
+    bar = caption(["PSNR 28.44 dB", "x2"], width=60)
+    assert bar.dtype == np.uint8 and bar.shape == (40, 60) and set(np.unique(bar)) == {0, 255}
+    with pytest.raises(ValueError, match="no glyph"):
+        text_mask("T2 ±1")

@@ -50,9 +50,10 @@ def expected_sources(source: Path) -> set[Path]:
     files = {p for p in (source / "CohfTSuperResLib").rglob("*.py") if "__pycache__" not in p.parts}
     files |= {p for p in (source / MODULE).rglob("*.py") if "__pycache__" not in p.parts and "Testing" not in p.parts}
     files |= {source / MODULE / "Resources" / "UI" / f"{MODULE}.ui", source / MODULE / "Resources" / "Icons" / f"{MODULE}.png"}
-    models = source / "Resources" / "Models"
-    if models.is_dir():
-        files |= {p for p in models.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(models).parts)}
+    for folder in (source / "Resources" / "Models", source / "Resources" / "SampleData"):
+        if folder.is_dir():
+            files |= {p for p in folder.rglob("*")
+                      if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
     return files
 
 
@@ -100,7 +101,7 @@ def test_install_layout_module_library_and_models_side_by_side(manifest):
     for resource in ("UI/CohfTSuperRes.ui", "Icons/CohfTSuperRes.png"):  # where resourcePath() looks
         assert by_source[ROOT / MODULE / "Resources" / resource] == f"{QT_SCRIPTED}/Resources/{resource}"
     for source, destination in by_source.items():
-        if source.is_relative_to(ROOT / "CohfTSuperResLib") or source.is_relative_to(ROOT / "Resources" / "Models"):
+        if source.is_relative_to(ROOT / "CohfTSuperResLib") or source.is_relative_to(ROOT / "Resources"):
             assert destination == f"{QT_SCRIPTED}/{source.relative_to(ROOT).as_posix()}"
 
 
@@ -112,17 +113,21 @@ def test_installed_tree_imports_the_library_and_finds_the_models(manifest, tmp_p
         shutil.copyfile(src, target)
     qt_scripted = tmp_path / QT_SCRIPTED
     code = (
-        "import json, CohfTSuperResLib, CohfTSuperResLib.models_registry as r;"
-        "print(json.dumps([CohfTSuperResLib.__file__, str(r.models_dir()), [str(m.path) for m in r.shipped_models()]]))"
+        "import json, CohfTSuperResLib, CohfTSuperResLib.models_registry as r, CohfTSuperResLib.sample_data as d;"
+        "print(json.dumps([CohfTSuperResLib.__file__, str(r.models_dir()), [str(m.path) for m in r.shipped_models()],"
+        " [str(p) for p in d.sample_files().paths.values()]]))"
     )
-    environment = {key: value for key, value in os.environ.items() if key not in ("COHFT_SR_MODELS", "PYTHONPATH")}
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("COHFT_SR_MODELS", "COHFT_SR_SAMPLE_DATA", "PYTHONPATH")}
     environment["PYTHONPATH"] = str(qt_scripted)
     process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=120)
     assert process.returncode == 0, process.stderr
-    library_file, models_dir, model_paths = json.loads(process.stdout.splitlines()[-1])
+    library_file, models_dir, model_paths, sample_paths = json.loads(process.stdout.splitlines()[-1])
     assert Path(library_file) == qt_scripted / "CohfTSuperResLib" / "__init__.py"
     assert Path(models_dir) == qt_scripted / "Resources" / "Models"
     assert all(Path(path).is_file() and Path(path).is_relative_to(qt_scripted) for path in model_paths)
+    assert len(sample_paths) == 3  # checked against their sha256 in the installed tree
+    assert all(Path(path).parent == qt_scripted / "Resources" / "SampleData" for path in sample_paths)
 
 
 def test_check_fails_on_a_missing_or_an_unlisted_file(tmp_path):

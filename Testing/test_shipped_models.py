@@ -86,9 +86,10 @@ def test_shipped_model_beats_bicubic_on_held_out_slices(model, held_out):
 
 
 def test_demo_runs_on_the_shipped_model_and_beats_bicubic(tmp_path):
-    """The README's first command: the phantom at x2 with the shipped model (measured: +0.75 dB)."""
+    """The README's first command: the real sample slab (held out from training) at x2 with the shipped model."""
     from CohfTSuperResLib.demo import run_demo
 
     result = run_demo(tmp_path, 2, device="cpu")
+    assert result.source == "sample"
     assert result.psnr_sr > result.psnr_bicubic + 0.3, (result.psnr_sr, result.psnr_bicubic)
     assert all(path.is_file() for path in result.files.values())
