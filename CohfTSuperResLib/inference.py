@@ -227,7 +227,8 @@ class _SliceEngine:
 
         def run_batch(indices: Sequence[int], batch_device: torch.device) -> None:
             self._check_cancel()
-            result = denormalize(self._batch(stack, indices, batch_device), t2_scale)
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as an error
+                result = denormalize(self._batch(stack, indices, batch_device), t2_scale)
             broken = int(np.count_nonzero(~np.isfinite(result)))
             if broken:
                 raise InferenceError(

@@ -17,6 +17,8 @@ import errno
 import fcntl
 import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -31,6 +33,24 @@ GEOMETRY_TOLERANCE_MM = 1e-3  # origin / spacing agreement of a written header w
 DIRECTION_TOLERANCE = 1e-4
 
 
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Collect what C libraries (ITK, NIfTI, GDCM) print on file descriptor 2 during the block, instead of letting
+    it reach the user's terminal as stray lines; the yielded list holds the captured lines afterwards."""
+    captured: list[str] = []
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.extend(line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip())
+
+
 def read_volume(path: str | Path, float32: bool = False) -> sitk.Image:
     """The image in a file, or the single DICOM series in a folder (cast to float32 when asked);
     InputError with the reason otherwise."""
@@ -42,7 +62,8 @@ def read_volume(path: str | Path, float32: bool = False) -> sitk.Image:
     else:
         check_volume_file(path)
         try:
-            image = sitk.ReadImage(str(path))
+            with native_stderr_captured():
+                image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             raise InputError(f"cannot read {path}: {_itk_reason(error)}") from error
     return sitk.Cast(image, sitk.sitkFloat32) if float32 else image
@@ -85,8 +106,13 @@ def check_output(path: str | Path, inputs: Iterable[str | Path | None], overwrit
     output_suffix(path)
     if path.is_dir():
         raise InputError(f"the output {path} is a folder; give a file name")
+    resolved = path.resolve()  # symlinks and '..' (also through folders that do not exist yet)
     for source in inputs:
-        if source is not None and path.exists() and Path(source).exists() and os.path.samefile(path, source):
+        if source is None:
+            continue
+        source_resolved = Path(source).resolve()
+        if resolved == source_resolved or (resolved.exists() and source_resolved.exists()
+                                           and os.path.samefile(resolved, source_resolved)):
             raise InputError(f"the output {path} is the input {source}: writing it would destroy the input; "
                              "choose another output")
     if path.exists() and not overwrite:
@@ -196,17 +222,20 @@ def write_volume(image: sitk.Image, path: str | Path) -> Path:
     path = Path(path)
     suffix = output_suffix(path)
     temporary = _partial_name(path, suffix, os.getpid())
+    native: list[str] = []  # what the native writer printed
     with _temporary(temporary):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _remove_stale_partials(path, suffix)
-            sitk.WriteImage(image, str(temporary), useCompression=True)
+            with native_stderr_captured() as native:
+                sitk.WriteImage(image, str(temporary), useCompression=True)
             _fsync(temporary)
             verify_written(temporary, image)
             temporary.replace(path)
             _fsync(path.parent)
         except InputError as error:
-            raise InputError(f"cannot write {path} ({_free_space(path.parent)}): {error}") from error
+            said = f" (the writer said: {native[-1]})" if native else ""
+            raise InputError(f"cannot write {path} ({_free_space(path.parent)}): {error}{said}") from error
         except RuntimeError as error:
             raise InputError(f"cannot write {path} ({_free_space(path.parent)}): {_itk_reason(error)}") from error
         except OSError as error:

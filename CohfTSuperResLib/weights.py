@@ -50,17 +50,23 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             raw = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"cannot read model weights {path}: {error}") from error
+    return {key: _json_or_text(value) for key, value in raw.items()}
+
+
+def _json_or_text(value: str) -> Any:
+    """A header value as this library writes it (JSON), or the raw text other writers store."""
     try:
-        return {key: json.loads(value) for key, value in raw.items()}
-    except json.JSONDecodeError as error:
-        raise WeightsError(f"{Path(path).name} has a header that is not CohfTSuperRes metadata (not JSON: {error})") \
-            from error
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def config_of(metadata: dict[str, Any], name: str) -> CohfTConfig:
     """The network configuration stored in a weights (or ONNX) file's metadata; WeightsError when absent or impossible."""
     if CONFIG_KEY not in metadata:
         raise WeightsError(f"{name} holds no Cohf-T configuration; it is not a CohfTSuperRes weights file")
+    if isinstance(metadata[CONFIG_KEY], str):
+        raise WeightsError(f"{name} has a Cohf-T configuration that is not CohfTSuperRes metadata (not JSON)")
     try:
         return CohfTConfig.from_dict(metadata[CONFIG_KEY])
     except (TypeError, ValueError) as error:

@@ -168,3 +168,90 @@ def test_demo_caption_font_draws_text_and_refuses_unknown_characters():
     assert bar.dtype == np.uint8 and bar.shape == (40, 60) and set(np.unique(bar)) == {0, 255}
     with pytest.raises(ValueError, match="no glyph"):
         text_mask("T2 ±1")
+
+
+def test_output_equal_to_an_input_is_refused_with_overwrite(files, weights, tmp_path, capsys):
+    before = files["t2"].read_bytes()
+    for output in (files["t2"], tmp_path / "sub" / ".." / "t2.nrrd"):
+        assert main(["run", "--t2", str(files["t2"]), "--t1", str(files["t1"]), "-o", str(output), "--overwrite",
+                     "--model", str(weights), "--device", "cpu"]) == 1
+        assert "is the input" in _one_error_line(capsys)
+    assert files["t2"].read_bytes() == before
+
+
+def test_a_second_run_on_the_same_output_is_refused(files, weights, tmp_path, capsys):
+    from CohfTSuperResLib.volume_io import OutputLock
+
+    output = tmp_path / "sr.nii.gz"
+    with OutputLock(output):  # what another run holds while it works
+        assert main(["run", "--t2", str(files["t2"]), "--t1", str(files["t1"]), "-o", str(output),
+                     "--model", str(weights), "--device", "cpu"]) == 1
+    assert "another run is writing" in _one_error_line(capsys)
+    assert not output.exists()
+
+
+def test_png_output_is_refused_before_the_run(files, weights, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("CohfTSuperResLib.inference.super_resolve", lambda *a, **k: pytest.fail("inference ran"))
+    assert main(["run", "--t2", str(files["t2"]), "--t1", str(files["t1"]), "-o", str(tmp_path / "sr.png"),
+                 "--model", str(weights), "--device", "cpu"]) == 1
+    assert "cannot write sr.png" in _one_error_line(capsys)
+
+
+def test_cohort_row_with_an_unexpected_error_does_not_stop_the_others(files, weights, tmp_path, capsys, monkeypatch):
+    import CohfTSuperResLib.inference as inference
+
+    real = inference.super_resolve
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ZeroDivisionError("a bug in row one")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "super_resolve", flaky)
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("t2,t1,output\n" + "".join(f"t2.nrrd,t1.nii.gz,out/case{i}.nii.gz\n" for i in range(2)))
+    assert main(["run", "--manifest", str(manifest), "--model", str(weights), "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert "cases.csv line 2 (t2.nrrd): unexpected ZeroDivisionError: a bug in row one" in captured.err
+    assert "1 of 2 row(s) failed: line 2" in captured.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case1.nii.gz"]
+
+
+SLOW_WRITE = """
+import sys, time
+import CohfTSuperResLib.volume_io as volume_io
+real = volume_io.sitk.WriteImage
+def slow_write(image, path, useCompression=False):
+    real(image, path, useCompression)
+    print("WRITING", flush=True)
+    time.sleep(30)
+volume_io.sitk.WriteImage = slow_write
+from CohfTSuperResLib.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
+def test_a_signal_during_the_write_leaves_the_old_output_and_no_temporary_file(files, weights, tmp_path, signal_name):
+    import os
+    import signal
+    import subprocess
+
+    output = tmp_path / "out" / "sr.nii.gz"
+    output.parent.mkdir()
+    output.write_bytes(b"the earlier result")
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITE, "run", "--t2", str(files["t2"]), "--t1", str(files["t1"]), "-o", str(output),
+         "--overwrite", "--model", str(weights), "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": root},
+    )
+    assert child.stdout.readline().strip() == "WRITING"
+    child.send_signal(getattr(signal, signal_name))
+    _out, err = child.communicate(timeout=60)
+    assert child.returncode == {"SIGTERM": 143, "SIGHUP": 129}[signal_name]
+    assert f"cohft-sr: error: stopped by {signal_name}" in err and "Traceback" not in err
+    assert output.read_bytes() == b"the earlier result"
+    assert sorted(p.name for p in output.parent.iterdir()) == ["sr.nii.gz"]  # no temporary, no lock file

@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from CohfTSuperResLib.batching import size_multiple  # noqa: E402
-from CohfTSuperResLib.errors import InputError  # noqa: E402
+from CohfTSuperResLib.errors import InputError, WeightsError  # noqa: E402
 from CohfTSuperResLib.inference import super_resolve  # noqa: E402
 from CohfTSuperResLib.model import build_model  # noqa: E402
 from CohfTSuperResLib.model.partition import pad_to_multiple  # noqa: E402
@@ -111,3 +111,31 @@ def test_export_command(tmp_path, capsys):
     assert OnnxRunner(tmp_path / "x3.onnx", "cpu").config.scale == 3
     assert "torchvision" not in capsys.readouterr().err
     assert main(["export-onnx", "--model", str(weights), "-o", str(tmp_path / "x3.pt")]) == 1
+
+
+def test_damaged_cache_is_exported_again_not_used(tmp_path, monkeypatch):
+    """A cached export that differs from the digest recorded when it was written (damaged, replaced) is rebuilt."""
+    monkeypatch.setenv("COHFT_SR_CACHE", str(tmp_path))
+    network = tiny_model(2)
+    path = cached_export(network, "key")
+    original = path.read_bytes()
+    path.write_bytes(original[: len(original) // 2])  # a broken cache file
+    assert cached_export(network, "key") == path and path.read_bytes() == original
+    (path.with_name(path.name + ".sha256")).unlink()  # no record of a complete export: not trusted either
+    cached_export(network, "key")
+    assert path.read_bytes() == original
+
+
+def test_onnx_model_with_nan_weights_is_refused_on_load(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    path = export_onnx(tiny_model(2), tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    first = next(t for t in model.graph.initializer if numpy_helper.to_array(t).size > 8)
+    poisoned = numpy_helper.to_array(first).copy()
+    poisoned.flat[0] = np.nan
+    first.CopyFrom(numpy_helper.from_array(poisoned, first.name))
+    onnx.save(model, str(path))
+    with pytest.raises(WeightsError, match="NaN or Inf on a test input"):
+        OnnxRunner(path, "cpu")

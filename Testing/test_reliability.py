@@ -217,3 +217,57 @@ def test_no_pickle_network_or_shell_in_the_shipped_code(folder):
                 if re.search(pattern, code) and not code.lstrip().startswith(('"', "'")):
                     found.append(f"{path.name}:{number}: {what}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+# ---------- weights integrity beyond checksums ----------
+
+
+def test_weights_with_nan_or_inf_are_refused_on_load(tmp_path):
+    model = tiny_model(2)
+    with torch.no_grad():
+        model.image_gate[0].weight[0, 0, 0, 0] = float("nan")
+    save_weights(model, tmp_path / "nan.safetensors")
+    with pytest.raises(WeightsError, match="NaN or Inf values in 1 tensor"):
+        load_model(tmp_path / "nan.safetensors")
+
+
+@pytest.mark.parametrize("metadata,message", [
+    ({"cohft_config": "{not json"}, "not CohfTSuperRes metadata"),
+    ({"format": "pt", "other": "{x"}, "holds no Cohf-T configuration"),
+    ({"format": "pt"}, "holds no Cohf-T configuration"),
+    ({"cohft_config": json.dumps({"scale": 7})}, "impossible Cohf-T network.*scale"),
+    ({"cohft_config": json.dumps({"scale": 2, "dim": -3})}, "impossible Cohf-T network.*dim"),
+    ({"cohft_config": json.dumps({"scale": 2, "wings": 2})}, "impossible Cohf-T network.*wings"),
+    ({"cohft_config": json.dumps([1, 2])}, "impossible Cohf-T network"),
+])
+def test_foreign_or_impossible_headers_are_weights_errors(tmp_path, metadata, message):
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(3)}, str(tmp_path / "m.safetensors"), metadata=metadata)
+    with pytest.raises(WeightsError, match=message):
+        load_model(tmp_path / "m.safetensors")
+
+
+def test_a_network_that_gives_inf_is_an_inference_error_and_nothing_is_returned(tmp_path):
+    from CohfTSuperResLib.errors import InferenceError
+
+    model = tiny_model(2)
+    with torch.no_grad():
+        model.to_image.weight.fill_(1e38)  # finite weights whose output overflows float32
+    save_weights(model, tmp_path / "huge.safetensors")
+    t2 = volume((2, 16, 16))
+    with pytest.raises(InferenceError, match="NaN or Inf voxel"):
+        super_resolve(t2, guide_for(t2, 2), 2, model_path=tmp_path / "huge.safetensors", device="cpu")
+
+
+def test_cli_messages_use_command_line_wording(tmp_path, weights, capsys):
+    from CohfTSuperResLib.cli import main
+
+    no_t1 = save_tiny(tmp_path, 2, use_t1=False)
+    t2 = volume((2, 16, 16))
+    sitk.WriteImage(t2, str(tmp_path / "t2.nrrd"))
+    sitk.WriteImage(guide_for(t2, 2), str(tmp_path / "t1.nrrd"))
+    assert main(["run", "--t2", str(tmp_path / "t2.nrrd"), "--t1", str(tmp_path / "t1.nrrd"), "--model", str(no_t1),
+                 "-o", str(tmp_path / "sr.nrrd"), "--device", "cpu"]) == 1
+    error = capsys.readouterr().err
+    assert "trained without a T1 guide: run it without the T1" in error and "t1=None" not in error

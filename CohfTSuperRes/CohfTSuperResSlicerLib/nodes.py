@@ -1,0 +1,181 @@
+"""Volume nodes <-> SimpleITK images in world coordinates, and why a node can not be used.
+
+Conversion goes through numpy and the IJK-to-RAS matrix (RAS in MRML, LPS in SimpleITK), so it
+behaves the same in Slicer and on slicer-core. The input nodes are never modified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import vtk
+
+import slicer
+from CohfTSuperResLib.errors import InputError
+
+# MRML node classes that derive from vtkMRMLScalarVolumeNode but are not grey-level volumes
+NOT_GREY_LEVEL = {
+    "vtkMRMLLabelMapVolumeNode": "a label map",
+    "vtkMRMLVectorVolumeNode": "a vector (e.g. RGB) volume",
+    "vtkMRMLDiffusionWeightedVolumeNode": "a diffusion-weighted (4-D) volume",
+    "vtkMRMLDiffusionTensorVolumeNode": "a diffusion tensor volume",
+    "vtkMRMLTensorVolumeNode": "a tensor volume",
+    "vtkMRMLMultiVolumeNode": "a multi-volume (4-D) node",
+}
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
+
+
+class VolumeNodeError(InputError):
+    """A node that cannot be used as given; the message names the node, the problem and what to do."""
+
+
+def nodeName(node) -> str:
+    """The node's name in quotes, for messages."""
+    return f"'{node.GetName()}'"
+
+
+def isGreyLevelVolumeNode(node) -> bool:
+    """True for a scalar volume node that is not a label map, vector, tensor or 4-D volume."""
+    return node.IsA("vtkMRMLScalarVolumeNode") and not any(node.IsA(name) for name in NOT_GREY_LEVEL)
+
+
+def volumeNodeProblem(node, role: str) -> str | None:
+    """Why `node` cannot be used as the `role` volume (a sentence without final stop), or None when it can."""
+    if node is None:
+        return f"select the {role} volume"
+    if not node.IsA("vtkMRMLScalarVolumeNode"):
+        kind = node.GetClassName().removeprefix("vtkMRML").removesuffix("Node")
+        return f"{role} {nodeName(node)} is a {kind}, not a grey-level volume"
+    for className, kind in NOT_GREY_LEVEL.items():
+        if node.IsA(className):
+            return f"{role} {nodeName(node)} is {kind}; choose a grey-level (scalar) volume"
+    image = node.GetImageData()
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        return f"{role} {nodeName(node)} holds no voxels"
+    if image.GetNumberOfScalarComponents() != 1:
+        return (f"{role} {nodeName(node)} has {image.GetNumberOfScalarComponents()} components per voxel; "
+                "convert it to a grey-level volume first")
+    if 0 in image.GetDimensions():
+        return f"{role} {nodeName(node)} is empty"
+    return None
+
+
+def vtkToNumpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    """4x4 numpy copy of a vtkMatrix4x4."""
+    return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
+
+
+def numpyToVtk(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    """vtkMatrix4x4 of a 4x4 array."""
+    matrix = vtk.vtkMatrix4x4()
+    for row in range(4):
+        for column in range(4):
+            matrix.SetElement(row, column, float(array[row, column]))
+    return matrix
+
+
+def _isGridMatrix(ijkToRas: np.ndarray) -> bool:
+    """True when the 3x3 part is a rotation/reflection times positive spacings (orthogonal columns)."""
+    columns = ijkToRas[:3, :3]
+    spacing = np.linalg.norm(columns, axis=0)
+    if np.any(spacing <= 0):
+        return False
+    direction = columns / spacing
+    return bool(np.abs(direction.T @ direction - np.eye(3)).max() < 1e-5)
+
+
+def ijkToWorldMatrix(node) -> np.ndarray | None:
+    """IJK-to-world (RAS) 4x4 of a volume node with its parent transforms applied.
+
+    None when the parent transform is not linear, or is linear but shears the voxel grid:
+    then the volume can only be brought to world space by resampling.
+    """
+    ijkToRas = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijkToRas)
+    matrix = vtkToNumpy(ijkToRas)
+    transformNode = node.GetParentTransformNode()
+    if transformNode is not None:
+        if not transformNode.IsTransformToWorldLinear():
+            return None
+        toWorld = vtk.vtkMatrix4x4()
+        transformNode.GetMatrixTransformToWorld(toWorld)
+        matrix = vtkToNumpy(toWorld) @ matrix
+    return matrix if _isGridMatrix(matrix) else None
+
+
+def _imageFromArray(voxels: np.ndarray, ijkToRas: np.ndarray) -> sitk.Image:
+    """SimpleITK image (LPS) of (k, j, i) voxels on the grid of an IJK-to-RAS matrix."""
+    ijkToLps = LPS_FROM_RAS @ ijkToRas
+    spacing = np.linalg.norm(ijkToLps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(voxels)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(x) for x in ijkToLps[:3, 3]])
+    image.SetDirection([float(x) for x in (ijkToLps[:3, :3] / spacing).ravel()])
+    return image
+
+
+def voxelCopy(imageData) -> np.ndarray:
+    """A numpy copy, in (k, j, i) order, of the scalars of a vtkImageData."""
+    from vtk.util import numpy_support
+
+    dimensions = imageData.GetDimensions()
+    view = numpy_support.vtk_to_numpy(imageData.GetPointData().GetScalars())
+    return np.array(view, copy=True).reshape(tuple(reversed(dimensions)))
+
+
+def imageFromVolumeNode(node, role: str = "input", resampleNonLinear: bool = True) -> sitk.Image:
+    """A SimpleITK copy of a scalar volume node in world coordinates (LPS), the node left untouched.
+
+    Linear parent transforms are folded into the geometry (no resampling). A non-linear (or
+    shearing) parent transform is applied by resampling a copy when resampleNonLinear is True,
+    else it is refused with a VolumeNodeError.
+    """
+    problem = volumeNodeProblem(node, role)
+    if problem:
+        raise VolumeNodeError(problem[0].upper() + problem[1:] + ".")
+    matrix = ijkToWorldMatrix(node)
+    if matrix is not None:
+        return _imageFromArray(voxelCopy(node.GetImageData()), matrix)
+    transformNode = node.GetParentTransformNode()
+    if not resampleNonLinear:
+        raise VolumeNodeError(
+            f"{role[0].upper() + role[1:]} {nodeName(node)} is under the non-linear (or shearing) transform "
+            f"'{transformNode.GetName()}'. Resampling it would blur the acquired slices before super-resolution: "
+            "harden the transform on a copy in the Transforms module, or use a rigid transform."
+        )
+    toWorld = vtk.vtkGeneralTransform()
+    transformNode.GetTransformToWorld(toWorld)
+    # resample a stand-alone copy (never added to the scene), so the input node stays as it is
+    copy = slicer.vtkMRMLScalarVolumeNode()
+    imageData = vtk.vtkImageData()
+    imageData.DeepCopy(node.GetImageData())
+    copy.SetAndObserveImageData(imageData)
+    ijkToRas = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijkToRas)
+    copy.SetIJKToRASMatrix(ijkToRas)
+    copy.ApplyNonLinearTransform(toWorld)
+    resampledIjkToWorld = vtk.vtkMatrix4x4()
+    copy.GetIJKToRASMatrix(resampledIjkToWorld)
+    return _imageFromArray(voxelCopy(copy.GetImageData()), vtkToNumpy(resampledIjkToWorld))
+
+
+def updateVolumeNodeFromImage(node, image: sitk.Image) -> None:
+    """Replace the voxels and geometry of a volume node by those of a 3-D SimpleITK image (LPS)."""
+    voxels = sitk.GetArrayFromImage(image)
+    ijkToLps = np.eye(4)
+    ijkToLps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
+    ijkToLps[:3, 3] = image.GetOrigin()
+    wasModifying = node.StartModify()
+    try:
+        slicer.util.updateVolumeFromArray(node, voxels)
+        node.SetIJKToRASMatrix(numpyToVtk(LPS_FROM_RAS @ ijkToLps))
+    finally:
+        node.EndModify(wasModifying)
+
+
+def addVolumeNode(scene, image: sitk.Image, name: str):
+    """A new scalar volume node in `scene` holding `image` (LPS), with default display nodes."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
+    updateVolumeNodeFromImage(node, image)
+    node.CreateDefaultDisplayNodes()
+    return node
