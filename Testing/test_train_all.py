@@ -1,0 +1,50 @@
+"""tools/train_all.py: every model from one pack, side by side, resumed by the next call (the GPU training run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from CohfTSuperResLib.pack import build_pack, write_pack
+from CohfTSuperResLib.phantom import brain_phantom
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pack(folder: Path) -> Path:
+    rows = ["subject,role,t2,t1"]
+    for seed, role in enumerate(("train", "split")):
+        t2, t1 = brain_phantom(size=96, slices=20, seed=seed)
+        sitk.WriteImage(t2, str(folder / f"t2_{seed}.nii.gz"))
+        sitk.WriteImage(t1, str(folder / f"t1_{seed}.nii.gz"))
+        rows.append(f"p{seed},{role},t2_{seed}.nii.gz,t1_{seed}.nii.gz")
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    return write_pack(build_pack(folder / "m.csv", val_slices=2, guard=1), folder / "pack.npz")
+
+
+def _call(pack: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "train_all.py"), "--pack", str(pack), "--out", str(out),
+         "--models", "S_x4,S_x4_noT1", "--minutes", "0.03", "--checkpoint-minutes", "10", "--device", "cpu",
+         "--threads", "1", "--batch-size", "1"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_train_all_trains_each_model_and_the_next_call_resumes(tmp_path: Path) -> None:
+    pack = _pack(tmp_path)
+    first = _call(pack, tmp_path / "runs")
+    assert first.returncode == 0, first.stdout + first.stderr
+    iterations = {name: json.loads((tmp_path / "runs" / name / "run.json").read_text())["iterations"]
+                  for name in ("S_x4", "S_x4_noT1")}
+    assert all(count >= 1 for count in iterations.values())
+    second = _call(pack, tmp_path / "runs")
+    assert second.returncode == 0, second.stdout + second.stderr
+    for name, before in iterations.items():
+        assert json.loads((tmp_path / "runs" / name / "run.json").read_text())["iterations"] > before
+        assert "resumed from iteration" in (tmp_path / "runs" / f"{name}.log").read_text()
+    summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
+    assert summary["S_x4"]["status"] == 0 and summary["S_x4_noT1"]["best"]["val_psnr"] > 0

@@ -1,0 +1,97 @@
+"""Train every shipped model from a training pack, side by side, within one time budget; run it again to go on.
+
+Usage (from the repository root; needs numpy and torch only, not SimpleITK):
+    python tools/train_all.py --pack runs/mni_pack.npz --out OUT [--minutes 7.5] [--device cuda] [--models S_x2,...]
+
+It starts one `cohft-sr train` process per model (S x2 / x3 / x4 with the T1 and without it, the
+variants and flags of RUNS below), all at once on the same device, each with the same time budget,
+and waits for them. Each run writes its checkpoint, logs and best weights to OUT/<name>/; a run whose
+folder already holds a checkpoint resumes from it exactly (`--resume`), so calling this again with the
+same OUT continues every model where it stopped: this is how a 9-minute GPU call is spent, and how
+the CPU training was chained. `--init-from DIR` starts runs that have no checkpoint from
+DIR/<name>/best.safetensors (fine-tuning). Prints one summary line per run and writes OUT/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (scale, flags beyond the shared ones)
+RUNS: dict[str, tuple[int, list[str]]] = {
+    "S_x2": (2, []),
+    "S_x3": (3, []),
+    "S_x4": (4, []),
+    "S_x2_noT1": (2, ["--no-t1"]),
+    "S_x3_noT1": (3, ["--no-t1"]),
+    "S_x4_noT1": (4, ["--no-t1"]),
+}
+SHARED = ["--variant", "S", "--lr", "6e-4", "--lr-halve-every", "3000", "--iterations", "1000000",
+          "--val-max-slices", "12", "--seed", "0", "--no-progress"]
+
+
+def command(name: str, args: argparse.Namespace) -> list[str]:
+    """The `cohft-sr train` command line of one run."""
+    scale, flags = RUNS[name]
+    out = args.out / name
+    argv = [sys.executable, "-m", "CohfTSuperResLib.train", "--pack", str(args.pack), "--out", str(out),
+            "--scale", str(scale), *SHARED, *flags, "--device", args.device,
+            "--time-budget-minutes", str(args.minutes), "--checkpoint-minutes", str(args.checkpoint_minutes),
+            "--batch-size", str(args.batch_size)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    if (out / "checkpoint" / "state.json").is_file():
+        argv.append("--resume")
+    elif args.init_from is not None and (args.init_from / name / "best.safetensors").is_file():
+        argv += ["--init", str(args.init_from / name / "best.safetensors")]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pack", type=Path, required=True, help="training pack (cohft-sr pack)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the runs (kept between calls)")
+    parser.add_argument("--minutes", type=float, default=7.5, help="training time of every run in this call")
+    parser.add_argument("--checkpoint-minutes", type=float, default=2.0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    parser.add_argument("--models", default=",".join(RUNS), help=f"comma-separated subset of {', '.join(RUNS)}")
+    parser.add_argument("--init-from", type=Path, help="fine-tune runs without a checkpoint from DIR/<name>/best")
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(RUNS))
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {', '.join(RUNS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    started = time.time()
+    processes = {}
+    for name in names:
+        log = open(args.out / f"{name}.log", "a")
+        processes[name] = (subprocess.Popen(command(name, args), stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    summary = {}
+    for name, (process, log) in processes.items():
+        status = process.wait()
+        log.close()
+        run = args.out / name / "run.json"
+        result = json.loads(run.read_text()) if status == 0 and run.is_file() else {}
+        summary[name] = {"status": status, "iterations": result.get("iterations"), "best": result.get("best"),
+                         "hardware": result.get("hardware")}
+        best = result.get("best") or {}
+        print(f"{name}: exit {status}, {result.get('iterations')} iterations, best validation PSNR "
+              f"{best.get('val_psnr', float('nan')):.3f} dB at {best.get('iteration')}", flush=True)
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return 0 if all(entry["status"] == 0 for key, entry in summary.items() if key != "wall_seconds") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
