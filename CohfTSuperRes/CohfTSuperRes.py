@@ -1,19 +1,15 @@
 """CohfTSuperRes: 3D Slicer module that super-resolves an LR MR T2 volume guided by a registered HR T1.
 
-All computation happens in the CohfTSuperResLib library (installed beside this
-file); this module only moves volumes between MRML and SimpleITK and offers a
-GUI. The parts are:
+All computation happens in the CohfTSuperResLib library (installed beside this file); the helpers in
+CohfTSuperResSlicerLib/ move volumes between MRML and SimpleITK, decide which choices can run, handle
+the Python packages and run the library's command line in a child process. This file holds:
 
-- CohfTSuperRes: module description;
+- CohfTSuperRes: module description (and the sample data's registration);
 - CohfTSuperResParameterNode: the GUI state, saved with the scene;
 - CohfTSuperResWidget: the GUI (Qt and CTK are imported only inside it);
 - CohfTSuperResLogic: everything scripts need, free of Qt and of the parameter node;
-- CohfTSuperResBackgroundRun: one run in a worker thread, polled from the GUI;
-- CohfTSuperResTest: a self-test on a synthetic T1/T2 pair made in code.
-
-Node <-> image conversion (`imageFromVolumeNode`, `updateVolumeNodeFromImage`)
-is done here with numpy and the IJK-to-RAS matrix (RAS in MRML, LPS in
-SimpleITK), so it behaves the same in Slicer and in slicer-core tests.
+- CohfTSuperResRun: one child-process run of the GUI, polled from a QTimer;
+- CohfTSuperResTest: the self-test on the shipped sample data.
 """
 
 from __future__ import annotations
@@ -21,12 +17,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import pathlib
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
@@ -52,35 +47,11 @@ except ImportError:  # slicer-core has no translation support
         return text
 
 
-SCALES = (2, 3, 4)
-VARIANTS = ("S", "M", "L")
-DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("torch", "onnx")
-MINIMUM_TORCH = ">=2.2"
-# In Slicer the main thread holds Python's GIL while Qt waits for events, so a Python worker
-# thread only runs while the main thread sleeps in Python. The GUI's timer therefore fires
-# every POLL_INTERVAL_MS and hands the GIL to the worker for WORKER_SLICE_S each time:
-# the GUI still handles its events at least every ~50 ms and the worker gets most of the time.
-POLL_INTERVAL_MS = 10
-WORKER_SLICE_S = 0.04
-
-# MRML node classes that derive from vtkMRMLScalarVolumeNode but are not grey-level volumes
-NOT_GREY_LEVEL = {
-    "vtkMRMLLabelMapVolumeNode": "a label map",
-    "vtkMRMLVectorVolumeNode": "a vector (e.g. RGB) volume",
-    "vtkMRMLDiffusionWeightedVolumeNode": "a diffusion-weighted (4-D) volume",
-    "vtkMRMLDiffusionTensorVolumeNode": "a diffusion tensor volume",
-    "vtkMRMLTensorVolumeNode": "a tensor volume",
-    "vtkMRMLMultiVolumeNode": "a multi-volume (4-D) node",
-}
-LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
-
-
 def _ensureLibraryImportable() -> None:
     """Put the folder holding CohfTSuperResLib on sys.path when it is not importable yet.
 
-    Installed extension: the library sits beside this file (qt-scripted-modules/),
-    which Slicer already has on sys.path. Source tree: it sits one folder up.
+    Installed extension: the library sits beside this file (qt-scripted-modules/), which Slicer
+    already has on sys.path. Source tree: it sits one folder up.
     """
     if importlib.util.find_spec("CohfTSuperResLib") is not None:
         return
@@ -92,6 +63,13 @@ def _ensureLibraryImportable() -> None:
 
 
 _ensureLibraryImportable()
+
+from CohfTSuperResLib.errors import InferenceCancelled, WeightsError  # noqa: E402  (torch-free)
+from CohfTSuperResLib.options import BACKENDS, DEVICES, SCALES, VARIANTS  # noqa: E402
+from CohfTSuperResSlicerLib import childrun, choices, dependencies, nodes, samples  # noqa: E402
+from CohfTSuperResSlicerLib.nodes import VolumeNodeError  # noqa: E402,F401  (part of the module's API)
+
+POLL_INTERVAL_MS = 200  # the GUI reads the child's progress this often
 
 
 #
@@ -111,20 +89,17 @@ class CohfTSuperRes(ScriptedLoadableModule):
         self.parent.helpText = _(
             """
 Super-resolves a low-resolution MR T2 volume in-plane (x2, x3 or x4), guided by a
-high-resolution T1 of the same patient that is already registered to it, with the
-Cohf-T network (cross-modality high-frequency transformer). Each slice of the T2 is
-processed with the T1 resampled onto the output grid; the slice axis is kept.
+high-resolution T1 of the same patient that is already registered to it (or without T1, where a
+model trained without it ships), with the Cohf-T network (cross-modality high-frequency
+transformer). The run happens in a separate Python process: Cancel stops it at once.
 <br><br>
-The output keeps the T2's origin and orientation; its in-plane spacing is the T2's
-divided by the scale. Parent transforms of the inputs are taken into account; the
-inputs are never modified. The result is a new volume named &lt;T2&gt;_SRx&lt;scale&gt;
-unless an output volume is chosen.
+The output keeps the T2's origin and orientation; its in-plane spacing is the T2's divided by the
+scale. Parent transforms of the inputs are taken into account; the inputs are never modified.
 <br><br>
-The network weights, their training data and limits are described in the model card
-(Resources/Models/MODEL_CARD.md, installed with the extension; the checksums are in
-models.json beside it). Usage and scripting: docs/slicer.md of the extension's repository. The result is an
-estimate made by a neural network: it is not a measurement and must not replace the
-acquired images for diagnosis.
+The model card (training data, measured quality, limits) and the licence of the sample data open
+from the module's panel. Sample data: <i>Sample Data</i> module, category <i>Cohf-T super-resolution</i>.
+The result is an estimate made by a neural network: it is not a measurement and must not replace
+the acquired images for diagnosis.
 <br><br>
 Reference: C. Fang et al., "Cross-Modality High-Frequency Transformer for MR Image
 Super-Resolution", ACM Multimedia 2022 (arXiv:2203.15314).
@@ -132,10 +107,13 @@ Super-Resolution", ACM Multimedia 2022 (arXiv:2203.15314).
         )
         self.parent.acknowledgementText = _(
             """
-Network implemented from the paper's text for this extension. Runs on PyTorch (installed
-through the PyTorch extension) or ONNX Runtime.
+Network implemented from the paper's text for this extension. Runs on PyTorch (installed through
+the PyTorch extension) or ONNX Runtime. Sample data: open_ms (Lesjak et al., Neuroinformatics 2017,
+doi:10.1007/s12021-017-9348-7), CC-BY.
 """
         )
+        if hasattr(slicer, "app"):
+            slicer.app.connect("startupCompleted()", samples.registerSampleData)
 
 
 #
@@ -147,257 +125,22 @@ through the PyTorch extension) or ONNX Runtime.
 class CohfTSuperResParameterNode:
     """GUI state saved with the scene.
 
-    inputT2: the LR T2 volume. guideT1: the registered HR T1. outputVolume: where the
-    result goes (None: a new volume). scale, variant, device, backend: as in
-    CohfTSuperResLogic.process.
+    inputT2: the LR T2 volume. useT1 / guideT1: whether to use the registered HR T1, and which.
+    outputVolume: where the result goes (None: a new volume). modelPath: a weights file of the
+    user's ('.': the shipped model of variant and scale). showResult: show the result in the slice
+    views. scale, variant, device, backend: as in CohfTSuperResLogic.process.
     """
 
     inputT2: vtkMRMLScalarVolumeNode
+    useT1: bool = True
     guideT1: vtkMRMLScalarVolumeNode
     outputVolume: vtkMRMLScalarVolumeNode
     scale: Annotated[int, Choice(list(SCALES))] = 2
     variant: Annotated[str, Choice(list(VARIANTS))] = "S"
+    modelPath: pathlib.Path
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     backend: Annotated[str, Choice(list(BACKENDS))] = "torch"
-
-
-#
-# Volume nodes <-> SimpleITK images
-#
-
-
-class VolumeNodeError(ValueError):
-    """A node that cannot be used as given; the message names the node, the problem and what to do."""
-
-
-def _nodeName(node) -> str:
-    return f"'{node.GetName()}'"
-
-
-def volumeNodeProblem(node, role: str) -> str | None:
-    """Why `node` cannot be used as the `role` volume (a sentence), or None when it can."""
-    if node is None:
-        return _("select the {role} volume").format(role=role)
-    if not node.IsA("vtkMRMLScalarVolumeNode"):
-        return _("{role} {name} is a {kind}, not a grey-level volume").format(
-            role=role, name=_nodeName(node), kind=node.GetClassName().removeprefix("vtkMRML").removesuffix("Node")
-        )
-    for className, kind in NOT_GREY_LEVEL.items():
-        if node.IsA(className):
-            return _("{role} {name} is {kind}; choose a grey-level (scalar) volume").format(
-                role=role, name=_nodeName(node), kind=kind
-            )
-    image = node.GetImageData()
-    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
-        return _("{role} {name} holds no voxels").format(role=role, name=_nodeName(node))
-    if image.GetNumberOfScalarComponents() != 1:
-        return _("{role} {name} has {n} components per voxel; convert it to a grey-level volume first").format(
-            role=role, name=_nodeName(node), n=image.GetNumberOfScalarComponents()
-        )
-    if 0 in image.GetDimensions():
-        return _("{role} {name} is empty").format(role=role, name=_nodeName(node))
-    return None
-
-
-def _vtkToNumpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
-
-
-def _numpyToVtk(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            matrix.SetElement(row, column, float(array[row, column]))
-    return matrix
-
-
-def _isGridMatrix(ijkToRas: np.ndarray) -> bool:
-    """True when the 3x3 part is a rotation/reflection times positive spacings (orthogonal columns)."""
-    columns = ijkToRas[:3, :3]
-    spacing = np.linalg.norm(columns, axis=0)
-    if np.any(spacing <= 0):
-        return False
-    direction = columns / spacing
-    return bool(np.abs(direction.T @ direction - np.eye(3)).max() < 1e-5)
-
-
-def ijkToWorldMatrix(node) -> np.ndarray | None:
-    """IJK-to-world (RAS) 4x4 of a volume node with its parent transforms applied.
-
-    None when the parent transform is not linear, or is linear but shears the
-    voxel grid: then the volume can only be brought to world space by resampling.
-    """
-    ijkToRas = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(ijkToRas)
-    matrix = _vtkToNumpy(ijkToRas)
-    transformNode = node.GetParentTransformNode()
-    if transformNode is not None:
-        if not transformNode.IsTransformToWorldLinear():
-            return None
-        toWorld = vtk.vtkMatrix4x4()
-        transformNode.GetMatrixTransformToWorld(toWorld)
-        matrix = _vtkToNumpy(toWorld) @ matrix
-    return matrix if _isGridMatrix(matrix) else None
-
-
-def _imageFromArray(voxels: np.ndarray, ijkToRas: np.ndarray) -> sitk.Image:
-    """SimpleITK image (LPS) of (k, j, i) voxels on the grid of an IJK-to-RAS matrix."""
-    ijkToLps = LPS_FROM_RAS @ ijkToRas
-    spacing = np.linalg.norm(ijkToLps[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(voxels)
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetOrigin([float(x) for x in ijkToLps[:3, 3]])
-    image.SetDirection([float(x) for x in (ijkToLps[:3, :3] / spacing).ravel()])
-    return image
-
-
-def _voxelCopy(imageData) -> np.ndarray:
-    """A numpy copy, in (k, j, i) order, of the scalars of a vtkImageData."""
-    from vtk.util import numpy_support
-
-    dimensions = imageData.GetDimensions()
-    view = numpy_support.vtk_to_numpy(imageData.GetPointData().GetScalars())
-    return np.array(view, copy=True).reshape(tuple(reversed(dimensions)))
-
-
-def imageFromVolumeNode(node, role: str = "input", resampleNonLinear: bool = True) -> sitk.Image:
-    """A SimpleITK copy of a scalar volume node in world coordinates (LPS), the node left untouched.
-
-    Linear parent transforms are folded into the geometry (no resampling). A
-    non-linear (or shearing) parent transform is applied by resampling a copy when
-    resampleNonLinear is True, else it is refused with a VolumeNodeError.
-    """
-    problem = volumeNodeProblem(node, role)
-    if problem:
-        raise VolumeNodeError(problem[0].upper() + problem[1:] + ".")
-    matrix = ijkToWorldMatrix(node)
-    if matrix is not None:
-        return _imageFromArray(_voxelCopy(node.GetImageData()), matrix)
-    transformNode = node.GetParentTransformNode()
-    if not resampleNonLinear:
-        raise VolumeNodeError(
-            _(
-                "{role} {name} is under the non-linear (or shearing) transform '{transform}'. "
-                "Resampling it would blur the acquired slices before super-resolution: harden the "
-                "transform on a copy in the Transforms module, or use a rigid transform."
-            ).format(role=role, name=_nodeName(node), transform=transformNode.GetName())
-        )
-    toWorld = vtk.vtkGeneralTransform()
-    transformNode.GetTransformToWorld(toWorld)
-    # resample a stand-alone copy (never added to the scene), so the input node stays as it is
-    copy = slicer.vtkMRMLScalarVolumeNode()
-    imageData = vtk.vtkImageData()
-    imageData.DeepCopy(node.GetImageData())
-    copy.SetAndObserveImageData(imageData)
-    ijkToRas = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(ijkToRas)
-    copy.SetIJKToRASMatrix(ijkToRas)
-    copy.ApplyNonLinearTransform(toWorld)
-    resampledIjkToWorld = vtk.vtkMatrix4x4()
-    copy.GetIJKToRASMatrix(resampledIjkToWorld)
-    return _imageFromArray(_voxelCopy(copy.GetImageData()), _vtkToNumpy(resampledIjkToWorld))
-
-
-def updateVolumeNodeFromImage(node, image: sitk.Image) -> None:
-    """Replace the voxels and geometry of a volume node by those of a 3-D SimpleITK image (LPS)."""
-    voxels = sitk.GetArrayFromImage(image)
-    ijkToLps = np.eye(4)
-    ijkToLps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
-    ijkToLps[:3, 3] = image.GetOrigin()
-    wasModifying = node.StartModify()
-    try:
-        slicer.util.updateVolumeFromArray(node, voxels)
-        node.SetIJKToRASMatrix(_numpyToVtk(LPS_FROM_RAS @ ijkToLps))
-    finally:
-        node.EndModify(wasModifying)
-
-
-#
-# Dependencies (checked without importing them)
-#
-
-
-def missingPackages(backend: str = "torch", device: str = "auto") -> list[str]:
-    """pip requirements of the packages the chosen backend needs that are not installed.
-
-    torch and safetensors are always needed (weights are read with safetensors and the
-    ONNX export path uses torch too); onnxruntime (-gpu for CUDA) only for the ONNX backend.
-    """
-    missing = []
-    if importlib.util.find_spec("torch") is None:
-        missing.append(f"torch{MINIMUM_TORCH}")
-    if importlib.util.find_spec("safetensors") is None:
-        missing.append("safetensors>=0.4")
-    if backend == "onnx" and importlib.util.find_spec("onnxruntime") is None:
-        missing.append("onnxruntime-gpu>=1.17" if device == "cuda" else "onnxruntime>=1.17")
-    return missing
-
-
-def _protectingConstraints() -> str:
-    """Path of a pip constraints file pinning the numpy and SimpleITK that Slicer ships, so no install changes them."""
-    import importlib.metadata
-
-    lines = []
-    for package in ("numpy", "SimpleITK"):
-        try:
-            lines.append(f"{package}=={importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    handle, path = tempfile.mkstemp(prefix="CohfTSuperRes-constraints-", suffix=".txt")
-    with os.fdopen(handle, "w") as file:
-        file.write("\n".join(lines) + "\n")
-    return path
-
-
-def ensureDependencies(backend: str, device: str, confirm: Callable[[str], bool]) -> bool:
-    """True when the packages the backend needs are importable.
-
-    Missing packages are installed only when confirm(message) returns True (the GUI passes a
-    confirmation dialog); otherwise nothing is installed and False is returned.
-    """
-    missing = missingPackages(backend, device)
-    if not missing:
-        return True
-    message = _(
-        "Cohf-T super-resolution needs these Python packages, which are not installed:\n\n{packages}\n\n"
-        "Install them now? PyTorch is installed through the PyTorch extension and may take several "
-        "minutes; Slicer's own numpy and SimpleITK are left as they are."
-    ).format(packages="\n".join(missing))
-    if not confirm(message):
-        logging.info("CohfTSuperRes: installation of %s declined", ", ".join(missing))
-        return False
-    installPackages(missing)
-    return not missingPackages(backend, device)
-
-
-def installPackages(requirements: list[str]) -> None:
-    """Install the requirements; call only after the user agreed (see ensureDependencies).
-
-    torch goes through the PyTorch extension's PyTorchUtils when it is there (it picks
-    the build matching the GPU driver); everything else through pip, with numpy and
-    SimpleITK pinned to the versions Slicer ships.
-    """
-    others = [requirement for requirement in requirements if not requirement.startswith("torch")]
-    if len(others) < len(requirements):
-        try:
-            import PyTorchUtils
-        except ImportError:
-            PyTorchUtils = None
-        if PyTorchUtils is not None:
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=False, torchVersionRequirement=MINIMUM_TORCH  # the user agreed already
-            )
-            if torch is None:
-                raise RuntimeError(_("PyTorch was not installed."))
-        else:
-            others.insert(0, f"torch{MINIMUM_TORCH}")
-    if others:
-        constraints = _protectingConstraints()
-        try:
-            slicer.util.pip_install([*others, "-c", constraints])
-        finally:
-            os.remove(constraints)
-    importlib.invalidate_caches()  # so that missingPackages() sees what was just installed
+    showResult: bool = True
 
 
 #
@@ -407,135 +150,156 @@ def installPackages(requirements: list[str]) -> None:
 
 @dataclass
 class CohfTSuperResJob:
-    """Everything one run needs, taken from the scene on the main thread (images are copies)."""
+    """Everything one run needs, taken from the scene on the main thread (the checked images are copies)."""
 
-    t2: sitk.Image
-    t1: sitk.Image | None
-    options: dict
+    checked: object  # CohfTSuperResLib.inference.InputCheck
+    options: dict  # variant, model_path, device, backend, precision, batch_size (library names)
     t2NodeID: str
     outputNodeID: str | None
     outputName: str
     scene: object
-    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[str]:
+        """What the library's input check decided (notes) and is concerned about (warnings), one line each."""
+        return [*self.checked.notes, *self.checked.warnings]
 
 
 class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
     """Super-resolution of volume nodes; usable from the Python console and `Slicer --python-script`.
 
-    Nothing here imports Qt or uses the parameter node, so scripts and tests use it
-    directly. process() runs synchronously; startProcessing() runs in a worker thread.
-    Errors: VolumeNodeError (a ValueError) for unusable nodes; the library's InputError
-    (a ValueError), WeightsError (a ValueError) and InferenceCancelled propagate as raised.
+    Nothing here imports Qt or uses the parameter node. process() runs synchronously, by default in a
+    child process (inProcess=True runs the library in this process); startProcessing() starts a child
+    process and returns at once. Errors are the library's (errors.LIBRARY_ERRORS): VolumeNodeError (an
+    InputError) for unusable nodes, InputError and WeightsError for images and models, InferenceError
+    with the child's message when the child process fails, InferenceCancelled when cancelled.
     """
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
 
-    # ---- checks (no torch needed) ----
+    # ---- what can run (no torch needed) ----
+
+    @staticmethod
+    def offer() -> choices.Offer:
+        """The shipped models as choices (from models.json)."""
+        return choices.offer()
 
     def inputProblem(self, t2Node, t1Node, outputNode=None, requireT1: bool = True) -> str | None:
         """Why these nodes cannot be processed (one sentence naming what to change), or None."""
-        problem = volumeNodeProblem(t2Node, _("input T2"))
+        problem = nodes.volumeNodeProblem(t2Node, _("input T2"))
         if problem is None and (t1Node is not None or requireT1):
-            problem = volumeNodeProblem(t1Node, _("guide T1"))
+            problem = nodes.volumeNodeProblem(t1Node, _("guide T1"))
         if problem:
             return problem[0].upper() + problem[1:] + "."
         if t1Node is not None and t1Node is t2Node:
             return _("The same volume {name} is selected as T2 and as T1; select the registered T1 as guide.").format(
-                name=_nodeName(t2Node)
-            )
+                name=nodes.nodeName(t2Node))
         if outputNode is not None:
             if outputNode is t2Node or outputNode is t1Node:
                 return _("The output volume {name} is an input; choose 'Create new volume' or another volume.").format(
-                    name=_nodeName(outputNode)
-                )
-            if not outputNode.IsA("vtkMRMLScalarVolumeNode") or any(outputNode.IsA(c) for c in NOT_GREY_LEVEL):
+                    name=nodes.nodeName(outputNode))
+            if not nodes.isGreyLevelVolumeNode(outputNode):
                 return _("The output {name} is not a grey-level volume node; choose 'Create new volume'.").format(
-                    name=_nodeName(outputNode)
-                )
+                    name=nodes.nodeName(outputNode))
             if outputNode.GetParentTransformNode() is not None:
                 return _(
                     "The output volume {name} is under transform '{transform}'; the result is computed in world "
                     "coordinates, so choose 'Create new volume' or remove that transform."
-                ).format(name=_nodeName(outputNode), transform=outputNode.GetParentTransformNode().GetName())
+                ).format(name=nodes.nodeName(outputNode), transform=outputNode.GetParentTransformNode().GetName())
         return None
 
-    def checkInputs(self, t2Node, t1Node, outputNode=None, requireT1: bool = True) -> None:
-        """VolumeNodeError with the reason when the nodes cannot be processed."""
-        problem = self.inputProblem(t2Node, t1Node, outputNode, requireT1)
+    def choiceProblem(self, t2Node, t1Node, outputNode=None, scale: int = 2, variant: str = "S", useT1: bool = True,
+                      modelPath=None, backend: str = "torch") -> str | None:
+        """Why Apply can not run these choices (nodes, then the model), or None: what the GUI shows under Apply."""
+        return (self.inputProblem(t2Node, t1Node if useT1 else None, outputNode, requireT1=useT1)
+                or choices.modelProblem(variant, scale, useT1, modelPath, backend))
+
+    @staticmethod
+    def documents() -> dict[str, pathlib.Path]:
+        """Files a user can open from the module: the model card and the sample data's licence and attribution."""
+        from CohfTSuperResLib.models_registry import models_dir
+        from CohfTSuperResLib.sample_data import sample_dir
+
+        return {"Model card": models_dir() / "MODEL_CARD.md", "Data licence": sample_dir() / "README.md"}
+
+    # ---- Python packages ----
+
+    @staticmethod
+    def missingPackages(backend: str = "torch", device: str = "auto", scale: int = 2, variant: str = "S",
+                        useT1: bool = True, modelPath=None) -> list[dependencies.Missing]:
+        """The packages this run needs that are absent or too old (ONNX export packages only when not cached)."""
+        exportNeeded = backend == "onnx" and dependencies.onnxExportNeeded(
+            dependencies.weightsSha256(variant, scale, useT1, modelPath))
+        return dependencies.missingPackages(backend, device, exportNeeded)
+
+    def ensureDependencies(self, confirm: Callable[[str], bool], backend: str = "torch", device: str = "auto",
+                           scale: int = 2, variant: str = "S", useT1: bool = True, modelPath=None) -> bool:
+        """True when the run's packages are there; missing ones are installed only when confirm(message) is True."""
+        exportNeeded = backend == "onnx" and dependencies.onnxExportNeeded(
+            dependencies.weightsSha256(variant, scale, useT1, modelPath))
+        return dependencies.ensureDependencies(confirm, backend, device, exportNeeded)
+
+    # ---- the steps of a run ----
+
+    def prepare(self, t2Node, t1Node, outputNode=None, scale: int = 2, variant: str = "S", device: str = "auto",
+                backend: str = "torch", modelPath=None, precision: str = "fp32", batchSize: int | None = None,
+                sliceAxis: int | None = None) -> CohfTSuperResJob:
+        """Check the nodes and the model, copy the nodes into SimpleITK images in world space and run the library's
+        input check on them, once (main thread; inputs untouched). t1Node None: a model without T1."""
+        from CohfTSuperResLib.inference import check_inputs
+
+        problem = self.inputProblem(t2Node, t1Node, outputNode, requireT1=False)
         if problem:
             raise VolumeNodeError(problem)
-
-    # ---- the three steps of a run ----
-
-    def prepare(
-        self,
-        t2Node,
-        t1Node,
-        outputNode=None,
-        scale: int = 2,
-        variant: str = "S",
-        device: str = "auto",
-        backend: str = "torch",
-        modelPath: str | None = None,
-        precision: str = "fp32",
-        batchSize: int | None = None,
-        sliceAxis: int = 2,
-    ) -> CohfTSuperResJob:
-        """Check the nodes and copy them into SimpleITK images in world space (main thread; inputs untouched).
-
-        t1Node may be None only for a model trained without T1.
-        """
-        self.checkInputs(t2Node, t1Node, outputNode, requireT1=False)
-        t2 = imageFromVolumeNode(t2Node, _("input T2"), resampleNonLinear=False)
-        t1 = None if t1Node is None else imageFromVolumeNode(t1Node, _("guide T1"), resampleNonLinear=True)
+        problem = choices.modelProblem(variant, scale, t1Node is not None, modelPath, backend)
+        if problem:
+            raise WeightsError(problem)
+        t2 = nodes.imageFromVolumeNode(t2Node, _("input T2"), resampleNonLinear=False)
+        t1 = None if t1Node is None else nodes.imageFromVolumeNode(t1Node, _("guide T1"), resampleNonLinear=True)
+        checked = check_inputs(t2, t1, scale, sliceAxis)
+        userModel = str(modelPath) if choices.isUserModel(modelPath) else None
         job = CohfTSuperResJob(
-            t2=t2,
-            t1=t1,
-            options=dict(
-                scale=scale, variant=variant, model_path=modelPath, device=device, backend=backend,
-                precision=precision, batch_size=batchSize, slice_axis=sliceAxis,
-            ),
+            checked=checked,
+            options=dict(variant=variant, model_path=userModel, device=device, backend=backend, precision=precision,
+                         batch_size=batchSize),
             t2NodeID=t2Node.GetID(),
             outputNodeID=None if outputNode is None else outputNode.GetID(),
             outputName=f"{t2Node.GetName()}_SRx{scale}",
             scene=t2Node.GetScene(),
         )
-        if t1 is not None:  # checked here too, so that the GUI refuses before starting and can show the warning
-            from CohfTSuperResLib.geometry import Grid, check_coverage
-            from CohfTSuperResLib.inference import COVERAGE_WARNING
-
-            fraction = check_coverage(t1, Grid.of(t2))  # InputError when they do not overlap at all
-            if fraction < COVERAGE_WARNING:
-                job.warnings.append(
-                    _("The guide T1 covers only {percent:.1f}% of the T2; the rest is super-resolved without guidance.")
-                    .format(percent=100 * fraction)
-                )
-                logging.warning(job.warnings[-1])
+        for message in job.messages:
+            logging.warning(f"CohfTSuperRes: {message}")
         return job
 
     @staticmethod
-    def run(job: CohfTSuperResJob, progressCallback=None, cancelCallback=None) -> sitk.Image:
-        """The library's super-resolution of a prepared job; touches no MRML node (safe in a worker thread)."""
-        from CohfTSuperResLib.inference import super_resolve
+    def runInProcess(job: CohfTSuperResJob, progressCallback=None, cancelCallback=None):
+        """The library's super-resolution of a prepared job in this process (no MRML touched)."""
+        from CohfTSuperResLib.inference import super_resolve_checked
 
-        return super_resolve(job.t2, job.t1, progress=progressCallback, cancel=cancelCallback, **job.options)
+        return super_resolve_checked(job.checked, progress=progressCallback, cancel=cancelCallback, **job.options)
 
-    def finish(self, job: CohfTSuperResJob, image: sitk.Image, showResult: bool = False):
+    @staticmethod
+    def startChild(job: CohfTSuperResJob, logCallback: Callable[[str], None] | None = None) -> childrun.ChildRun:
+        """Write the job's images to a temporary folder and start the library's command line on them in a child
+        Python process (Slicer's PythonSlicer in Slicer); poll() or wait() the returned run."""
+        checked = job.checked
+        return childrun.ChildRun(checked.t2, checked.t1, checked.scale, checked.slice_axis, logCallback=logCallback,
+                        **job.options)
+
+    def finish(self, job: CohfTSuperResJob, image, showResult: bool = False):
         """Put the result into the output node (created if none was given) and return it (main thread)."""
         scene = job.scene
         t2Node = scene.GetNodeByID(job.t2NodeID)
         outputNode = scene.GetNodeByID(job.outputNodeID) if job.outputNodeID else None
         if outputNode is None:
             outputNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(job.outputName))
-        updateVolumeNodeFromImage(outputNode, image)
+        nodes.updateVolumeNodeFromImage(outputNode, image)
         if outputNode.GetDisplayNode() is None:
             outputNode.CreateDefaultDisplayNodes()
         inputDisplay = t2Node.GetDisplayNode() if t2Node is not None else None
         outputDisplay = outputNode.GetDisplayNode()
-        if outputDisplay is not None and inputDisplay is not None and inputDisplay.IsA(
-            "vtkMRMLScalarVolumeDisplayNode"
-        ):
+        if outputDisplay is not None and inputDisplay is not None and inputDisplay.IsA("vtkMRMLScalarVolumeDisplayNode"):
             outputDisplay.SetAutoWindowLevel(False)
             outputDisplay.SetWindowLevel(inputDisplay.GetWindow(), inputDisplay.GetLevel())
         if showResult:
@@ -544,113 +308,110 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
 
     # ---- entry points ----
 
-    def process(
-        self,
-        t2Node,
-        t1Node,
-        outputNode=None,
-        scale: int = 2,
-        variant: str = "S",
-        device: str = "auto",
-        backend: str = "torch",
-        modelPath: str | None = None,
-        precision: str = "fp32",
-        batchSize: int | None = None,
-        sliceAxis: int = 2,
-        progressCallback: Callable[[int, int], None] | None = None,
-        cancelCallback: Callable[[], bool] | None = None,
-        showResult: bool = False,
-    ):
-        """Super-resolve the T2 node guided by the T1 node; return the output volume node.
+    def process(self, t2Node, t1Node, outputNode=None, scale: int = 2, variant: str = "S", device: str = "auto",
+                backend: str = "torch", modelPath=None, precision: str = "fp32", batchSize: int | None = None,
+                sliceAxis: int | None = None, progressCallback: Callable[[int, int], None] | None = None,
+                cancelCallback: Callable[[], bool] | None = None, logCallback: Callable[[str], None] | None = None,
+                showResult: bool = False, inProcess: bool = False):
+        """Super-resolve the T2 node guided by the T1 node (None: a model without T1); return the output volume node.
 
-        outputNode None: a new volume '<T2 name>_SRx<scale>'. modelPath None: the shipped
-        model for (variant, scale). progressCallback(done, total) reports slices;
-        cancelCallback() returning True stops the run (InferenceCancelled, nothing written).
+        outputNode None: a new volume '<T2 name>_SRx<scale>'. modelPath None: the shipped model for (variant,
+        scale, T1). sliceAxis None: the T2's thickest voxel axis (the library's choice, logged as a note).
+        progressCallback(done, total) reports slices; cancelCallback() returning True stops the run
+        (InferenceCancelled, no node created); logCallback(line) receives the child process's messages.
+        inProcess=True runs the library in this process instead of a child process.
         """
-        start = time.time()
-        job = self.prepare(
-            t2Node, t1Node, outputNode, scale, variant, device, backend, modelPath, precision, batchSize, sliceAxis
-        )
-        image = self.run(job, progressCallback, cancelCallback)
+        start = time.monotonic()
+        job = self.prepare(t2Node, t1Node, outputNode, scale, variant, device, backend, modelPath, precision,
+                           batchSize, sliceAxis)
+        if inProcess:
+            image = self.runInProcess(job, progressCallback, cancelCallback)
+        else:
+            image = self._waitForChild(self.startChild(job, logCallback), progressCallback, cancelCallback)
         result = self.finish(job, image, showResult)
-        logging.info(f"CohfTSuperRes: {result.GetName()} computed in {time.time() - start:.1f} s")
+        logging.info(f"CohfTSuperRes: {result.GetName()} computed in {time.monotonic() - start:.1f} s")
         return result
 
-    def startProcessing(
-        self, t2Node, t1Node, outputNode=None, showResult: bool = False, **options
-    ) -> CohfTSuperResBackgroundRun:
-        """Prepare on this thread (options as in process), run in a worker thread; poll() the returned run."""
-        return CohfTSuperResBackgroundRun(self, self.prepare(t2Node, t1Node, outputNode, **options), showResult)
+    @staticmethod
+    def _waitForChild(child: childrun.ChildRun, progressCallback, cancelCallback):
+        reported = None
+        while not child.wait(0.1):
+            if cancelCallback is not None and cancelCallback():
+                child.cancel()
+            elif progressCallback is not None and child.total and (child.done, child.total) != reported:
+                reported = (child.done, child.total)
+                progressCallback(*reported)
+        if child.error is not None:
+            raise child.error
+        if progressCallback is not None and child.total and (child.done, child.total) != reported:
+            progressCallback(child.done, child.total)
+        return child.image
+
+    def startProcessing(self, t2Node, t1Node, outputNode=None, showResult: bool = False,
+                        logCallback: Callable[[str], None] | None = None, **options) -> CohfTSuperResRun:
+        """Prepare here (options as in process), start the child process and return at once; poll() the run."""
+        return CohfTSuperResRun(self, self.prepare(t2Node, t1Node, outputNode, **options), showResult, logCallback)
+
+    @staticmethod
+    def outcomeMessage(run: CohfTSuperResRun) -> str:
+        """What the status line says about a finished run: the result, the cancellation, or the error's own message."""
+        if run.error is None:
+            return " ".join([_("Done: {name} in {time}.").format(
+                name=run.outputNode.GetName(), time=formatSeconds(run.child.elapsedSeconds)), *run.job.messages])
+        if isinstance(run.error, InferenceCancelled):
+            return _("Cancelled; nothing was written.")
+        text = str(run.error)
+        return text[0].upper() + text[1:] if text else type(run.error).__name__
 
 
-class CohfTSuperResBackgroundRun:
-    """One run in a worker thread. The GUI calls poll() from a QTimer; MRML is only touched in poll()."""
+class CohfTSuperResRun:
+    """One child-process run started by the GUI; poll() from a QTimer reads its progress and, at the end,
+    puts the result into the scene (MRML is only touched in poll())."""
 
-    def __init__(self, logic: CohfTSuperResLogic, job: CohfTSuperResJob, showResult: bool = False):
+    def __init__(self, logic: CohfTSuperResLogic, job: CohfTSuperResJob, showResult: bool = False,
+                 logCallback: Callable[[str], None] | None = None):
         self.logic, self.job, self.showResult = logic, job, showResult
-        self.done, self.total = 0, 0
-        self.startTime = time.time()
-        self._rateStart = None  # (time, slices done) at the first progress report
-        self._image = None
-        self.error: BaseException | None = None
+        self.child = logic.startChild(job, logCallback)
         self.outputNode = None
+        self.error: BaseException | None = None
         self.finished = False
-        self._cancel = threading.Event()
-        self._ended = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="CohfTSuperRes", daemon=True)
-        self._thread.start()
-
-    def _progress(self, done: int, total: int) -> None:
-        if self._rateStart is None:
-            self._rateStart = (time.time(), done)
-        self.done, self.total = done, total
-
-    def _work(self) -> None:
-        try:
-            self._image = self.logic.run(self.job, self._progress, self._cancel.is_set)
-        except BaseException as error:  # reported to the main thread by poll()
-            self.error = error
-        finally:
-            self._ended.set()
-
-    def cancel(self) -> None:
-        """Ask the worker to stop after the current batch; poll() then reports InferenceCancelled."""
-        self._cancel.set()
 
     @property
-    def cancelRequested(self) -> bool:
-        return self._cancel.is_set()
+    def progress(self) -> tuple[int, int]:
+        """(slices done, slices in all); (0, 0) until the child's first report."""
+        return self.child.done, self.child.total
 
     def remainingSeconds(self) -> float | None:
-        """Estimated seconds left from the rate since the first progress report (None until known)."""
-        if self._rateStart is None or self.total == 0:
-            return None
-        startTime, startDone = self._rateStart
-        if self.done <= startDone:
-            return None
-        rate = (self.done - startDone) / max(time.time() - startTime, 1e-6)
-        return (self.total - self.done) / rate
+        return self.child.remainingSeconds()
+
+    def cancel(self) -> None:
+        """Kill the child process now; the next poll() ends the run with InferenceCancelled."""
+        self.child.cancel()
 
     def poll(self) -> bool:
         """True once the run has ended; then outputNode (success) or error is set. Call on the main thread."""
         if self.finished:
             return True
-        if not self._ended.is_set():
+        if not self.child.poll():
             return False
-        self._thread.join()
+        self.error = self.child.error
         if self.error is None:
             try:
-                self.outputNode = self.logic.finish(self.job, self._image, self.showResult)
-            except Exception as error:
+                self.outputNode = self.logic.finish(self.job, self.child.image, self.showResult)
+            except Exception as error:  # reported like any other failure of the run
                 self.error = error
-        self._image = None
         self.finished = True
         return True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the worker ends (scripts and tests), then poll(); True when finished."""
-        self._ended.wait(timeout)
-        return self.poll()
+        """Block until the child ends (scripts and tests), then poll(); True when finished."""
+        return self.child.wait(timeout) and self.poll()
+
+
+def formatSeconds(seconds: float) -> str:
+    """'42 s' or '3 min 05 s'."""
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 #
@@ -659,7 +420,7 @@ class CohfTSuperResBackgroundRun:
 
 
 class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The GUI. Qt and CTK are imported here only, so the rest of the file loads without them."""
+    """The GUI. Qt and CTK are imported here only; every decision is the Logic's."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -684,10 +445,35 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self._onPoll)
         self.ui.progressBar.hide()
+        self.ui.modelPathLineEdit.filters = qt.QDir.Files
+        self.ui.modelPathLineEdit.nameFilters = ["Cohf-T weights (*.safetensors *.onnx)"]
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        for name, button in (("Model card", self.ui.modelCardButton), ("Data licence", self.ui.dataLicenceButton)):
+            button.connect("clicked(bool)", lambda checked, name=name: self._openDocument(name))
         self.initializeParameterNode()
+        self._offerShippedChoices()
+
+    def _offerShippedChoices(self) -> None:
+        """Grey out the variants and scales that no shipped model has (they stay usable with a weights file)."""
+        offer = self.logic.offer()
+        shipped = _("Shipped models: {models}.").format(models=offer.describe())
+        for comboBox, values, offered in ((self.ui.variantComboBox, VARIANTS, offer.variants),
+                                          (self.ui.scaleComboBox, SCALES, offer.scales)):
+            for index, value in enumerate(values):
+                comboBox.model().item(index).setEnabled(value in offered)
+            comboBox.toolTip = shipped
+        self.ui.useT1CheckBox.toolTip = shipped
+
+    def _openDocument(self, name: str) -> None:
+        import qt
+
+        path = self.logic.documents()[name]
+        if not path.is_file():
+            slicer.util.errorDisplay(_("{name} not found: {path}").format(name=name, path=path))
+            return
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
 
     def cleanup(self) -> None:
         if self._run is not None:
@@ -728,17 +514,21 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateApplyButton()
 
     def _updateApplyButton(self, caller=None, event=None) -> None:
-        """Apply is enabled only for valid inputs; the status line says why not. While running it is Cancel."""
+        """Apply is enabled only for choices that can run; the status line says why not. While running it is Cancel."""
         if self._run is not None:
             self.ui.applyButton.text = _("Cancel")
-            self.ui.applyButton.enabled = not self._run.cancelRequested
+            self.ui.applyButton.enabled = True
             return
         self.ui.applyButton.text = _("Apply")
         node = self._parameterNode
         if node is None:
             problem = _("No parameter node.")
         else:
-            problem = self.logic.inputProblem(node.inputT2, node.guideT1, node.outputVolume)
+            userModel = choices.isUserModel(node.modelPath)
+            self.ui.t1Selector.enabled = node.useT1
+            self.ui.variantComboBox.enabled = not userModel
+            problem = self.logic.choiceProblem(node.inputT2, node.guideT1, node.outputVolume, node.scale, node.variant,
+                                               node.useT1, node.modelPath, node.backend)
         self.ui.applyButton.enabled = problem is None
         self.ui.applyButton.toolTip = problem or _("Super-resolve the T2 volume.")
         # show the problem; clear it once fixed, but keep the last run's outcome otherwise
@@ -746,37 +536,38 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = problem or ""
         self._shownProblem = problem
 
-    def ensureDependencies(self) -> bool:
-        """True when the backend's packages are importable; missing ones are installed only after the user agreed."""
+    def _options(self) -> dict:
         node = self._parameterNode
+        return dict(scale=node.scale, variant=node.variant, device=node.device, backend=node.backend,
+                    modelPath=node.modelPath if choices.isUserModel(node.modelPath) else None)
 
-        def confirm(message: str) -> bool:
-            return slicer.util.confirmOkCancelDisplay(message, windowTitle=_("Install dependencies"))
-
-        with slicer.util.tryWithErrorDisplay(_("Installing the required packages failed.")):
-            if ensureDependencies(node.backend, node.device, confirm):
-                return True
-            self.ui.statusLabel.text = _("Not run: the required packages are not installed.")
-        return False
+    def _log(self, line: str) -> None:
+        self.ui.logTextEdit.appendPlainText(line)
 
     def onApplyButton(self) -> None:
         if self._run is not None:
-            self._run.cancel()
-            self.ui.statusLabel.text = _("Cancelling after the current batch...")
-            self._updateApplyButton()
-            return
-        if not self.ensureDependencies():
+            self._run.cancel()  # the child is killed now; the next poll reports it
             return
         node = self._parameterNode
+        options = self._options()
+
+        def confirm(message: str) -> bool:
+            return slicer.util.confirmOkCancelDisplay(message, windowTitle=_("Install Python packages"))
+
+        with slicer.util.tryWithErrorDisplay(_("Installing the required packages failed."), waitCursor=True):
+            if not self.logic.ensureDependencies(confirm, useT1=node.useT1, **options):
+                self.ui.statusLabel.text = _("Not run: the required packages are not installed.")
+                return
         with slicer.util.tryWithErrorDisplay(_("Cannot start the super-resolution."), waitCursor=True):
-            run = self.logic.startProcessing(
-                node.inputT2, node.guideT1, node.outputVolume,
-                showResult=True, scale=node.scale, variant=node.variant, device=node.device, backend=node.backend,
-            )
-            self._run = run
-            self.ui.progressBar.setValue(0)
+            self.ui.logTextEdit.clear()
+            self._run = self.logic.startProcessing(
+                node.inputT2, node.guideT1 if node.useT1 else None, node.outputVolume, showResult=node.showResult,
+                logCallback=self._log, **options)
+            for message in self._run.job.messages:
+                self._log(message)
+            self.ui.progressBar.setMaximum(0)  # busy until the child's first report
             self.ui.progressBar.show()
-            self.ui.statusLabel.text = " ".join([_("Starting..."), *run.job.warnings])
+            self.ui.statusLabel.text = " ".join([_("Starting..."), *self._run.job.messages])
             self._updateApplyButton()
             self._timer.start()
 
@@ -785,47 +576,27 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if run is None:
             self._timer.stop()
             return
-        run.wait(WORKER_SLICE_S)  # lets the worker thread run (see POLL_INTERVAL_MS)
-        if not run.finished:
-            if run.total:
-                self.ui.progressBar.setMaximum(run.total)
-                self.ui.progressBar.setValue(run.done)
+        if not run.poll():
+            done, total = run.progress
+            if total:
+                self.ui.progressBar.setMaximum(total)
+                self.ui.progressBar.setValue(done)
                 remaining = run.remainingSeconds()
-                text = _("Slices {done} / {total}").format(done=run.done, total=run.total)
+                text = _("Slices {done} / {total}").format(done=done, total=total)
                 if remaining is not None:
-                    text += _(", about {time} left").format(time=_formatSeconds(remaining))
+                    text += _(", about {time} left").format(time=formatSeconds(remaining))
                 self.ui.progressBar.setFormat(text)
             return
         self._timer.stop()
         self._run = None
         self.ui.progressBar.hide()
-        error = run.error
-        if error is None:
-            seconds = time.time() - run.startTime
-            self.ui.statusLabel.text = " ".join(
-                [
-                    _("Done: {name} in {time}.").format(name=run.outputNode.GetName(), time=_formatSeconds(seconds)),
-                    *run.job.warnings,
-                ]
-            )
-        elif type(error).__name__ == "InferenceCancelled":
-            self.ui.statusLabel.text = _("Cancelled; nothing was written.")
-        elif isinstance(error, ValueError):  # bad input or weights: the message says what to do
-            self.ui.statusLabel.text = str(error)
-            slicer.util.errorDisplay(str(error), windowTitle=_("Cohf-T super-resolution"))
-        else:
-            logging.error("CohfTSuperRes failed", exc_info=error)
-            self.ui.statusLabel.text = _("Failed: {error}").format(error=error)
-            slicer.util.errorDisplay(
-                _("Super-resolution failed: {error}\n\nSee the Python console for details.").format(error=error),
-                windowTitle=_("Cohf-T super-resolution"),
-            )
+        message = self.logic.outcomeMessage(run)
+        self.ui.statusLabel.text = message
+        self._log(message)
+        if run.error is not None and not isinstance(run.error, InferenceCancelled):
+            logging.error(f"CohfTSuperRes: {message}")
+            slicer.util.errorDisplay(message, windowTitle=_("Cohf-T super-resolution"))
         self._updateApplyButton()
-
-
-def _formatSeconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 #
@@ -833,94 +604,69 @@ def _formatSeconds(seconds: float) -> str:
 #
 
 
-def makeSyntheticPair(scale: int = 2, size: int = 96, slices: int = 4):
-    """(LR T2, HR T2 truth, HR T1) SimpleITK images of the library's brain phantom, oblique, 3 mm slices.
-
-    The HR phantom is put on an oblique grid (0.5 mm in-plane, 3 mm slices); the LR T2
-    is its in-plane k-space truncation by `scale` on the DFT grid, as in training.
-    """
-    from CohfTSuperResLib.degrade import degrade
-    from CohfTSuperResLib.phantom import brain_phantom
-
-    hrT2, t1 = brain_phantom(size=size, slices=slices, seed=3)
-    angle = np.deg2rad(12.0)
-    direction = (np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0)
-    for image in (hrT2, t1):
-        image.SetSpacing((0.5, 0.5, 3.0))
-        image.SetOrigin((-20.0, 15.0, 30.0))
-        image.SetDirection(direction)
-    lr = sitk.GetImageFromArray(degrade(sitk.GetArrayFromImage(hrT2), scale).astype(np.float32))
-    lr.SetSpacing((0.5 * scale, 0.5 * scale, 3.0))
-    lr.SetOrigin(hrT2.GetOrigin())
-    lr.SetDirection(direction)
-    return lr, hrT2, t1
-
-
 class CohfTSuperResTest(ScriptedLoadableModuleTest):
-    """Self-test on a synthetic pair; needs no download. Set modelPath to test other weights."""
+    """Self-test on the shipped sample (a real slab of a held-out subject). Without torch it tests what it can
+    (sample, nodes, choices, packages) and skips the super-resolution with a message. Set modelPath to test
+    other weights; inProcess to run the library in Slicer's process."""
 
     modelPath = None  # None: the shipped model
     requireBetterThanBicubic = True
+    inProcess = False
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_SyntheticPair()
+        self.test_SampleData()
 
-    def _addVolume(self, image: sitk.Image, name: str):
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-        updateVolumeNodeFromImage(node, image)
-        node.CreateDefaultDisplayNodes()
-        return node
-
-    def test_SyntheticPair(self):
-        import torch
-
-        from CohfTSuperResLib.errors import WeightsError
-        from CohfTSuperResLib.models_registry import find_model
-        from CohfTSuperResLib.upsample import upsample_cubic
-
-        scale = 2
-        if self.modelPath is None:
-            try:
-                find_model("S", scale)
-            except WeightsError as error:
-                self.delayDisplay(f"Skipped: {error}")
-                return
-        self.delayDisplay("Making the synthetic T1/T2 pair")
-        lr, hr, t1 = makeSyntheticPair(scale)
-        t2Node, t1Node = self._addVolume(lr, "synthetic_T2"), self._addVolume(t1, "synthetic_T1")
-        before = (_voxelCopy(t2Node.GetImageData()), _voxelCopy(t1Node.GetImageData()))
-
-        self.delayDisplay("Super-resolving")
+    def test_SampleData(self):
+        self.delayDisplay("Loading the sample data (open_ms mni/patient26 slab)")
+        loaded = samples.loadSampleIntoScene(slicer.mrmlScene)
+        t2Node, t1Node, truthNode = loaded["lr_t2"], loaded["t1"], loaded["hr_t2"]
+        self.assertEqual(t2Node.GetImageData().GetDimensions(), (72, 90, 24))
+        for node, spacing in ((t2Node, (2.0, 2.0, 3.0)), (t1Node, (1.0, 1.0, 1.0)), (truthNode, (1.0, 1.0, 3.0))):
+            self.assertEqual(tuple(round(s, 9) for s in node.GetSpacing()), spacing)
         logic = CohfTSuperResLogic()
-        outputNode = logic.process(t2Node, t1Node, scale=scale, device="cpu", modelPath=self.modelPath)
+        self.assertIsNone(logic.inputProblem(t2Node, t1Node))
+        problem = logic.choiceProblem(t2Node, t1Node, scale=2, modelPath=self.modelPath)
+        if problem is not None and self.modelPath is None:
+            self.delayDisplay(f"Skipped the super-resolution: {problem}")
+            return
+        self.assertIsNone(problem)
+        missing = logic.missingPackages(scale=2, modelPath=self.modelPath)
+        if missing:
+            self.delayDisplay("Skipped the super-resolution, which needs "
+                              + ", ".join(package.describe() for package in missing))
+            return
+        self._superResolveAndCompare(logic, t2Node, t1Node, truthNode)
 
-        self.assertEqual(outputNode.GetName(), "synthetic_T2_SRx2")
-        self.assertEqual(outputNode.GetImageData().GetDimensions(), hr.GetSize())
-        np.testing.assert_allclose(outputNode.GetSpacing(), hr.GetSpacing(), atol=1e-9)
-        np.testing.assert_allclose(outputNode.GetOrigin(), t2Node.GetOrigin(), atol=1e-9)
-        outputDirections, inputDirections = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
-        outputNode.GetIJKToRASDirectionMatrix(outputDirections)
-        t2Node.GetIJKToRASDirectionMatrix(inputDirections)
-        np.testing.assert_allclose(_vtkToNumpy(outputDirections), _vtkToNumpy(inputDirections), atol=1e-9)
-        np.testing.assert_array_equal(before[0], _voxelCopy(t2Node.GetImageData()))
-        np.testing.assert_array_equal(before[1], _voxelCopy(t1Node.GetImageData()))
+    def _superResolveAndCompare(self, logic, t2Node, t1Node, truthNode):
+        from CohfTSuperResLib.normalize import robust_scale
+        from CohfTSuperResLib.synthetic import bicubic_volume
 
-        truth = sitk.GetArrayFromImage(hr)
-        result = _voxelCopy(outputNode.GetImageData())
-        bicubic = upsample_cubic(torch.from_numpy(sitk.GetArrayFromImage(lr))[:, None], scale)[:, 0].numpy()
-        psnrResult, psnrBicubic = _psnr(result, truth), _psnr(bicubic, truth)
-        self.delayDisplay(f"PSNR: Cohf-T {psnrResult:.2f} dB, bicubic {psnrBicubic:.2f} dB")
+        before = [nodes.voxelCopy(node.GetImageData()) for node in (t2Node, t1Node)]
+        self.delayDisplay("Super-resolving x2" + (" in Slicer's process" if self.inProcess else " in a child process"))
+        outputNode = logic.process(t2Node, t1Node, scale=2, device="cpu", modelPath=self.modelPath,
+                                   inProcess=self.inProcess)
+        self.assertEqual(outputNode.GetName(), "patient26_T2_LR_SRx2")
+        self.assertEqual(outputNode.GetImageData().GetDimensions(), truthNode.GetImageData().GetDimensions())
+        np.testing.assert_allclose(nodes.ijkToWorldMatrix(outputNode), nodes.ijkToWorldMatrix(truthNode), atol=1e-6)
+        for node, voxels in zip((t2Node, t1Node), before, strict=True):
+            np.testing.assert_array_equal(nodes.voxelCopy(node.GetImageData()), voxels)
+
+        truth = nodes.voxelCopy(truthNode.GetImageData()).astype(np.float64)
+        result = nodes.voxelCopy(outputNode.GetImageData())
+        bicubic = sitk.GetArrayFromImage(bicubic_volume(nodes.imageFromVolumeNode(t2Node), 2))
+        reference = robust_scale(truth)
+        psnrResult, psnrBicubic = (_psnr(volume / reference, truth / reference) for volume in (result, bicubic))
+        self.delayDisplay(f"PSNR against the HR truth: Cohf-T {psnrResult:.2f} dB, bicubic {psnrBicubic:.2f} dB")
         if self.requireBetterThanBicubic:
             self.assertGreater(psnrResult, psnrBicubic)
         self.delayDisplay("Test passed")
 
 
-def _psnr(estimate: np.ndarray, truth: np.ndarray) -> float:
-    """PSNR in dB with the truth's maximum as data range (the library's metrics module needs
-    pytorch_msssim, which inference in Slicer does not, so the self-test does not import it)."""
-    error = np.mean((estimate.astype(np.float64) - truth.astype(np.float64)) ** 2)
-    return float(10 * np.log10(float(truth.max()) ** 2 / max(error, 1e-20)))
+def _psnr(estimate, truth) -> float:
+    """PSNR in dB, data range 1 (the library's metrics module needs pytorch_msssim, which Slicer does not install)."""
+    error = float(np.mean((np.asarray(estimate, np.float64) - truth) ** 2))
+    return float(10 * np.log10(1.0 / max(error, 1e-20)))

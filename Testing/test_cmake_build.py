@@ -103,6 +103,11 @@ def test_install_layout_module_library_and_models_side_by_side(manifest):
     for source, destination in by_source.items():
         if source.is_relative_to(ROOT / "CohfTSuperResLib") or source.is_relative_to(ROOT / "Resources"):
             assert destination == f"{QT_SCRIPTED}/{source.relative_to(ROOT).as_posix()}"
+        if source.is_relative_to(ROOT / MODULE / f"{MODULE}SlicerLib"):  # the module's helpers, as a package
+            assert destination == f"{QT_SCRIPTED}/{source.relative_to(ROOT / MODULE).as_posix()}"
+    # Slicer loads every .py file directly in qt-scripted-modules as a module: only the module itself may be there
+    assert [d for d in installed if d.startswith(f"{QT_SCRIPTED}/") and d.count("/") == QT_SCRIPTED.count("/") + 1
+            and d.endswith(".py")] == [f"{QT_SCRIPTED}/{MODULE}.py"]
 
 
 def test_installed_tree_imports_the_library_and_finds_the_models(manifest, tmp_path):

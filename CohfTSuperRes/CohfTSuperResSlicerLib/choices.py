@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from CohfTSuperResLib.errors import WeightsError
-from CohfTSuperResLib.models_registry import available_models
+from CohfTSuperResLib import models_registry
 from CohfTSuperResLib.options import SCALES, VARIANTS
 
 CONFIG_KEY = "cohft_config"  # where the library stores the network configuration (weights.CONFIG_KEY; a test
@@ -45,7 +45,7 @@ class Offer:
 def offer() -> Offer:
     """The shipped models from models.json; an empty offer with the reason when the list is damaged."""
     try:
-        models = tuple(available_models())
+        models = tuple(models_registry.available_models())
     except WeightsError as error:
         return Offer((), (), (), (), str(error))
     return Offer(

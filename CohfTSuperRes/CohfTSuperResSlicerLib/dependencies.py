@@ -1,0 +1,179 @@
+"""The Python packages a run needs, checked without importing them, and their installation after consent.
+
+Every run needs torch (at least MINIMUM_TORCH, as pyproject.toml of the library says) and safetensors.
+The ONNX backend also needs onnxruntime (onnxruntime-gpu on CUDA); onnx and onnxscript only when a
+.safetensors model must first be exported to ONNX, i.e. when no trusted export of it is cached
+(``onnx_cache``). torch is installed through the PyTorch extension (which picks the build for the GPU
+driver) when it is there, everything else with pip, with Slicer's numpy and SimpleITK pinned.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from CohfTSuperResLib.onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, file_sha256, is_trusted
+
+MINIMUM_TORCH = "2.2"
+# The lower bounds of pyproject.toml (a test checks that both agree; pyproject is not installed in Slicer)
+MINIMUM_VERSIONS = {"torch": MINIMUM_TORCH, "safetensors": "0.4", "onnxruntime": "1.17", "onnx": "1.15",
+                    "onnxscript": "0.4"}
+PURPOSES = {
+    "torch": "runs the network",
+    "safetensors": "reads the weights",
+    "onnxruntime": "runs ONNX models",
+    "onnx": "exports the model to ONNX once (the export is cached)",
+    "onnxscript": "exports the model to ONNX once (the export is cached)",
+}
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A package to install: its import name, pip requirement, installed version (None: not installed) and purpose."""
+
+    name: str
+    requirement: str
+    installed: str | None
+    purpose: str
+
+    def describe(self) -> str:
+        """One line for the consent dialog."""
+        state = "not installed" if self.installed is None else f"installed {self.installed} is too old"
+        return f"{self.requirement} ({state}; {self.purpose})"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The numeric release part of a version string ('2.13.0+cpu' -> (2, 13, 0))."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0].split("-")[0])[:3])
+
+
+def installedVersion(name: str) -> str | None:
+    """Version of an importable package, read from its metadata without importing it; None when absent."""
+    if importlib.util.find_spec(name) is None:
+        return None
+    distribution = name
+    if name == "onnxruntime":  # importable as onnxruntime from either distribution
+        for candidate in ("onnxruntime", "onnxruntime-gpu"):
+            try:
+                return importlib.metadata.version(candidate)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "0"  # importable but without metadata: treat as too old to trust
+
+
+def onnxExportNeeded(weightsSha256: str | None) -> bool:
+    """True when a .safetensors model with this sha256 has no trusted ONNX export in the cache yet."""
+    return weightsSha256 is not None and not is_trusted(cached_path(weightsSha256))
+
+
+def weightsSha256(variant: str, scale: int, useT1: bool, modelPath=None) -> str | None:
+    """sha256 of the .safetensors model a run would use (None for an .onnx file or when none exists)."""
+    from CohfTSuperResLib.errors import WeightsError
+    from CohfTSuperResLib.models_registry import find_model
+
+    if modelPath is not None and str(modelPath) not in ("", "."):
+        path = Path(modelPath)
+        return file_sha256(path) if path.suffix == ".safetensors" and path.is_file() else None
+    try:
+        return find_model(variant, scale, useT1).sha256
+    except WeightsError:
+        return None
+
+
+def missingPackages(backend: str = "torch", device: str = "auto", exportNeeded: bool = False) -> list[Missing]:
+    """The packages that a run with this backend needs and that are absent or older than MINIMUM_VERSIONS."""
+    names = ["torch", "safetensors"]
+    if backend == "onnx":
+        names += list(RUNTIME_PACKAGES) + (list(EXPORT_PACKAGES) if exportNeeded else [])
+    missing = []
+    for name in names:
+        installed = installedVersion(name)
+        if installed is not None and _release(installed) >= _release(MINIMUM_VERSIONS[name]):
+            continue
+        distribution = "onnxruntime-gpu" if name == "onnxruntime" and device.startswith("cuda") else name
+        missing.append(Missing(name, f"{distribution}>={MINIMUM_VERSIONS[name]}", installed, PURPOSES[name]))
+    return missing
+
+
+def consentMessage(missing: list[Missing]) -> str:
+    """The question asked before installing anything."""
+    lines = "\n".join(f"- {package.describe()}" for package in missing)
+    message = (f"Cohf-T super-resolution needs these Python packages:\n\n{lines}\n\nInstall them now? PyTorch is "
+               "installed through the PyTorch extension and may take several minutes; Slicer's own numpy and "
+               "SimpleITK are left as they are.")
+    if any(package.name == "torch" and package.installed for package in missing) and "torch" in sys.modules:
+        message += ("\n\nAn older PyTorch is already loaded in this Slicer session (by another module): restart "
+                    "Slicer after the upgrade.")
+    return message
+
+
+def ensureDependencies(confirm: Callable[[str], bool], backend: str = "torch", device: str = "auto",
+                       exportNeeded: bool = False) -> bool:
+    """True when every package the run needs is there. Missing or too old ones are installed only when
+    confirm(message) returns True (the GUI shows a dialog; a batch script may pass `lambda message: True`)."""
+    missing = missingPackages(backend, device, exportNeeded)
+    if not missing:
+        return True
+    if not confirm(consentMessage(missing)):
+        logging.info("CohfTSuperRes: installation of %s declined", ", ".join(p.requirement for p in missing))
+        return False
+    installPackages(missing)
+    return not missingPackages(backend, device, exportNeeded)
+
+
+def _protectingConstraints() -> str:
+    """Path of a pip constraints file pinning the numpy and SimpleITK that Slicer ships, so no install changes them."""
+    lines = []
+    for package in ("numpy", "SimpleITK"):
+        try:
+            lines.append(f"{package}=={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    handle, path = tempfile.mkstemp(prefix="CohfTSuperRes-constraints-", suffix=".txt")
+    with os.fdopen(handle, "w") as file:
+        file.write("\n".join(lines) + "\n")
+    return path
+
+
+def installPackages(missing: list[Missing]) -> None:
+    """Install (or upgrade) the packages; call only after the user agreed (see ensureDependencies).
+
+    torch goes through the PyTorch extension's PyTorchUtils when it is there; everything else through
+    pip, with numpy and SimpleITK pinned to the versions Slicer ships.
+    """
+    import slicer
+
+    others = [package.requirement for package in missing if package.name != "torch"]
+    torch = [package for package in missing if package.name == "torch"]
+    if torch:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            PyTorchUtils = None
+        if PyTorchUtils is not None:
+            installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH}"  # the user agreed already
+            )
+            if installed is None:
+                raise RuntimeError("PyTorch was not installed by the PyTorch extension.")
+        else:
+            others.insert(0, torch[0].requirement)
+    if others:
+        constraints = _protectingConstraints()
+        try:
+            slicer.util.pip_install([*others, "-c", constraints])
+        finally:
+            os.remove(constraints)
+    importlib.invalidate_caches()  # so that missingPackages() sees what was just installed

@@ -1,0 +1,106 @@
+"""The module's self-test (what *Reload and Test* runs in Slicer) on the shipped sample data, with and without
+torch, and the sample data's registration in Slicer's Sample Data module (slicer-core; SampleData and
+slicer.app are replaced by recorders here, because slicer-core has neither)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import types
+import urllib.request
+
+import pytest
+from slicer_helpers import MODULE_DIR, STANDIN, module, scene, slicer, temporary_folders, tiny_weights  # noqa: F401
+
+
+def test_self_test_runs_on_the_sample_in_a_child_process(module, scene, tiny_weights):
+    """With torch: the whole run on the sample slab (random tiny weights, so without the 'beats bicubic' check,
+    which needs the trained model: test_shipped_models.py runs the demo on the same slab for that)."""
+
+    class RandomWeightsTest(module.CohfTSuperResTest):
+        modelPath = str(tiny_weights)
+        requireBetterThanBicubic = False
+
+    folders = temporary_folders()
+    RandomWeightsTest().runTest()
+    output = slicer.util.getFirstNodeByName("patient26_T2_LR_SRx2")
+    assert output is not None and output.GetImageData().GetDimensions() == (144, 180, 24)
+    assert temporary_folders() == folders
+
+
+NO_TORCH_SCRIPT = f"""
+import logging, sys
+sys.modules["torch"] = None  # as on a Slicer without PyTorch: `import torch` fails, find_spec('torch') is None
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+import slicer
+slicer.__path__.append({str(STANDIN)!r})
+sys.path.insert(0, {str(MODULE_DIR)!r})
+slicer.mrmlScene = slicer.vtkMRMLScene()
+import CohfTSuperRes
+CohfTSuperRes.CohfTSuperResTest().runTest()
+print("loaded:", sorted(slicer.mrmlScene.GetNodeByID(i).GetName()
+                         for i in ("vtkMRMLScalarVolumeNode1", "vtkMRMLScalarVolumeNode2", "vtkMRMLScalarVolumeNode3")))
+print("torch imported:", any(name == "torch" or name.startswith("torch.") for name, m in sys.modules.items() if m))
+"""
+
+
+def test_self_test_without_torch_tests_what_it_can_and_says_what_it_skipped():
+    process = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "Loading the sample data" in process.stdout
+    assert "Skipped the super-resolution, which needs torch>=2.2 (not installed; runs the network)" in process.stdout
+    assert "loaded: ['patient26_T1', 'patient26_T2_HR_truth', 'patient26_T2_LR']" in process.stdout
+    assert "torch imported: False" in process.stdout
+
+
+def test_sample_data_is_registered_with_checked_local_files(module, tmp_path, monkeypatch):
+    """The keyword arguments given to SampleData.SampleDataLogic.registerCustomSampleDataSource, and the download
+    step that Slicer's Sample Data module does with them (urlretrieve into its cache, then the sha256 check)."""
+    from CohfTSuperResLib.sample_data import sample_files
+
+    registered = []
+    sample_data = types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
+        registerCustomSampleDataSource=lambda **kwargs: registered.append(kwargs)))
+    monkeypatch.setitem(sys.modules, "SampleData", sample_data)
+    module.samples.registerSampleData()
+    [source] = registered
+    assert source["category"] == "Cohf-T super-resolution" and source["sampleName"] == module.samples.SAMPLE_NAME
+    assert source["nodeNames"] == ["patient26_T2_LR", "patient26_T1", "patient26_T2_HR_truth"]
+    assert source["loadFileTypes"] == ["VolumeFile"] * 3
+    files = sample_files()
+    assert source["thumbnailFileName"] == str(files.thumbnail) and files.thumbnail.is_file()
+    for uri, name, checksum in zip(source["uris"], source["fileNames"], source["checksums"], strict=True):
+        assert uri.startswith("file://")
+        copy = tmp_path / name
+        urllib.request.urlretrieve(uri, copy)
+        assert checksum == "SHA256:" + hashlib.sha256(copy.read_bytes()).hexdigest()
+
+
+def test_module_registers_the_sample_once_slicer_has_started(module, monkeypatch):
+    connections = []
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(connect=lambda *a: connections.append(a)), raising=False)
+    parent = types.SimpleNamespace()
+    module.CohfTSuperRes(parent)
+    assert connections == [("startupCompleted()", module.samples.registerSampleData)]
+    assert parent.categories == ["Filtering"] and "CC-BY" in parent.acknowledgementText
+
+
+def test_sample_files_are_checked_against_their_sha256(tmp_path, monkeypatch):
+    import shutil
+
+    from CohfTSuperResLib.errors import InputError
+    from CohfTSuperResLib.sample_data import sample_dir, sample_files
+
+    copy = tmp_path / "SampleData"
+    shutil.copytree(sample_dir(), copy)
+    monkeypatch.setenv("COHFT_SR_SAMPLE_DATA", str(copy))
+    assert sample_files().folder == copy
+    with open(copy / "patient26_slab_T1.nii.gz", "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00")
+    with pytest.raises(InputError, match="patient26_slab_T1.nii.gz fails its checksum"):
+        sample_files()
+    monkeypatch.setattr("CohfTSuperResLib.sample_data.sample_dir", lambda: tmp_path / "nowhere")
+    with pytest.raises(InputError, match="sample data is not installed .*cohft-sr demo --phantom"):
+        sample_files()
