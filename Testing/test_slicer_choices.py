@@ -1,20 +1,16 @@
 """What the Slicer module offers before Apply, decided without torch: model choices from models.json, a user's
-weights file checked like the shipped ones, the Python packages a run needs (and their installation only after
-consent), the documents a user can open, and the .ui file against the parameter node and the widget code."""
+weights file checked like the shipped ones, the documents a user can open, and the .ui file against the parameter
+node and the widget code. (The Python packages a run needs: test_slicer_logic.py.)"""
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import re
 import sys
-import tomllib
-import types
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
-from slicer_helpers import ROOT, module, slicer, tiny_weights  # noqa: F401  (fixtures)
+from slicer_helpers import ROOT, module  # noqa: F401  (fixtures)
 
 UI_FILE = ROOT / "CohfTSuperRes" / "Resources" / "UI" / "CohfTSuperRes.ui"
 
@@ -106,127 +102,6 @@ def test_header_key_is_the_librarys():
     finally:
         sys.path.remove(str(ROOT / "CohfTSuperRes"))
     assert choices.CONFIG_KEY == CONFIG_KEY
-
-
-# ---------- Python packages ----------
-
-
-@pytest.fixture
-def installed(monkeypatch):
-    """Pretend exactly these packages are importable, at these versions."""
-    def use(versions: dict[str, str]):
-        real_find, real_version = importlib.util.find_spec, importlib.metadata.version
-        watched = {"torch", "safetensors", "onnxruntime", "onnx", "onnxscript"}
-        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
-            (types.SimpleNamespace(name=name) if name in versions else None) if name in watched else real_find(name, *a)))
-
-        def version(name):
-            if name in watched | {"onnxruntime-gpu"}:
-                if name not in versions:
-                    raise importlib.metadata.PackageNotFoundError(name)
-                return versions[name]
-            return real_version(name)
-
-        monkeypatch.setattr(importlib.metadata, "version", version)
-    return use
-
-
-def test_missing_and_too_old_packages_are_reported_not_installed(module, installed, monkeypatch):
-    installs = []
-    monkeypatch.setattr(slicer.util, "pip_install", lambda *a, **k: installs.append(a), raising=False)
-    missing = module.dependencies.missingPackages
-    installed({"torch": "2.13.0+cpu", "safetensors": "0.8.0"})
-    assert missing("torch") == []
-    installed({"torch": "1.13.1", "safetensors": "0.8.0"})  # an old torch left by another extension
-    [torch] = missing("torch")
-    assert (torch.requirement, torch.installed) == ("torch>=2.2", "1.13.1") and "too old" in torch.describe()
-    installed({"torch": "2.5.0", "safetensors": "0.8.0"})
-    assert [p.requirement for p in missing("onnx", "cpu")] == ["onnxruntime>=1.17"]  # running needs the runtime only
-    assert [p.requirement for p in missing("onnx", "cuda")] == ["onnxruntime-gpu>=1.17"]
-    assert [p.requirement for p in missing("onnx", "cpu", exportNeeded=True)] == [
-        "onnxruntime>=1.17", "onnx>=1.15", "onnxscript>=0.4"]  # exporting also needs onnx and onnxscript
-    assert installs == []
-
-
-def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weights, tmp_path, monkeypatch):
-    monkeypatch.setenv("COHFT_SR_CACHE", str(tmp_path / "cache"))
-    from CohfTSuperResLib.onnx_cache import cached_path, file_sha256, record
-
-    logic = module.CohfTSuperResLogic
-    onnx_names = {"onnx", "onnxscript"}
-
-    def needs_export() -> bool:
-        monkeypatch.setattr(module.dependencies, "installedVersion", lambda name: None if name in onnx_names else "9")
-        return onnx_names <= {p.name for p in logic.missingPackages("onnx", "cpu", modelPath=tiny_weights)}
-
-    assert needs_export()
-    cached = cached_path(file_sha256(tiny_weights))
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"an exported model")
-    assert needs_export()  # no recorded digest: not trusted
-    record(cached)
-    assert not needs_export()
-    onnx_file = tmp_path / "mine.onnx"
-    assert not onnx_names & {p.name for p in logic.missingPackages("onnx", modelPath=onnx_file)}
-
-
-def test_minimum_versions_are_pyprojects(module):
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["onnx"]
-    floors = {}
-    for requirement in requirements:
-        match = re.match(r"([A-Za-z0-9_-]+)>=([0-9.]+)", requirement)
-        if match:
-            floors[match[1]] = match[2]
-    for name, minimum in module.dependencies.MINIMUM_VERSIONS.items():
-        assert floors[name] == minimum, name
-
-
-def test_dependencies_installed_only_after_consent(module, installed, monkeypatch):
-    """Declining installs nothing; agreeing installs exactly what is missing, torch through pip when the PyTorch
-    extension is absent, with Slicer's numpy and SimpleITK pinned by a constraints file that is removed after."""
-    import tempfile
-
-    versions = {"safetensors": "0.8.0"}
-    installed(versions)
-    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # the PyTorch extension is not installed
-    calls = []
-
-    def pip_install(requirements):
-        constraints = Path(requirements[requirements.index("-c") + 1])
-        calls.append((requirements[: requirements.index("-c")], constraints.read_text().split()))
-        versions.update(torch="2.5.0", onnxruntime="1.20.0")
-
-    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
-    questions = []
-    ensure = module.dependencies.ensureDependencies
-    assert not ensure(lambda text: questions.append(text) or False, "onnx", "cpu")
-    assert calls == [] and "torch>=2.2 (not installed" in questions[0] and "onnxruntime>=1.17" in questions[0]
-    assert ensure(lambda text: True, "onnx", "cpu")
-    pins = [f"numpy=={importlib.metadata.version('numpy')}", f"SimpleITK=={importlib.metadata.version('SimpleITK')}"]
-    assert calls == [(["torch>=2.2", "onnxruntime>=1.17"], pins)]
-    assert not list(Path(tempfile.gettempdir()).glob("CohfTSuperRes-constraints-*"))
-    assert ensure(lambda text: pytest.fail("asked although nothing is missing"), "onnx", "cpu")
-
-
-def test_old_torch_is_upgraded_through_the_pytorch_extension(module, installed, monkeypatch):
-    versions = {"torch": "1.13.1", "safetensors": "0.8.0"}
-    installed(versions)
-    requested = []
-
-    class PyTorchUtilsLogic:
-        def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None):
-            requested.append((askConfirmation, torchVersionRequirement))
-            versions["torch"] = "2.9.0"
-            return types.SimpleNamespace(__version__="2.9.0")
-
-    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
-    pip = []
-    monkeypatch.setattr(slicer.util, "pip_install", lambda requirements: pip.append(requirements), raising=False)
-    questions = []
-    assert module.dependencies.ensureDependencies(lambda text: questions.append(text) or True)
-    assert "installed 1.13.1 is too old" in questions[0]
-    assert requested == [(False, ">=2.2")] and pip == []  # the user was asked once, by the module
 
 
 # ---------- documents, GUI description ----------

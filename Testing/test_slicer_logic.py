@@ -3,12 +3,19 @@
 
 Inputs: real axial slices of open_ms/mni/patient07 (T2 degraded in-plane by 2 in k-space, as in training;
 T1 at full resolution), placed on an oblique grid with 3 mm slices; the T1 sits under a linear transform.
-Model: random-weight Cohf-T S x2 (the voxel checks compare with the library, not with a truth). The
-child-process runs are tested in test_slicer_child.py, the choices and packages in test_slicer_choices.py.
+Model: random-weight Cohf-T S x2 (the voxel checks compare with the library, not with a truth). Also: the
+GUI's child-process run polled to the end and cancelled, and the Python packages a run needs (installed only
+after consent). More child-process checks: test_slicer_child.py; choices and the .ui file: test_slicer_choices.py.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import re
+import sys
+import tomllib
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +23,7 @@ import pytest
 import SimpleITK as sitk
 from slicer_helpers import (  # noqa: F401  (fixtures)
     LPS_FROM_RAS,
+    ROOT,
     SCALE,
     SLICES,
     T1_TRANSFORM_RAS,
@@ -27,6 +35,8 @@ from slicer_helpers import (  # noqa: F401  (fixtures)
     scene,
     slicer,
     snapshot,
+    temporary_folders,
+    tiny_weights,
     vtk,
     weights,
 )
@@ -224,6 +234,28 @@ def test_prepare_checks_once_with_the_library_and_reports_its_notes(module, scen
     assert any("covers only" in message for message in job.messages)
 
 
+def test_background_run_polls_to_the_end_and_cancel_leaves_nothing(module, scene, images, tiny_weights):
+    """The GUI's run: a child process polled to the end gives a node; one cancelled at once leaves no node,
+    no process and no temporary file."""
+    t2, t1 = images
+    t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
+    logic = module.CohfTSuperResLogic()
+    folders = temporary_folders()
+    run = logic.startProcessing(t2_node, t1_node, scale=SCALE, device="cpu", modelPath=str(tiny_weights), batchSize=1)
+    while not run.poll():  # what the GUI's QTimer does
+        run.child.wait(0.2)
+    assert run.error is None and run.outputNode.GetName() == "T2_SRx2"
+    assert run.progress == (len(SLICES), len(SLICES))
+    assert logic.outcomeMessage(run).startswith("Done: T2_SRx2 in ")
+
+    volumes = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    run = logic.startProcessing(t2_node, t1_node, scale=SCALE, device="cpu", modelPath=str(tiny_weights))
+    run.cancel()
+    assert run.poll() and type(run.error).__name__ == "InferenceCancelled" and run.outputNode is None
+    assert run.child.process.returncode is not None and temporary_folders() == folders
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
+
+
 # ---------- bad inputs: clear errors, inputs unchanged, no output ----------
 
 
@@ -289,3 +321,124 @@ def test_input_problem_is_what_the_apply_button_shows(module, scene, images):
     assert logic.inputProblem(t2_node, t1_node) is None
     assert "guide T1" in logic.inputProblem(t2_node, None)
     assert logic.inputProblem(t2_node, None, requireT1=False) is None
+
+
+# ---------- Python packages ----------
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """Pretend exactly these packages are importable, at these versions."""
+    def use(versions: dict[str, str]):
+        real_find, real_version = importlib.util.find_spec, importlib.metadata.version
+        watched = {"torch", "safetensors", "onnxruntime", "onnx", "onnxscript"}
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+            (types.SimpleNamespace(name=name) if name in versions else None) if name in watched else real_find(name, *a)))
+
+        def version(name):
+            if name in watched | {"onnxruntime-gpu"}:
+                if name not in versions:
+                    raise importlib.metadata.PackageNotFoundError(name)
+                return versions[name]
+            return real_version(name)
+
+        monkeypatch.setattr(importlib.metadata, "version", version)
+    return use
+
+
+def test_missing_packages_are_reported_not_installed(module, installed, monkeypatch):
+    installs = []
+    monkeypatch.setattr(slicer.util, "pip_install", lambda *a, **k: installs.append(a), raising=False)
+    missing = module.dependencies.missingPackages
+    installed({"torch": "2.13.0+cpu", "safetensors": "0.8.0"})
+    assert missing("torch") == []
+    installed({"torch": "1.13.1", "safetensors": "0.8.0"})  # an old torch left by another extension
+    [torch] = missing("torch")
+    assert (torch.requirement, torch.installed) == ("torch>=2.2", "1.13.1") and "too old" in torch.describe()
+    installed({"torch": "2.5.0", "safetensors": "0.8.0"})
+    assert [p.requirement for p in missing("onnx", "cpu")] == ["onnxruntime>=1.17"]  # running needs the runtime only
+    assert [p.requirement for p in missing("onnx", "cuda")] == ["onnxruntime-gpu>=1.17"]
+    assert [p.requirement for p in missing("onnx", "cpu", exportNeeded=True)] == [
+        "onnxruntime>=1.17", "onnx>=1.15", "onnxscript>=0.4"]  # exporting also needs onnx and onnxscript
+    assert installs == []
+
+
+def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("COHFT_SR_CACHE", str(tmp_path / "cache"))
+    from CohfTSuperResLib.onnx_cache import cached_path, file_sha256, record
+
+    logic = module.CohfTSuperResLogic
+    onnx_names = {"onnx", "onnxscript"}
+
+    def needs_export() -> bool:
+        monkeypatch.setattr(module.dependencies, "installedVersion", lambda name: None if name in onnx_names else "9")
+        return onnx_names <= {p.name for p in logic.missingPackages("onnx", "cpu", modelPath=tiny_weights)}
+
+    assert needs_export()
+    cached = cached_path(file_sha256(tiny_weights))
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"an exported model")
+    assert needs_export()  # no recorded digest: not trusted
+    record(cached)
+    assert not needs_export()
+    onnx_file = tmp_path / "mine.onnx"
+    assert not onnx_names & {p.name for p in logic.missingPackages("onnx", modelPath=onnx_file)}
+
+
+def test_minimum_versions_are_pyprojects(module):
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["onnx"]
+    floors = {}
+    for requirement in requirements:
+        match = re.match(r"([A-Za-z0-9_-]+)>=([0-9.]+)", requirement)
+        if match:
+            floors[match[1]] = match[2]
+    for name, minimum in module.dependencies.MINIMUM_VERSIONS.items():
+        assert floors[name] == minimum, name
+
+
+def test_dependencies_installed_only_after_consent(module, installed, monkeypatch):
+    """Declining installs nothing; agreeing installs exactly what is missing, torch through pip when the PyTorch
+    extension is absent, with Slicer's numpy and SimpleITK pinned by a constraints file that is removed after."""
+    import tempfile
+
+    versions = {"safetensors": "0.8.0"}
+    installed(versions)
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # the PyTorch extension is not installed
+    calls = []
+
+    def pip_install(requirements):
+        constraints = Path(requirements[requirements.index("-c") + 1])
+        calls.append((requirements[: requirements.index("-c")], constraints.read_text().split()))
+        versions.update(torch="2.5.0", onnxruntime="1.20.0")
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
+    questions = []
+    ensure = module.dependencies.ensureDependencies
+    assert not ensure(lambda text: questions.append(text) or False, "onnx", "cpu")
+    assert calls == [] and "torch>=2.2 (not installed" in questions[0] and "onnxruntime>=1.17" in questions[0]
+    assert ensure(lambda text: True, "onnx", "cpu")
+    pins = [f"numpy=={importlib.metadata.version('numpy')}", f"SimpleITK=={importlib.metadata.version('SimpleITK')}"]
+    assert calls == [(["torch>=2.2", "onnxruntime>=1.17"], pins)]
+    assert not list(Path(tempfile.gettempdir()).glob("CohfTSuperRes-constraints-*"))
+    assert ensure(lambda text: pytest.fail("asked although nothing is missing"), "onnx", "cpu")
+
+
+def test_torch_goes_through_the_pytorch_extension_when_present(module, installed, monkeypatch):
+    versions = {"torch": "1.13.1", "safetensors": "0.8.0"}
+    installed(versions)
+    requested = []
+
+    class PyTorchUtilsLogic:
+        def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None):
+            requested.append((askConfirmation, torchVersionRequirement))
+            versions["torch"] = "2.9.0"
+            return types.SimpleNamespace(__version__="2.9.0")
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
+    pip = []
+    monkeypatch.setattr(slicer.util, "pip_install", lambda requirements: pip.append(requirements), raising=False)
+    questions = []
+    assert module.dependencies.ensureDependencies(lambda text: questions.append(text) or True)
+    assert "installed 1.13.1 is too old" in questions[0]
+    assert requested == [(False, ">=2.2")] and pip == []  # the user was asked once, by the module
