@@ -123,7 +123,7 @@ def test_demo_needs_a_model_then_runs_on_the_phantom(weights, tmp_path, capsys, 
     assert "input: brain phantom generated in code" in out and "PSNR vs HR truth at x2" in out and "bicubic" in out
     assert sitk.ReadImage(str(tmp_path / "demo" / "sr_t2.nii.gz")).GetSize() == (192, 192, 12)
     png = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo" / "comparison.png")))
-    caption = 4 + 2 * (2 * 7 + 4)  # two caption lines of the 7-pixel font drawn at zoom 2, with margins
+    caption = 4 + 2 * (2 * 9 + 4)  # two caption lines of the 9-pixel font (with descenders) at zoom 2, margins
     assert png.dtype == np.uint8 and png.shape == (caption + 384, 4 * 384 + 3 * 2)  # 192-pixel slices shown x2
     for panel in range(4):  # every panel has its caption: ink in the bar above the image
         assert png[:caption, panel * 386 : panel * 386 + 384].max() == 255
@@ -160,12 +160,13 @@ def test_demo_caption_font_draws_text_and_refuses_unknown_characters():
     from CohfTSuperResLib.panel_text import FONT, caption, text_mask
 
     mask = text_mask("Hi", zoom=1)
-    assert mask.shape == (7, 12)
+    assert mask.shape == (9, 12)
     np.testing.assert_array_equal(mask[:, :5], FONT["H"])
     assert not mask[:, 5].any() and not mask[:, 11].any()  # one blank column after each character
-    assert text_mask("x", zoom=3).shape == (21, 18)
+    assert text_mask("x", zoom=3).shape == (27, 18)
+    assert text_mask("p", zoom=1)[7:].any() and not text_mask("P", zoom=1)[7:].any()  # descenders below the line
     bar = caption(["PSNR 28.44 dB", "x2"], width=60)
-    assert bar.dtype == np.uint8 and bar.shape == (40, 60) and set(np.unique(bar)) == {0, 255}
+    assert bar.dtype == np.uint8 and bar.shape == (48, 60) and set(np.unique(bar)) == {0, 255}
     with pytest.raises(ValueError, match="no glyph"):
         text_mask("T2 ±1")
 
