@@ -82,7 +82,8 @@ def child(method: str, case: str, slices: int, weights: str) -> dict:
         backend, precision = ("onnx", "fp32") if method == "onnx-cpu" else ("torch", method.split("-")[1])
         model = weights.replace(".safetensors", ".onnx") if backend == "onnx" else weights
         out = sitk.GetArrayViewFromImage(
-            super_resolve(part, t1, scale, model_path=model, device="cpu", backend=backend, precision=precision)
+            super_resolve(part, t1, scale, model_path=model, device="cpu", backend=backend, precision=precision,
+                          slice_axis=2)
         )
     seconds = time.perf_counter() - start
     peak = peak_rss()

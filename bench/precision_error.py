@@ -41,7 +41,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for precision in ("fp32", "bf16", "fp16"):
-            image = super_resolve(part, t1, 2, model_path=args.weights, device="cpu", precision=precision)
+            image = super_resolve(part, t1, 2, model_path=args.weights, device="cpu", precision=precision, slice_axis=2)
             outputs[precision] = sitk.GetArrayFromImage(image) / scale
     for precision in ("bf16", "fp16"):
         difference = np.abs(outputs[precision] - outputs["fp32"])

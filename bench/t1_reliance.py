@@ -61,11 +61,11 @@ def reliance(model: Path | None, scale: int, no_t1_model: Path | None, guides: d
     target = hr_stack[brain] / reference
     results = {"bicubic (no network)": baselines(to_stack(lr, AXIS)[brain], scale)["bicubic"] / reference}
     for name, guide in {**guides, "HR T2 as guide (oracle)": hr}.items():
-        sr = super_resolve(lr, guide, scale, model_path=model, device="cpu")
+        sr = super_resolve(lr, guide, scale, model_path=model, device="cpu", slice_axis=AXIS)
         results[name] = to_stack(sr, AXIS)[brain] / reference
     if no_t1_model is not None:
         results["no T1 (model trained without)"] = to_stack(
-            super_resolve(lr, None, scale, model_path=no_t1_model, device="cpu"), AXIS)[brain] / reference
+            super_resolve(lr, None, scale, model_path=no_t1_model, device="cpu", slice_axis=AXIS), AXIS)[brain] / reference
     guided = results[REGISTERED]
     detail = float(np.abs(guided - results["bicubic (no network)"]).mean())
     rows = []

@@ -7,7 +7,7 @@ held-out subject):
 
 Expects RUNS_DIR/<variant>_x<s>/ (with T1) holding `best.safetensors` and `run.json` from
 `cohft-sr train`, and EVAL_DIR/x<s>/metrics.json from `cohft-sr evaluate --model ... [--no-t1-model ...]`.
-A model without T1 (RUNS_DIR/<variant>_x<s>_not1/) is shipped where the evaluation of its scale has it. The shipped file of each model is its
+A model without T1 (RUNS_DIR/<variant>_x<s>_noT1/) is shipped where the evaluation of its scale has it. The shipped file of each model is its
 best-on-validation checkpoint (selected on the validation slab, never on the test subject);
 its sha256, training run summary and held-out metrics go into models.json.
 """
@@ -70,7 +70,7 @@ def main() -> None:
     for scale in args.scales:
         evaluation = json.loads((args.evaluations / f"x{scale}" / "metrics.json").read_text())
         for use_t1 in (True, False):
-            run = args.runs / f"{args.variant}_x{scale}{'' if use_t1 else '_not1'}"
+            run = args.runs / f"{args.variant}_x{scale}{'' if use_t1 else '_noT1'}"
             if use_t1 or "cohft_no_t1" in evaluation["mean"]:  # shipped only with held-out metrics
                 entries.append(model_entry(args.variant, scale, use_t1, run, evaluation))
     manifest = {
