@@ -245,8 +245,9 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
     def prepare(self, t2Node, t1Node, outputNode=None, scale: int = 2, variant: str = "S", device: str = "auto",
                 backend: str = "torch", modelPath=None, precision: str = "fp32", batchSize: int | None = None,
                 sliceAxis: int | None = None) -> CohfTSuperResJob:
-        """Check the nodes and the model, copy the nodes into SimpleITK images in world space and run the library's
-        input check on them, once (main thread; inputs untouched). t1Node None: a model without T1."""
+        """Check the nodes, the model and the device, copy the nodes into SimpleITK images in world space and run the
+        library's input check on them, once (main thread; inputs untouched). t1Node None: a model without T1."""
+        from CohfTSuperResLib.devices import resolve_device
         from CohfTSuperResLib.inference import check_inputs
 
         problem = self.inputProblem(t2Node, t1Node, outputNode, requireT1=False)
@@ -258,6 +259,7 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
         t2 = nodes.imageFromVolumeNode(t2Node, _("input T2"), resampleNonLinear=False)
         t1 = None if t1Node is None else nodes.imageFromVolumeNode(t1Node, _("guide T1"), resampleNonLinear=True)
         checked = check_inputs(t2, t1, scale, sliceAxis)
+        resolve_device(device)  # InputError now for a GPU that is not there, not after the child has started
         userModel = str(modelPath) if choices.isUserModel(modelPath) else None
         job = CohfTSuperResJob(
             checked=checked,

@@ -160,10 +160,19 @@ def test_timings_on_the_sample_with_the_shipped_model(module, scene, sample):
     start = time.monotonic()
     in_process = logic.process(sample["lr_t2"], sample["t1"], inProcess=True, **options)
     in_process_s = time.monotonic() - start
-    start = time.monotonic()
-    child = logic.process(sample["lr_t2"], sample["t1"], **options)
+    start, polls = time.monotonic(), []
+    run = logic.startProcessing(sample["lr_t2"], sample["t1"], **options)  # as the GUI does: poll every 0.2 s
+    while True:
+        poll_start = time.monotonic()
+        finished = run.poll()
+        polls.append(time.monotonic() - poll_start)
+        if finished:
+            break
+        time.sleep(0.2)
     child_s = time.monotonic() - start
-    difference = _relative_difference(slicer.util.arrayFromVolume(child), slicer.util.arrayFromVolume(in_process))
+    assert run.error is None, run.error
+    difference = _relative_difference(slicer.util.arrayFromVolume(run.outputNode),
+                                      slicer.util.arrayFromVolume(in_process))
     latencies = []
     for _ in range(3):
         run = logic.startProcessing(sample["lr_t2"], sample["t1"], batchSize=1, **options)
@@ -175,6 +184,7 @@ def test_timings_on_the_sample_with_the_shipped_model(module, scene, sample):
         assert run.poll()
         latencies.append(time.monotonic() - start)
     print(f"\nsample x2, shipped S: in-process {in_process_s:.1f} s, child process {child_s:.1f} s "
-          f"(+{child_s - in_process_s:.1f} s), max relative difference {difference:.1e}; cancel latency "
-          + ", ".join(f"{t * 1000:.0f} ms" for t in latencies))
+          f"({child_s - in_process_s:+.1f} s), max relative difference {difference:.1e}; main thread per poll: "
+          f"max {max(polls[:-1]) * 1000:.1f} ms over {len(polls) - 1} polls, {polls[-1] * 1000:.0f} ms for the last "
+          "(reading the result into the node); cancel latency " + ", ".join(f"{t * 1000:.0f} ms" for t in latencies))
     assert difference < 1e-5 and max(latencies) < CANCEL_LIMIT_S

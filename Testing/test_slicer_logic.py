@@ -314,6 +314,18 @@ def test_bad_input_raises_clear_error_and_changes_nothing(module, scene, images,
     assert scene.GetNumberOfNodes() == count
 
 
+def test_unavailable_device_is_refused_before_the_child_starts(module, scene, images, weights):
+    from CohfTSuperResLib.errors import InputError
+
+    t2, t1 = images
+    t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
+    folders, count = temporary_folders(), scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="CUDA GPU"):
+        module.CohfTSuperResLogic().startProcessing(t2_node, t1_node, scale=SCALE, device="cuda:63",
+                                                    modelPath=str(weights))
+    assert temporary_folders() == folders and scene.GetNumberOfNodes() == count
+
+
 def test_input_problem_is_what_the_apply_button_shows(module, scene, images):
     t2, t1 = images
     t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
