@@ -21,11 +21,18 @@ def mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def _local_gpu() -> int:
+    """The GPU of this process: torchrun's LOCAL_RANK (one GPU per process), else 0."""
+    return int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> first of cuda, mps, cpu that is usable; 'cpu', 'cuda', 'cuda:N', 'mps' are checked to exist."""
+    """'auto' -> first of cuda, mps, cpu that is usable; 'cpu', 'cuda', 'cuda:N', 'mps' are checked to exist.
+
+    'auto' and 'cuda' take the GPU of torchrun's LOCAL_RANK when it is set (one GPU per process)."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+            return torch.device("cuda", _local_gpu())
         return torch.device("mps") if mps_available() else torch.device("cpu")
     try:
         device = torch.device(name)
@@ -34,7 +41,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device {name!r} asked for, but this torch build sees no CUDA GPU")
-        index = 0 if device.index is None else device.index
+        index = _local_gpu() if device.index is None else device.index
         if index >= torch.cuda.device_count():
             raise InputError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
         return torch.device("cuda", index)

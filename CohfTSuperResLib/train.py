@@ -51,6 +51,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .devices import resolve_device
 from .diagnostics import attention_report, summary
 from .errors import InputError, WeightsError
 from .losses import CohfTLoss
@@ -195,13 +196,9 @@ class _Distributed:
     def __init__(self, device_arg: str) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = torch.cuda.is_available() and device_arg in ("auto", "cuda") or device_arg.startswith("cuda:")
-        if use_cuda:
-            self.device = torch.device(device_arg if device_arg.startswith("cuda:") else f"cuda:{local}")
+        self.device = resolve_device(device_arg)  # under torchrun, the GPU of this process's LOCAL_RANK
+        if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
         self.enabled = self.world > 1
         if self.enabled and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
