@@ -127,8 +127,10 @@ class CohfTSuperResParameterNode:
 
     inputT2: the LR T2 volume. useT1 / guideT1: whether to use the registered HR T1, and which.
     outputVolume: where the result goes (None: a new volume). modelPath: a weights file of the
-    user's ('.': the shipped model of variant and scale). showResult: show the result in the slice
-    views. scale, variant, device, backend: as in CohfTSuperResLogic.process.
+    user's ('': the shipped model of variant and scale; kept in step with its path field by the widget,
+    because parameterNodeWrapper binds that field to pathlib.Path only, which shows '.' when empty).
+    showResult: show the result in the slice views. scale, variant, device, backend: as in
+    CohfTSuperResLogic.process.
     """
 
     inputT2: vtkMRMLScalarVolumeNode
@@ -137,7 +139,7 @@ class CohfTSuperResParameterNode:
     outputVolume: vtkMRMLScalarVolumeNode
     scale: Annotated[int, Choice(list(SCALES))] = 2
     variant: Annotated[str, Choice(list(VARIANTS))] = "S"
-    modelPath: pathlib.Path
+    modelPath: str = ""
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     backend: Annotated[str, Choice(list(BACKENDS))] = "torch"
     showResult: bool = True
@@ -435,6 +437,7 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._shownProblem = None
 
     def setup(self) -> None:
+        import ctk
         import qt
 
         ScriptedLoadableModuleWidget.setup(self)
@@ -447,18 +450,19 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self._onPoll)
         self.ui.progressBar.hide()
-        self.ui.modelPathLineEdit.filters = qt.QDir.Files
+        self.ui.modelPathLineEdit.filters = ctk.ctkPathLineEdit.Files
         self.ui.modelPathLineEdit.nameFilters = ["Cohf-T weights (*.safetensors *.onnx)"]
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self._onModelPathChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         for name, button in (("Model card", self.ui.modelCardButton), ("Data licence", self.ui.dataLicenceButton)):
             button.connect("clicked(bool)", lambda checked, name=name: self._openDocument(name))
         self.initializeParameterNode()
-        self._offerShippedChoices()
 
     def _offerShippedChoices(self) -> None:
-        """Grey out the variants and scales that no shipped model has (they stay usable with a weights file)."""
+        """Grey out the variants and scales that no shipped model has (they stay usable with a weights file).
+        Called after each connectGui, which refills the combo boxes."""
         offer = self.logic.offer()
         shipped = _("Shipped models: {models}.").format(models=offer.describe())
         for comboBox, values, offered in ((self.ui.variantComboBox, VARIANTS, offer.variants),
@@ -513,7 +517,12 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateApplyButton)
+            self._offerShippedChoices()
         self._updateApplyButton()
+
+    def _onModelPathChanged(self, path: str) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.modelPath = path
 
     def _updateApplyButton(self, caller=None, event=None) -> None:
         """Apply is enabled only for choices that can run; the status line says why not. While running it is Cancel."""
@@ -527,6 +536,8 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             problem = _("No parameter node.")
         else:
             userModel = choices.isUserModel(node.modelPath)
+            if self.ui.modelPathLineEdit.currentPath != node.modelPath:
+                self.ui.modelPathLineEdit.currentPath = node.modelPath
             self.ui.t1Selector.enabled = node.useT1
             self.ui.variantComboBox.enabled = not userModel
             problem = self.logic.choiceProblem(node.inputT2, node.guideT1, node.outputVolume, node.scale, node.variant,

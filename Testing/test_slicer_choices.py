@@ -115,23 +115,32 @@ def test_model_card_and_data_licence_can_be_opened(module):
 
 
 WIDGET_FOR_TYPE = {  # parameter type -> widget class that Slicer's parameterNodeWrapper connects it to
-    "bool": "QCheckBox", "pathlib.Path": "ctkPathLineEdit", "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox",
+    "bool": "QCheckBox", "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox",
 }
+KEPT_IN_STEP_BY_CODE = {"modelPath": "modelPathLineEdit"}  # str: the wrapper binds a ctkPathLineEdit to Path only
 
 
 def test_ui_binds_every_parameter_to_a_widget_that_can_show_it(module):
     """Slicer's parameterNodeWrapper connects widgets by SlicerParameterName; a Choice needs a combo box, a bool a
-    check box, a Path a ctkPathLineEdit, a node a qMRMLNodeComboBox (the GUI itself can not run here)."""
+    check box, a node a qMRMLNodeComboBox (the GUI itself can not run here). The weights path is kept in step with
+    its path field by the widget code."""
     widgets = {}
+    classes = {widget.get("name"): widget.get("class") for widget in ElementTree.parse(UI_FILE).iter("widget")}
     for widget in ElementTree.parse(UI_FILE).iter("widget"):
         for prop in widget.findall("property"):
             if prop.get("name") == "SlicerParameterName":
                 widgets[prop.find("string").text] = widget.get("class")
     annotations = module.CohfTSuperResParameterNode.__annotations__
-    assert set(widgets) == set(annotations)
+    assert set(widgets) == set(annotations) - set(KEPT_IN_STEP_BY_CODE)
     for name, annotation in annotations.items():
-        expected = "QComboBox" if "Choice" in annotation else WIDGET_FOR_TYPE[annotation]
-        assert widgets[name] == expected, name
+        if name not in KEPT_IN_STEP_BY_CODE:
+            expected = "QComboBox" if "Choice" in annotation else WIDGET_FOR_TYPE[annotation]
+            assert widgets[name] == expected, name
+    source = Path(module.__file__).read_text()
+    for name, widget in KEPT_IN_STEP_BY_CODE.items():
+        assert classes[widget] == "ctkPathLineEdit" and annotations[name] == "str"
+        assert f'self.ui.{widget}.connect("currentPathChanged(QString)"' in source
+        assert f"self._parameterNode.{name} = path" in source and f"self.ui.{widget}.currentPath = node.{name}" in source
 
 
 def test_every_widget_the_module_uses_is_in_the_ui_file(module):

@@ -77,6 +77,15 @@ def test_sample_data_is_registered_with_checked_local_files(module, tmp_path, mo
         assert checksum == "SHA256:" + hashlib.sha256(copy.read_bytes()).hexdigest()
 
 
+def test_a_damaged_sample_is_not_registered_and_says_why(module, tmp_path, monkeypatch, caplog):
+    registered = []
+    monkeypatch.setitem(sys.modules, "SampleData", types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
+        registerCustomSampleDataSource=lambda **kwargs: registered.append(kwargs))))
+    monkeypatch.setattr("CohfTSuperResLib.sample_data.sample_dir", lambda: tmp_path)
+    module.samples.registerSampleData()
+    assert registered == [] and "sample data not registered: the sample data is not installed" in caplog.text
+
+
 def test_module_registers_the_sample_once_slicer_has_started(module, monkeypatch):
     connections = []
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(connect=lambda *a: connections.append(a)), raising=False)

@@ -3,6 +3,9 @@ or loaded straight into a scene (self-test, scripts)."""
 
 from __future__ import annotations
 
+import logging
+
+from CohfTSuperResLib.errors import InputError
 from CohfTSuperResLib.sample_data import read_sample, sample_files
 
 CATEGORY = "Cohf-T super-resolution"
@@ -28,10 +31,16 @@ def sampleDataSource() -> dict:
 
 
 def registerSampleData() -> None:
-    """Add the sample to Slicer's Sample Data module (called once Slicer has started)."""
-    import SampleData
+    """Add the sample to Slicer's Sample Data module (called once Slicer has started). A missing or damaged
+    sample, or a Slicer without the Sample Data module, is logged and leaves the module usable."""
+    try:
+        import SampleData
 
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(**sampleDataSource())
+        source = sampleDataSource()
+    except (ImportError, InputError) as error:
+        logging.warning(f"CohfTSuperRes: sample data not registered: {error}")
+        return
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
 
 
 def loadSampleIntoScene(scene, roles: tuple[str, ...] = ("lr_t2", "t1", "hr_t2")) -> dict:
