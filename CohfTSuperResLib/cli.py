@@ -206,6 +206,8 @@ def _super_resolve_file(args: argparse.Namespace, t2: Path, t1: Path | None, out
     from .volume_io import OutputLock, check_output, read_volume, write_volume
 
     check_output(output, (t2, t1), args.overwrite)
+    if t1 is not None and t1.exists() and t2.exists() and os.path.samefile(t1, t2):
+        raise InputError(f"the T1 and the T2 are the same file ({t2.name}); the guide is the registered HR T1")
     with OutputLock(output):
         t2_image, t1_image = read_volume(t2), None if t1 is None else read_volume(t1)
         update, close = _progress_bar(t2.name, args.progress_json)

@@ -27,23 +27,51 @@ def read_manifest(path: str | Path) -> list[Case]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path}")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [name.strip() for name in reader.fieldnames or []]
-        missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-        if missing:
-            raise InputError(
-                f"manifest {path.name} lacks column(s) {', '.join(missing)} (header: {', '.join(columns)})"
-            )
-        cases = []
-        for line, row in enumerate(reader, start=2):
-            row = {key.strip(): (value or "").strip() for key, value in row.items() if key}
-            if not row["t2"] or not row["output"]:
-                raise InputError(f"manifest {path.name}, line {line}: t2 and output must not be empty")
-            t1 = row.get("t1") or None
-            guide = None if t1 is None else path.parent / t1
-            cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"], line))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a column name
+            cases = _cases(csv.DictReader(handle), path)
+    except UnicodeDecodeError as error:
+        raise InputError(f"manifest {path.name} is not UTF-8 text: {error}") from error
+    check_outputs(cases, path.name)
     return cases
+
+
+def _cases(reader: csv.DictReader, path: Path) -> list[Case]:
+    """The rows of an open manifest as Cases."""
+    columns = [name.strip() for name in reader.fieldnames or []]
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        raise InputError(
+            f"manifest {path.name} lacks column(s) {', '.join(missing)} (header: {', '.join(columns)})"
+        )
+    cases = []
+    for line, row in enumerate(reader, start=2):
+        row = {key.strip(): (value or "").strip() for key, value in row.items() if key}
+        if not row["t2"] or not row["output"]:
+            raise InputError(f"manifest {path.name}, line {line}: t2 and output must not be empty")
+        t1 = row.get("t1") or None
+        guide = None if t1 is None else path.parent / t1
+        cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"], line))
+    return cases
+
+
+def check_outputs(cases: list[Case], name: str) -> None:
+    """InputError when two rows write the same output, or a row's output is any row's T2 or T1 (it would destroy it)."""
+    inputs = {}
+    for case in cases:
+        for source in (case.t2, case.t1):
+            if source is not None:
+                inputs.setdefault(source.resolve(), case.line)
+    written: dict[Path, int] = {}
+    for case in cases:
+        output = case.output.resolve()
+        if output in written:
+            raise InputError(f"manifest {name}: lines {written[output]} and {case.line} write the same output "
+                             f"{case.output.name}")
+        if output in inputs:
+            raise InputError(f"manifest {name}, line {case.line}: the output {case.output.name} is an input of line "
+                             f"{inputs[output]}; writing it would destroy that input")
+        written[output] = case.line
 
 
 def shard(cases: list[Case]) -> list[Case]:

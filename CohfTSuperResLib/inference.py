@@ -75,6 +75,8 @@ def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: 
     direction; a T1 that overlaps the T2 in physical space.
     """
     scale = check_scale(scale)
+    if t1 is not None and t1 is t2:
+        raise InputError("the T1 and the T2 are the same image; the guide is the registered HR T1")
     single_slice = isinstance(t2, sitk.Image) and t2.GetDimension() == 2
     if slice_axis is not None:
         slice_axis = check_slice_axis(slice_axis)

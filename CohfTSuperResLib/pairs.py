@@ -85,7 +85,7 @@ def read_manifest(path: str | Path) -> list[PairSpec]:
         loaded = json.loads(path.read_text())
         rows = loaded["pairs"] if isinstance(loaded, dict) else loaded
     else:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     specs = []
     for number, row in enumerate(rows, 1):

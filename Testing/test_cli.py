@@ -256,3 +256,29 @@ def test_a_signal_during_the_write_leaves_the_old_output_and_no_temporary_file(f
     assert f"cohft-sr: error: stopped by {signal_name}" in err and "Traceback" not in err
     assert output.read_bytes() == b"the earlier result"
     assert sorted(p.name for p in output.parent.iterdir()) == ["sr.nii.gz"]  # no temporary, no lock file
+
+
+def test_cohort_manifest_that_would_overwrite_its_own_inputs_is_refused(files, weights, tmp_path, capsys):
+    manifest = tmp_path / "cases.csv"
+    for rows, message in (
+        (["t2.nrrd,t1.nii.gz,out/a.nii.gz", "t2.nrrd,t1.nii.gz,out/./a.nii.gz"], "lines 2 and 3 write the same output"),
+        (["t2.nrrd,t1.nii.gz,out/a.nii.gz", "t2.nrrd,t1.nii.gz,t1.nii.gz"], "line 3: the output t1.nii.gz is an input"),
+    ):
+        manifest.write_text("\n".join(["t2,t1,output", *rows]) + "\n")
+        assert main(["run", "--manifest", str(manifest), "--model", str(weights), "--device", "cpu",
+                     "--overwrite"]) == 1
+        assert message in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cohort_manifest_with_a_byte_order_mark(files, weights, tmp_path, capsys):
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("\ufefft2,t1,output\nt2.nrrd,t1.nii.gz,out/a.nii.gz\n", encoding="utf-8")
+    assert main(["run", "--manifest", str(manifest), "--model", str(weights), "--device", "cpu"]) == 0
+    assert (tmp_path / "out" / "a.nii.gz").is_file()
+
+
+def test_the_t2_given_as_its_own_t1_is_refused(files, weights, tmp_path, capsys):
+    assert main(["run", "--t2", str(files["t2"]), "--t1", str(files["t2"]), "-o", str(tmp_path / "sr.nii.gz"),
+                 "--model", str(weights), "--device", "cpu"]) == 1
+    assert "the T1 and the T2 are the same file" in _one_error_line(capsys)
