@@ -81,6 +81,7 @@ def test_a_weights_file_is_checked_like_the_shipped_models(module, tmp_path, shi
     assert "ONNX model: choose the onnx backend" in problem("S", 2, True, tmp_path / "model.onnx", "torch")
 
 
+@pytest.mark.slow  # exporting even a tiny network to ONNX takes about 15 s on 2 cores
 def test_an_onnx_file_is_described_by_its_metadata(module, tmp_path):
     pytest.importorskip("onnxscript")
     from inference_helpers import tiny_model
