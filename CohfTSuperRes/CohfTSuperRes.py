@@ -250,7 +250,7 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
         """Check the nodes, the model and the device, copy the nodes into SimpleITK images in world space and run the
         library's input check on them, once (main thread; inputs untouched). t1Node None: a model without T1."""
         from CohfTSuperResLib.devices import resolve_device
-        from CohfTSuperResLib.inference import check_inputs
+        from CohfTSuperResLib.checks import check_inputs
 
         problem = self.inputProblem(t2Node, t1Node, outputNode, requireT1=False)
         if problem:

@@ -297,3 +297,7 @@ def _export(args: argparse.Namespace) -> int:
     network = load_model(args.model) if args.model else find_model(args.variant, args.scale, not args.no_t1).load()
     print(f"wrote {export_onnx(network, args.output, args.opset)}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

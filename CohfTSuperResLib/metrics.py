@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 import torch
-from pytorch_msssim import ssim as _ssim
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -61,6 +60,8 @@ def psnr(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, dat
 
 def ssim(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, data_range: float) -> float:
     """Mean structural similarity (Gaussian 11 x 11, sigma 1.5, valid region); images at least 11 x 11."""
+    from pytorch_msssim import ssim as _ssim  # imported here: PSNR alone must not need it (e.g. inside Slicer)
+
     pred_t, target_t = _pair(pred, target, data_range)
     if min(pred_t.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(

@@ -11,12 +11,14 @@ percentile of |x| over all finite voxels is used instead.
 from __future__ import annotations
 
 import math
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
 
 PERCENTILE = 99.5
 MIN_POSITIVE_VOXELS = 100
@@ -24,7 +26,7 @@ MIN_POSITIVE_VOXELS = 100
 
 def robust_scale(array: np.ndarray | torch.Tensor) -> float:
     """99.5th percentile of the strictly positive finite voxels (fallback: of |x|); ValueError if 0 or non-finite."""
-    values = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    values = array.detach().cpu().numpy() if _is_tensor(array) else np.asarray(array)
     values = values.astype(np.float64, copy=False).ravel()
     finite = values[np.isfinite(values)]
     positive = finite[finite > 0]
@@ -42,6 +44,11 @@ def robust_scale(array: np.ndarray | torch.Tensor) -> float:
     return scale
 
 
+def _is_tensor(array: Any) -> bool:
+    """True for a torch tensor, without importing torch (this module is used where torch is not installed)."""
+    return type(array).__module__.startswith("torch")
+
+
 def _check(scale: float) -> float:
     """Return scale as a float, raising ValueError unless it is positive and finite."""
     scale = float(scale)
@@ -53,14 +60,14 @@ def _check(scale: float) -> float:
 def normalize(array: ArrayT, scale: float) -> ArrayT:
     """array / scale as float32 (same type as the input; background 0 stays 0)."""
     scale = _check(scale)
-    if isinstance(array, torch.Tensor):
-        return array.to(torch.float32) / scale
+    if _is_tensor(array):
+        return array.float() / scale
     return (np.asarray(array, dtype=np.float32) / np.float32(scale)).astype(np.float32, copy=False)
 
 
 def denormalize(array: ArrayT, scale: float) -> ArrayT:
     """array * scale as float32 (same type as the input); inverse of ``normalize``."""
     scale = _check(scale)
-    if isinstance(array, torch.Tensor):
-        return array.to(torch.float32) * scale
+    if _is_tensor(array):
+        return array.float() * scale
     return (np.asarray(array, dtype=np.float32) * np.float32(scale)).astype(np.float32, copy=False)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
 import sys
@@ -27,6 +26,12 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .file_integrity import check_volume_file
+
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt's byte-range lock instead (not tested on this project's Linux machines)
+    fcntl = None
+    import msvcrt
 from .options import OUTPUT_SUFFIXES
 
 GEOMETRY_TOLERANCE_MM = 1e-3  # origin / spacing agreement of a written header with the intended grid
@@ -136,10 +141,10 @@ class OutputLock:
         while True:
             handle = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _lock_now(handle)
             except OSError as error:
                 os.close(handle)
-                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK):
                     raise InputError(f"another run is writing {self.path} right now; wait for it or choose another "
                                      "output") from error
                 raise
@@ -155,6 +160,14 @@ class OutputLock:
                 os.unlink(self.lock_path)
             os.close(self._handle)
             self._handle = None
+
+
+def _lock_now(handle: int) -> None:
+    """An exclusive lock on an open file, or OSError(EWOULDBLOCK/EACCES) at once when another process holds it."""
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
 
 
 def _partial_name(path: Path, suffix: str, pid: int) -> Path:

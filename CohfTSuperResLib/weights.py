@@ -9,14 +9,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
 from .model import CohfTConfig, CohfTNet
+from .weights_header import CONFIG_KEY, read_metadata, stored_config
 
 __all__ = ["CONFIG_KEY", "WeightsError", "config_of", "load_model", "read_metadata", "save_weights", "sha256_of"]
-
-CONFIG_KEY = "cohft_config"
 
 
 def sha256_of(path: str | Path) -> str:
@@ -43,33 +42,13 @@ def save_weights(
     return sha256_of(path)
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The JSON metadata stored in a weights file's header (config and anything saved with it)."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise WeightsError(f"cannot read model weights {path}: {error}") from error
-    return {key: _json_or_text(value) for key, value in raw.items()}
-
-
-def _json_or_text(value: str) -> Any:
-    """A header value as this library writes it (JSON), or the raw text other writers store."""
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
 def config_of(metadata: dict[str, Any], name: str) -> CohfTConfig:
     """The network configuration stored in a weights (or ONNX) file's metadata; WeightsError when absent or impossible."""
-    if CONFIG_KEY not in metadata:
-        raise WeightsError(f"{name} holds no Cohf-T configuration; it is not a CohfTSuperRes weights file")
-    if isinstance(metadata[CONFIG_KEY], str):
-        raise WeightsError(f"{name} has a Cohf-T configuration that is not CohfTSuperRes metadata (not JSON)")
     try:
-        return CohfTConfig.from_dict(metadata[CONFIG_KEY])
+        return CohfTConfig.from_dict(stored_config(metadata, name))
     except (TypeError, ValueError) as error:
+        if isinstance(error, WeightsError):
+            raise
         raise WeightsError(f"{name} describes an impossible Cohf-T network: {error}") from error
 
 
@@ -91,10 +70,13 @@ def load_model(path: str | Path, expected_sha256: str | None = None, device: str
             )
     config = config_of(read_metadata(path), path.name)
     try:
-        model = CohfTNet(config)
         state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"cannot read model weights {path}: {error}") from error
+    try:
+        model = CohfTNet(config)
         model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
-    except (SafetensorError, RuntimeError, TypeError, ValueError) as error:
+    except (RuntimeError, TypeError, ValueError) as error:
         raise WeightsError(f"model weights {path.name} do not fit the Cohf-T network: {error}") from error
     broken = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
     if broken:

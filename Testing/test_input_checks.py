@@ -1,4 +1,4 @@
-"""The one input check of the library (inference.check_inputs): label maps, sheared grids, acquisition axis,
+"""The one input check of the library (checks.check_inputs): label maps, sheared grids, acquisition axis,
 intensities out of float32's range, volumes that cannot be normalised — each refused or decided before any model
 loads, with a library error type."""
 
@@ -13,7 +13,8 @@ import torch
 from inference_helpers import guide_for, save_tiny, volume
 
 from CohfTSuperResLib.errors import InputError, InputNote
-from CohfTSuperResLib.inference import check_inputs, super_resolve
+from CohfTSuperResLib.checks import check_inputs
+from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.synthetic import lr_volume
 
 torch.set_num_threads(1)

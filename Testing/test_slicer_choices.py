@@ -94,17 +94,6 @@ def test_an_onnx_file_is_described_by_its_metadata(module, tmp_path):
     assert "choose scale 2" in module.choices.modelProblem("S", 4, False, path, "onnx")
 
 
-def test_header_key_is_the_librarys():
-    from CohfTSuperResLib.weights import CONFIG_KEY
-
-    sys.path.insert(0, str(ROOT / "CohfTSuperRes"))
-    try:
-        from CohfTSuperResSlicerLib import choices
-    finally:
-        sys.path.remove(str(ROOT / "CohfTSuperRes"))
-    assert choices.CONFIG_KEY == CONFIG_KEY
-
-
 # ---------- documents, GUI description ----------
 
 

@@ -219,15 +219,15 @@ def test_t2_under_transform_output_in_world_space_and_existing_output_reused(mod
 def test_prepare_checks_once_with_the_library_and_reports_its_notes(module, scene, images, monkeypatch):
     """prepare() calls the library's one input check (check_inputs) exactly once; its notes and warnings reach
     the job's messages (here: a T2 whose thickest voxel axis is 0, and a T1 covering half of it)."""
-    import CohfTSuperResLib.inference as inference
+    import CohfTSuperResLib.checks as checks
 
     t2, t1 = images
     thick_first = sitk.PermuteAxes(t2, [2, 0, 1])  # 3 mm voxels along axis 0 now
     half = t1[:, :, :2]  # the T1 covers two of the four slices
     t2_node, t1_node = add_volume(scene, thick_first, "T2"), add_volume(scene, half, "T1")
     calls = []
-    real = inference.check_inputs
-    monkeypatch.setattr(inference, "check_inputs", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = checks.check_inputs
+    monkeypatch.setattr(checks, "check_inputs", lambda *a, **k: calls.append(a) or real(*a, **k))
     job = module.CohfTSuperResLogic().prepare(t2_node, t1_node, scale=SCALE)
     assert len(calls) == 1 and job.checked.slice_axis == 0
     assert any("thickest voxel axis is 0" in message for message in job.messages)

@@ -9,17 +9,13 @@ without loading the tensors.
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from CohfTSuperResLib.errors import WeightsError
 from CohfTSuperResLib import models_registry
+from CohfTSuperResLib.errors import WeightsError
 from CohfTSuperResLib.options import SCALES, VARIANTS
-
-CONFIG_KEY = "cohft_config"  # where the library stores the network configuration (weights.CONFIG_KEY; a test
-#                              checks that both agree, the library's module imports torch)
-MAX_HEADER_BYTES = 100 * 2**20  # a safetensors header larger than this is not one of ours
+from CohfTSuperResLib.weights_header import CONFIG_KEY, read_metadata, stored_config
 
 
 @dataclass(frozen=True)
@@ -65,20 +61,7 @@ class WeightsFileInfo:
 
 
 def _safetensorsConfig(path: Path) -> dict:
-    with open(path, "rb") as handle:
-        start = handle.read(8)
-        if len(start) < 8:
-            raise WeightsError(f"{path.name} is not a safetensors file (it is {len(start)} bytes long)")
-        (length,) = struct.unpack("<Q", start)
-        if not 2 <= length <= MAX_HEADER_BYTES:
-            raise WeightsError(f"{path.name} is not a safetensors file (its header length {length} is impossible)")
-        header = handle.read(length)
-    try:
-        metadata = json.loads(header)["__metadata__"]
-        return json.loads(metadata[CONFIG_KEY])
-    except (ValueError, KeyError, TypeError) as error:
-        raise WeightsError(f"{path.name} holds no Cohf-T configuration; it is not a CohfTSuperRes weights file") \
-            from error
+    return stored_config(read_metadata(path), path.name)
 
 
 def _onnxConfig(path: Path) -> dict | None:
