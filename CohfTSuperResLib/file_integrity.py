@@ -14,6 +14,7 @@ NaN / Inf (caught later by ``validation.volume_array``).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
@@ -24,6 +25,15 @@ import numpy as np
 from .errors import InputError
 
 NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype code -> numpy float type
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks (weights, ONNX exports, sample data)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

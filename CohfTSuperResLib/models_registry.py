@@ -26,18 +26,23 @@ MODELS_ENV = "COHFT_SR_MODELS"
 MANIFEST_NAME = "models.json"
 
 
-def models_dir() -> Path:
-    """Folder of the shipped models: $COHFT_SR_MODELS, else Resources/Models beside the
-    library (source tree and Slicer install), else <prefix>/share/CohfTSuperRes/Models (pip install)."""
-    candidates = [Path(os.environ[MODELS_ENV])] if os.environ.get(MODELS_ENV) else []
+def installed_folder(name: str, manifest: str, environment: str) -> Path:
+    """The first folder holding `manifest` of: $environment, Resources/<name> beside the library (source tree and
+    Slicer install), <prefix>/share/CohfTSuperRes/<name> (pip install); the first candidate when none has it."""
+    candidates = [Path(os.environ[environment])] if os.environ.get(environment) else []
     candidates += [
-        Path(__file__).resolve().parent.parent / "Resources" / "Models",
-        Path(sys.prefix) / "share" / "CohfTSuperRes" / "Models",
+        Path(__file__).resolve().parent.parent / "Resources" / name,
+        Path(sys.prefix) / "share" / "CohfTSuperRes" / name,
     ]
     for folder in candidates:
-        if (folder / MANIFEST_NAME).is_file():
+        if (folder / manifest).is_file():
             return folder
     return candidates[0]
+
+
+def models_dir() -> Path:
+    """Folder of the shipped models: $COHFT_SR_MODELS, Resources/Models or <prefix>/share/CohfTSuperRes/Models."""
+    return installed_folder("Models", MANIFEST_NAME, MODELS_ENV)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ exported again. ``$COHFT_SR_CACHE`` moves the cache (default ``~/.cache/CohfTSup
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+
+from .file_integrity import sha256_of
 
 CACHE_ENV = "COHFT_SR_CACHE"
 RUNTIME_PACKAGES = ("onnxruntime",)  # what running an .onnx model needs
@@ -31,17 +32,9 @@ def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def record(path: Path) -> None:
     """Write the digest of a complete export beside it."""
-    _digest_path(path).write_text(file_sha256(path) + "\n")
+    _digest_path(path).write_text(sha256_of(path) + "\n")
 
 
 def is_trusted(path: Path) -> bool:
@@ -49,4 +42,4 @@ def is_trusted(path: Path) -> bool:
     digest = _digest_path(path)
     if not (path.is_file() and digest.is_file()):
         return False
-    return digest.read_text().strip() == file_sha256(path)
+    return digest.read_text().strip() == sha256_of(path)

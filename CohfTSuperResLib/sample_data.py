@@ -10,15 +10,14 @@ needs SimpleITK (``read_sample``).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
+from .file_integrity import sha256_of
+from .models_registry import installed_folder
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -30,17 +29,8 @@ ROLES = ("lr_t2", "t1", "hr_t2")
 
 
 def sample_dir() -> Path:
-    """Folder of the sample data: $COHFT_SR_SAMPLE_DATA, else Resources/SampleData beside the library
-    (source tree and Slicer install), else <prefix>/share/CohfTSuperRes/SampleData (pip install)."""
-    candidates = [Path(os.environ[SAMPLE_ENV])] if os.environ.get(SAMPLE_ENV) else []
-    candidates += [
-        Path(__file__).resolve().parent.parent / "Resources" / "SampleData",
-        Path(sys.prefix) / "share" / "CohfTSuperRes" / "SampleData",
-    ]
-    for folder in candidates:
-        if (folder / MANIFEST_NAME).is_file():
-            return folder
-    return candidates[0]
+    """Folder of the sample data: $COHFT_SR_SAMPLE_DATA, Resources/SampleData or <prefix>/share/CohfTSuperRes/SampleData."""
+    return installed_folder("SampleData", MANIFEST_NAME, SAMPLE_ENV)
 
 
 @dataclass(frozen=True)
@@ -57,14 +47,6 @@ class SampleFiles:
     def attribution(self) -> Path:
         """The README with the data's licence and attribution."""
         return self.folder / "README.md"
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sample_files() -> SampleFiles:
@@ -88,7 +70,7 @@ def sample_files() -> SampleFiles:
         path = folder / entry["file"]
         if not path.is_file():
             raise InputError(f"sample file {path.name} is missing from {folder}; reinstall")
-        actual = _digest(path)
+        actual = sha256_of(path)
         if actual != entry["sha256"]:
             raise InputError(f"sample file {path} fails its checksum (sha256 {actual[:12]}..., expected "
                              f"{entry['sha256'][:12]}...): it is damaged or was changed; reinstall")

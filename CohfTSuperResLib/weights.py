@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,19 +11,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
+from .file_integrity import sha256_of
 from .model import CohfTConfig, CohfTNet
 from .weights_header import CONFIG_KEY, read_metadata, stored_config
 
 __all__ = ["CONFIG_KEY", "WeightsError", "config_of", "load_model", "read_metadata", "save_weights", "sha256_of"]
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(

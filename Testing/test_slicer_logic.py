@@ -377,7 +377,8 @@ def test_missing_packages_are_reported_not_installed(module, installed, monkeypa
 
 def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weights, tmp_path, monkeypatch):
     monkeypatch.setenv("COHFT_SR_CACHE", str(tmp_path / "cache"))
-    from CohfTSuperResLib.onnx_cache import cached_path, file_sha256, record
+    from CohfTSuperResLib.file_integrity import sha256_of
+    from CohfTSuperResLib.onnx_cache import cached_path, record
 
     logic = module.CohfTSuperResLogic
     onnx_names = {"onnx", "onnxscript"}
@@ -387,7 +388,7 @@ def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weig
         return onnx_names <= {p.name for p in logic.missingPackages("onnx", "cpu", modelPath=tiny_weights)}
 
     assert needs_export()
-    cached = cached_path(file_sha256(tiny_weights))
+    cached = cached_path(sha256_of(tiny_weights))
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"an exported model")
     assert needs_export()  # no recorded digest: not trusted

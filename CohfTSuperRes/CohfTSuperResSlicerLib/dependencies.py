@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from CohfTSuperResLib.onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, file_sha256, is_trusted
+from CohfTSuperResLib.file_integrity import sha256_of
+from CohfTSuperResLib.onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, is_trusted
 
 MINIMUM_TORCH = "2.2"
 # The lower bounds of pyproject.toml (a test checks that both agree; pyproject is not installed in Slicer)
@@ -85,7 +86,7 @@ def weightsSha256(variant: str, scale: int, useT1: bool, modelPath=None) -> str 
 
     if modelPath is not None and str(modelPath) not in ("", "."):
         path = Path(modelPath)
-        return file_sha256(path) if path.suffix == ".safetensors" and path.is_file() else None
+        return sha256_of(path) if path.suffix == ".safetensors" and path.is_file() else None
     try:
         return find_model(variant, scale, useT1).sha256
     except WeightsError:
