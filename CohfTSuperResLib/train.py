@@ -427,7 +427,7 @@ def _train_on(env: _Distributed, args: argparse.Namespace) -> dict[str, Any]:
     if env.main:
         save_weights(model, out / "last.safetensors", _weights_metadata(args, iteration, final))
         summary = {
-            "command": "cohft-sr train " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cohft-sr")
+            "command": "cohft-sr " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cohft-sr")
             else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "iterations": iteration, "train_seconds": round(state["train_seconds"], 1),
