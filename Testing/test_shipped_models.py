@@ -113,6 +113,7 @@ def test_unguided_model_beats_bicubic_on_held_out_slices(held_out_psnr, scale):
     if not _shipped(scale, use_t1=False):
         pytest.skip(f"no model without T1 ships at x{scale}")
     gain = held_out_psnr(scale, "registered", use_t1=False) - held_out_psnr(scale, "bicubic")
+    print(f"x{scale} without T1: {gain:+.2f} dB over bicubic")
     assert gain >= MIN_GAIN_WITHOUT_T1_DB, f"x{scale} without T1: {gain:+.2f} dB over bicubic"
 
 
@@ -127,14 +128,16 @@ def test_the_registered_t1_beats_a_wrong_one(held_out_psnr, scale, wrong):
 
 def test_the_t1_guide_beats_no_guide_at_x4(held_out_psnr):
     benefit = held_out_psnr(4, "registered") - held_out_psnr(4, "registered", use_t1=False)
+    print(f"x4: the T1 brings {benefit:+.2f} dB over the model without it")
     assert benefit >= MIN_T1_RELIANCE_DB, f"x4: the T1 brings only {benefit:+.3f} dB"
 
 
 def test_demo_runs_on_the_shipped_model_and_beats_bicubic(tmp_path):
-    """The README's first command: the real sample slab (held out from training) at x2 with the shipped model."""
+    """The README's first command: the real sample slab (held out from training) at x2 with the shipped model,
+    at least 2 dB over bicubic (the issue-11 bar at x2; measured +3.68 dB)."""
     from CohfTSuperResLib.demo import run_demo
 
     result = run_demo(tmp_path, 2, device="cpu")
     assert result.source == "sample"
-    assert result.psnr_sr > result.psnr_bicubic + 0.3, (result.psnr_sr, result.psnr_bicubic)
+    assert result.psnr_sr >= result.psnr_bicubic + MIN_GAIN_DB[2], (result.psnr_sr, result.psnr_bicubic)
     assert all(path.is_file() for path in result.files.values())
