@@ -88,5 +88,3 @@ def _robust_scale(voxels: np.ndarray, role: str) -> float:
         return robust_scale(voxels)
     except ValueError as error:
         raise InputError(f"the {role} can not be normalised: {error}") from error
-
-

@@ -26,13 +26,13 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .file_integrity import check_volume_file
+from .options import OUTPUT_SUFFIXES
 
 try:
     import fcntl
 except ImportError:  # Windows: msvcrt's byte-range lock instead (not tested on this project's Linux machines)
     fcntl = None
     import msvcrt
-from .options import OUTPUT_SUFFIXES
 
 GEOMETRY_TOLERANCE_MM = 1e-3  # origin / spacing agreement of a written header with the intended grid
 DIRECTION_TOLERANCE = 1e-4

@@ -35,11 +35,10 @@ def save_weights(
 
 def config_of(metadata: dict[str, Any], name: str) -> CohfTConfig:
     """The network configuration stored in a weights (or ONNX) file's metadata; WeightsError when absent or impossible."""
+    stored = stored_config(metadata, name)
     try:
-        return CohfTConfig.from_dict(stored_config(metadata, name))
+        return CohfTConfig.from_dict(stored)
     except (TypeError, ValueError) as error:
-        if isinstance(error, WeightsError):
-            raise
         raise WeightsError(f"{name} describes an impossible Cohf-T network: {error}") from error
 
 
