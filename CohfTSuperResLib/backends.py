@@ -47,7 +47,7 @@ class TorchRunner:
         )
         with torch.inference_mode(), autocast:
             guide = None if t1 is None else _channels_last(t1, device)
-            return self.network(_channels_last(lr, device), guide)[0].float().cpu().contiguous()
+            return self.network.super_resolve_image(_channels_last(lr, device), guide).float().cpu().contiguous()
 
 
 def _channels_last(x: torch.Tensor, device: torch.device) -> torch.Tensor:

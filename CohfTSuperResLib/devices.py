@@ -10,7 +10,7 @@ import torch
 
 from .errors import InputError
 
-CPU_WORKING_BUDGET = 1 << 30  # bytes of activations per CPU batch: keeps peak RSS low for any slice size
+CPU_WORKING_BUDGET = 3 << 29  # bytes of activations per CPU batch: keeps peak RSS low for any slice size
 CPU_AVAILABLE_FRACTION = 0.25  # ... and never more than this fraction of the memory the OS reports available
 GPU_FREE_FRACTION = 0.7  # share of the accelerator's free memory a batch may use (rest: allocator, workspaces)
 

@@ -26,16 +26,19 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from .allocator import reuse_freed_memory
 from .backends import Runner, load_runner
 from .batching import plan_batches, run_in_batches, size_multiple
 from .checks import InputCheck, check_inputs
+from .cropping import content_box
 from .devices import deterministic_kernels, resolve_device, working_memory_budget
 from .errors import InferenceCancelled, InferenceError, InputError, InputNote
 from .geometry import Grid, output_grid, resample_to, slab, to_slice_stack
 from .model.partition import pad_to_multiple
 from .normalize import denormalize, normalize
 from .options import BACKENDS, PRECISIONS, VARIANTS
-from .tiling import run_tiled
+from .tiling import run_tiled, scaled
+from .upsample import upsample_cubic
 from .validation import check_choice
 
 __all__ = ["InputCheck", "check_inputs", "super_resolve", "super_resolve_checked"]
@@ -105,7 +108,7 @@ def super_resolve_checked(
     lr_grid = Grid.of(checked.t2)
     engine = _SliceEngine(runner, scale, slice_axis, output_grid(lr_grid, scale, slice_axis), progress, cancel)
     guide = None if checked.t1 is None else (checked.t1, checked.t1_scale)
-    with deterministic_kernels(torch_device):
+    with deterministic_kernels(torch_device), reuse_freed_memory():
         sr_voxels = engine.run(normalize(checked.t2_voxels, checked.t2_scale), checked.t2_scale, guide, batch_size,
                                torch_device)
     result = engine.grid.image_from_array(sr_voxels)
@@ -152,7 +155,9 @@ class _SliceEngine:
         busy = [index for index in range(count) if np.any(stack[index])]
         self.done, self.total = count - len(busy), count
         self.progress(self.done, self.total)
-        padded_h, padded_w = (-(-n // self.multiple) * self.multiple for n in (height, width))
+        box = content_box(torch.from_numpy(stack[busy]), self.multiple) if busy else None
+        run_h, run_w = (height, width) if box is None else (box.height, box.width)
+        padded_h, padded_w = (-(-n // self.multiple) * self.multiple for n in (run_h, run_w))
         budget = working_memory_budget(device)
         self.plan = plan_batches(self.runner.config, padded_h, padded_w, budget, batch_size)
 
@@ -182,11 +187,30 @@ class _SliceEngine:
             raise InferenceCancelled("super-resolution cancelled; nothing was returned")
 
     def _batch(self, stack: np.ndarray, indices: Sequence[int], device: torch.device) -> np.ndarray:
-        """SR (B, s*h, s*w) of the slices `indices` of the LR stack."""
+        """SR (B, s*h, s*w) of the slices `indices` of the LR stack: the network on their content box (cropping.py),
+        the cubic upsampling around it, 0 where every LR sample the cubic upsampling reads is 0."""
         lr = torch.from_numpy(np.ascontiguousarray(stack[list(indices)]))[:, None]
+        guide = None if self.guide is None else self._guide(indices)
+        box = content_box(lr, self.multiple)
+        if box is None:
+            sr = self._network(lr, guide, device)
+        else:
+            rows, cols = slice(box.top, box.top + box.height), slice(box.left, box.left + box.width)
+            hr_box = scaled(box, self.scale)
+            hr_rows = slice(hr_box.top, hr_box.top + hr_box.height)
+            hr_cols = slice(hr_box.left, hr_box.left + hr_box.width)
+            sr = upsample_cubic(lr, self.scale)
+            sr[..., hr_rows, hr_cols] = self._network(
+                lr[..., rows, cols], None if guide is None else guide[..., hr_rows, hr_cols], device
+            )
+        return torch.where(_foreground(lr, self.scale), sr, 0.0)[:, 0].numpy()
+
+    def _network(self, lr: torch.Tensor, guide: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """The network's SR (B, 1, s*h, s*w) of (B, 1, h, w) LR slices: padded to the size multiple, whole or in tiles."""
         height, width = lr.shape[-2:]
-        guide = None if self.guide is None else pad_to_multiple(self._guide(indices), self.scale * self.multiple)
         lr_padded = pad_to_multiple(lr, self.multiple)
+        if guide is not None:
+            guide = pad_to_multiple(guide, self.scale * self.multiple)
         if self.plan.tile is None:
             sr = self.runner.run(lr_padded, guide, device)
         else:
@@ -194,8 +218,7 @@ class _SliceEngine:
                 lambda lr_tile, t1_tile: self.runner.run(lr_tile, t1_tile, device),
                 lr_padded, guide, self.scale, self.plan.tile, self.plan.overlap, self._check_cancel,
             )
-        sr = sr[..., : self.scale * height, : self.scale * width]
-        return torch.where(_foreground(lr, self.scale), sr, 0.0)[:, 0].numpy()
+        return sr[..., : self.scale * height, : self.scale * width]
 
     def _guide(self, indices: Sequence[int]) -> torch.Tensor:
         """Normalised T1 of the slices `indices`, resampled onto the output grid: (B, 1, s*h, s*w)."""

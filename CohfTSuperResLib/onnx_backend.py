@@ -39,7 +39,7 @@ class _ImageOnly(torch.nn.Module):
         self.network = network
 
     def forward(self, lr: torch.Tensor, t1: torch.Tensor | None = None) -> torch.Tensor:
-        return self.network(lr, t1)[0]
+        return self.network.super_resolve_image(lr, t1)
 
 
 def _require(modules: tuple[str, ...], purpose: str) -> None:

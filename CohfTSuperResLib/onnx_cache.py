@@ -1,13 +1,16 @@
 """Where ONNX exports of weights files are kept, and how a cached export is trusted (no torch, no onnx needed).
 
-An export of a weights file is cached as ``<cache>/onnx/<sha256 of the weights>.onnx`` with the
-sha256 of the ONNX file itself beside it (``.onnx.sha256``), written after a complete export. A
+An export of a weights file is cached as ``<cache>/onnx/<sha256 of the weights>-<graph code>.onnx``
+(the graph code: a digest of the library sources that define the exported graph, so a new release
+of the network code exports again instead of running an old graph) with the sha256 of the ONNX
+file itself beside it (``.onnx.sha256``), written after a complete export. A
 cached file whose digest is missing or differs (damaged, replaced, half written) is not used: it is
 exported again. ``$COHFT_SR_CACHE`` moves the cache (default ``~/.cache/CohfTSuperRes``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from .file_integrity import sha256_of
 CACHE_ENV = "COHFT_SR_CACHE"
 RUNTIME_PACKAGES = ("onnxruntime",)  # what running an .onnx model needs
 EXPORT_PACKAGES = ("onnx", "onnxscript")  # what exporting one needs besides torch
+GRAPH_SOURCES = ("model/*.py", "upsample.py", "gradient.py", "onnx_backend.py")  # package files the graph comes from
 
 
 def cache_dir() -> Path:
@@ -23,9 +27,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "CohfTSuperRes") / "onnx"
 
 
+def graph_code_digest() -> str:
+    """First 16 hex digits of the sha256 of the sources that shape the exported graph (GRAPH_SOURCES)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for pattern in GRAPH_SOURCES:
+        for source in sorted(package.glob(pattern)):
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cached_path(weights_sha256: str) -> Path:
-    """Where the export of the weights with this sha256 lives."""
-    return cache_dir() / f"{weights_sha256}.onnx"
+    """Where the export of the weights with this sha256 by this version of the network code lives."""
+    return cache_dir() / f"{weights_sha256}-{graph_code_digest()}.onnx"
 
 
 def _digest_path(path: Path) -> Path:

@@ -1,17 +1,23 @@
-"""Speed, memory and FLOPs of volume super-resolution, side by side, on real volumes.
+"""Seconds per volume as a ratio to what this CPU does on well-shaped convolutions, side by side.
 
 Usage (from the repository root):
-    PYTHONPATH=. python bench/benchmark.py [--slices 3] [--threads 2] [--cases clinical-x2 mni240-x4 big512-x4]
+    PYTHONPATH=. python bench/benchmark.py [--cases clinical-x2 mni240-x4] [--methods bicubic torch onnx]
+        [--baseline-tree DIR] [--every 4] [--threads 2]
 
-Each method runs in its own child process (so peak RSS is its own) on the
-first --slices slices of the case (the middle ones for non-clinical cases);
-seconds per volume are extrapolated linearly to all slices and marked so.
-Methods: bicubic (SimpleITK cubic B-spline resampling onto the output grid),
-torch fp32, torch bf16 (autocast), ONNX Runtime CPU (the model is exported
-first, outside the timing). The network is Cohf-T S with random weights (speed
-and memory do not depend on the weights' values). Also prints the model's
-FLOPs per volume (torch.utils.flop_counter on one slice), the machine's
-measured conv2d throughput, and where the time goes (torch.profiler, top ops).
+The honest ratio: `seconds / (FLOPs / conv rate)`, where FLOPs are the network's on every whole
+slice with content (the work a whole-slice run has to do; skipping background counts as saved
+work) and the conv rate is this machine's float32 throughput on a 64 -> 64 3 x 3 convolution of a
+256 x 256 map (channels-last), measured in the same child process right before and after the run
+(the mean of both). A ratio of 1 means the volume took as long as its FLOPs take on that
+convolution.
+
+Each method runs in its own child process (so peak RSS is its own) on every --every-th slice of
+the volume (SimpleITK's strided slicing keeps their physical positions, so the T1 guide is the
+same), through the public `super_resolve` with the shipped model; seconds are scaled to the whole
+volume. --baseline-tree DIR adds the same methods run from another checkout of the project (e.g.
+a git worktree of the previous release): before and after on the same machine in one run.
+Every output is compared with this tree's torch output: max abs difference in units of the
+T2's robust scale (normalize.py; tissue about 0 .. 1).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -29,17 +36,40 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib.geometry import Grid, output_grid, resample_to
-from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.model import build_model
-from CohfTSuperResLib.weights import save_weights
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "open_ms"
+METHODS = ("bicubic", "torch", "onnx")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_ms"
-METHODS = ("bicubic", "torch-fp32", "torch-bf16", "onnx-cpu")
+
+def cpu_name() -> str:
+    """The CPU's model name and its vector extensions that matter for float32 convolutions."""
+    name, flags = platform.processor() or "unknown CPU", set()
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    extensions = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX"))
+                  if flag in flags]
+    return f"{name} ({', '.join(extensions) or 'no AVX2'})"
+
+
+def conv_rate(repeats: int = 8) -> float:
+    """FLOP/s of a 64 -> 64 3 x 3 float32 convolution on a 1 x 64 x 256 x 256 channels-last map."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(1, 64, 256, 256).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        conv(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            conv(x)
+    return repeats * 2 * 64 * 64 * 9 * 256 * 256 / (time.perf_counter() - start)
 
 
 def _pad_in_plane(image: sitk.Image, size: int) -> sitk.Image:
-    """Zero-pad (or crop) axes 0 and 1 symmetrically to size x size, keeping physical positions."""
+    """Zero-pad axes 0 and 1 symmetrically to size x size, keeping physical positions."""
     lower = [(size - n) // 2 if axis < 2 else 0 for axis, n in enumerate(image.GetSize())]
     upper = [size - n - low if axis < 2 else 0 for axis, (n, low) in enumerate(zip(image.GetSize(), lower, strict=True))]
     return sitk.ConstantPad(image, [max(v, 0) for v in lower], [max(v, 0) for v in upper])
@@ -51,17 +81,9 @@ def load_case(name: str) -> tuple[sitk.Image, sitk.Image, int]:
         study = DATA / "clinical" / "patient01_study2"
         return sitk.ReadImage(str(study / "t2w.nii.gz")), sitk.ReadImage(str(study / "t1w.nii.gz")), 2
     t2, t1 = (sitk.ReadImage(str(DATA / "mni" / "patient07" / f"{n}.nii.gz")) for n in ("t2", "t1"))
-    if name == "mni240-x4":  # 240 x 240 x 155 (BraTS-like size), x4
+    if name == "mni240-x4":  # 240 x 240 x 155 (the BraTS volume size), x4
         return _pad_in_plane(t2, 240)[:, :, 14:169], t1, 4
-    if name == "big512-x4":  # 512 x 512 x 120 at x4: a 2048 x 2048 output slice, tiled
-        return _pad_in_plane(t2, 512)[:, :, 30:150], t1, 4
     raise SystemExit(f"unknown case {name}")
-
-
-def sub_range(t2: sitk.Image, slices: int) -> sitk.Image:
-    """`slices` consecutive slices from the middle of the volume."""
-    start = max(t2.GetSize()[2] // 2 - slices // 2, 0)
-    return t2[:, :, start : start + slices]
 
 
 def peak_rss() -> int:
@@ -70,114 +92,105 @@ def peak_rss() -> int:
         return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmHWM:"))
 
 
-def child(method: str, case: str, slices: int, weights: str) -> dict:
-    """Run one method in this process; report seconds for the sub-range and peak RSS."""
+def child(method: str, case: str, every: int, output: str) -> dict:
+    """Run one method in this process on every `every`-th slice; save its output; report time, memory, conv rate."""
+    from CohfTSuperResLib.geometry import Grid, output_grid, resample_to
+    from CohfTSuperResLib.inference import super_resolve
+
     t2, t1, scale = load_case(case)
-    part = sub_range(t2, slices)
+    part = t2[:, :, ::every]
     baseline = peak_rss()
+    rate_before = conv_rate()
     start = time.perf_counter()
     if method == "bicubic":
         out = resample_to(part, output_grid(Grid.of(part), scale), sitk.sitkBSpline)
     else:
-        backend, precision = ("onnx", "fp32") if method == "onnx-cpu" else ("torch", method.split("-")[1])
-        model = weights.replace(".safetensors", ".onnx") if backend == "onnx" else weights
-        out = sitk.GetArrayViewFromImage(
-            super_resolve(part, t1, scale, model_path=model, device="cpu", backend=backend, precision=precision,
-                          slice_axis=2)
-        )
+        out = super_resolve(part, t1, scale, device="cpu", backend=method, slice_axis=2)
     seconds = time.perf_counter() - start
     peak = peak_rss()
-    arrays = int(np.prod(part.GetSize())) * 4 + out.nbytes  # float32 input voxels and output
-    return {"seconds": seconds, "peak": peak, "baseline": baseline, "arrays": arrays, "total_slices": t2.GetSize()[2]}
+    rate = (rate_before + conv_rate()) / 2
+    voxels = sitk.GetArrayViewFromImage(out)
+    np.save(output, voxels)
+    arrays = int(np.prod(part.GetSize())) * 4 + voxels.astype(np.float32).nbytes  # float32 input and output voxels
+    return {"seconds": seconds, "peak": peak, "baseline": baseline, "arrays": arrays, "conv_rate": rate,
+            "slices_run": part.GetSize()[2], "total_slices": t2.GetSize()[2]}
 
 
-def flops_per_slice(variant: str, scale: int, height: int, width: int) -> int:
-    """Forward FLOPs of one LR slice (padded to the network's multiple of 30), by torch's flop counter."""
+def nominal_flops(case: str) -> tuple[float, int]:
+    """The network's FLOPs on every whole slice with content (padded to the size multiple), and that slice count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_model(variant, scale).eval()
-    pad = lambda n: -(-n // 30) * 30  # noqa: E731
-    lr, t1 = torch.rand(1, 1, pad(height), pad(width)), torch.rand(1, 1, scale * pad(height), scale * pad(width))
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model(lr, t1)
-    return counter.get_total_flops()
+    from CohfTSuperResLib.batching import size_multiple
+    from CohfTSuperResLib.model import build_model
 
-
-def conv_throughput() -> float:
-    """Measured FLOP/s of a 16->16-channel 3x3 conv2d on a 512 x 512 map (the network's commonest op)."""
-    conv = torch.nn.Conv2d(16, 16, 3, padding=1).eval()
-    x = torch.rand(1, 16, 512, 512)
-    flops = 2 * 16 * 16 * 9 * 512 * 512
-    with torch.inference_mode():
-        conv(x)
-        start = time.perf_counter()
-        for _ in range(10):
-            conv(x)
-    return 10 * flops / (time.perf_counter() - start)
-
-
-def profile_top(scale: int, height: int, width: int, rows: int = 8) -> str:
-    """torch.profiler table of one slice's forward, top ops by self CPU time."""
-    from torch.profiler import ProfilerActivity, profile
-
+    t2, _t1, scale = load_case(case)
     model = build_model("S", scale).eval()
+    multiple = size_multiple(model.config)
+    width, height, _depth = (-(-n // multiple) * multiple for n in t2.GetSize())
     lr, t1 = torch.rand(1, 1, height, width), torch.rand(1, 1, scale * height, scale * width)
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with FlopCounterMode(display=False) as counter:  # autograd on: the unfused operations, which it counts
         model(lr, t1)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    voxels = sitk.GetArrayViewFromImage(t2)
+    busy = int(sum(np.any(voxels[index]) for index in range(voxels.shape[0])))
+    return counter.get_total_flops() * busy, busy
+
+
+def run_child(tree: Path, method: str, case: str, args: argparse.Namespace, output: Path, cache: Path) -> dict:
+    """One method from one checkout, in a fresh process (its own ONNX cache, so each tree exports its own graph)."""
+    environment = {**os.environ, "PYTHONPATH": str(tree), "COHFT_SR_CACHE": str(cache)}
+    command = [sys.executable, __file__, "--child", method, case, str(output), "--every", str(args.every),
+               "--threads", str(args.threads)]
+    report = subprocess.run(command, check=True, capture_output=True, text=True, env=environment, cwd=tree).stdout
+    return json.loads(report.splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", type=int, default=3, help="slices actually run per case (time extrapolated)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cases", nargs="+", default=["clinical-x2", "mni240-x4", "big512-x4"])
+    parser.add_argument("--cases", nargs="+", default=["clinical-x2", "mni240-x4"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--child", nargs=3, metavar=("METHOD", "CASE", "WEIGHTS"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-tree", type=Path, help="another checkout whose torch and onnx run beside this one")
+    parser.add_argument("--every", type=int, default=4, help="run every N-th slice (time scaled to the volume)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", nargs=3, metavar=("METHOD", "CASE", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(child(args.child[0], args.child[1], args.slices, args.child[2])))
+        print(json.dumps(child(args.child[0], args.child[1], args.every, args.child[2])))
         return
-    rate = conv_throughput()
-    print(f"# torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} logical cores; "
-          f"conv2d 16->16 3x3 throughput {rate / 1e9:.1f} GFLOP/s")
+    import onnxruntime
+
+    trees = [("this tree", ROOT)] + ([("baseline", args.baseline_tree.resolve())] if args.baseline_tree else [])
+    print(f"# CPU: {cpu_name()}; {os.cpu_count()} logical cores, {args.threads} threads; torch {torch.__version__}, "
+          f"onnxruntime {onnxruntime.__version__}; every {args.every}th slice run, time scaled to the volume")
+    from CohfTSuperResLib.normalize import robust_scale
+
     with tempfile.TemporaryDirectory() as folder:
         for case in args.cases:
-            t2, _t1, scale = load_case(case)
-            weights = Path(folder) / f"s_x{scale}.safetensors"
-            if not weights.is_file():
-                torch.manual_seed(0)
-                network = build_model("S", scale)
-                save_weights(network, weights)
-                if "onnx-cpu" in args.methods:
-                    from CohfTSuperResLib.onnx_backend import export_onnx
-
-                    export_onnx(network, weights.with_suffix(".onnx"))
-            height, width = t2.GetSize()[1], t2.GetSize()[0]
-            flops = flops_per_slice("S", scale, height, width) * t2.GetSize()[2]
-            print(f"\n## {case}: LR {t2.GetSize()} at x{scale}; Cohf-T S {flops / 1e12:.2f} TFLOP per volume; "
-                  f"{args.slices} of {t2.GetSize()[2]} slices run, time per volume extrapolated")
-            print("| method | s / volume (extrapolated) | x bicubic | peak RSS GiB | RSS after imports and reading GiB | "
-                  "peak RSS above in/out arrays GiB | achieved GFLOP/s | fraction of conv throughput |")
+            flops, busy = nominal_flops(case)
+            t2_scale = robust_scale(sitk.GetArrayFromImage(load_case(case)[0]))
+            print(f"\n## {case}: Cohf-T S {flops / 1e12:.2f} TFLOP on its {busy} slices with content")
+            print("| code | method | s / volume | ratio to conv rate | x bicubic | conv rate GFLOP/s | "
+                  "peak RSS above in/out arrays GiB | max abs diff to this tree's torch |")
             print("|---|---|---|---|---|---|---|---|")
-            bicubic_seconds = None
-            for method in args.methods:
-                command = [sys.executable, __file__, "--child", method, case, str(weights),
-                           "--slices", str(args.slices), "--threads", str(args.threads)]
-                report = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-                result = json.loads(report.splitlines()[-1])
-                per_volume = result["seconds"] * result["total_slices"] / args.slices
-                bicubic_seconds = per_volume if method == "bicubic" else bicubic_seconds
-                ratio = f"{per_volume / bicubic_seconds:.0f}" if bicubic_seconds else "-"
-                achieved = "-" if method == "bicubic" else f"{flops / per_volume / 1e9:.1f}"
-                fraction = "-" if method == "bicubic" else f"{flops / per_volume / rate:.2f}"
+            runs = [(label, tree, method) for method in args.methods for label, tree in trees
+                    if method != "bicubic" or tree == ROOT]
+            results, outputs = {}, {}
+            for label, tree, method in runs:
+                outputs[label, method] = Path(folder) / f"{case}-{label.replace(' ', '_')}-{method}.npy"
+                results[label, method] = run_child(tree, method, case, args, outputs[label, method],
+                                                   Path(folder) / f"cache-{label.replace(' ', '_')}")
+            reference = np.load(outputs["this tree", "torch"]) if ("this tree", "torch") in outputs else None
+            bicubic = results.get(("this tree", "bicubic"))
+            for (label, method), result in results.items():
+                seconds = result["seconds"] * result["total_slices"] / result["slices_run"]
+                ratio = "-" if method == "bicubic" else f"{seconds / (flops / result['conv_rate']):.2f}"
+                versus = "-" if bicubic is None else \
+                    f"{seconds / (bicubic['seconds'] * bicubic['total_slices'] / bicubic['slices_run']):.1f}"
                 above = (result["peak"] - result["arrays"]) / 2**30
-                print(f"| {method} | {per_volume:.1f} | {ratio} | {result['peak'] / 2**30:.2f} | "
-                      f"{result['baseline'] / 2**30:.2f} | {above:.2f} | "
-                      f"{achieved} | {fraction} |", flush=True)
-    print("\n## where the time goes: clinical-x2 slice (LR 360 x 390 padded), torch fp32, top ops by self CPU time")
-    print(profile_top(2, 360, 390))
+                difference = "-" if reference is None or method == "bicubic" else \
+                    f"{np.abs(np.load(outputs[label, method]) - reference).max() / t2_scale:.1e}"
+                print(f"| {label} | {method} | {seconds:.1f} | {ratio} | {versus} | {result['conv_rate'] / 1e9:.0f} | "
+                      f"{above:.2f} | {difference} |", flush=True)
 
 
 if __name__ == "__main__":

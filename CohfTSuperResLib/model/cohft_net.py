@@ -45,7 +45,7 @@ class _Stage(nn.Module):
         extracted = self.trunk(features)
         structure = self.structure(extracted)
         prior = self.block(self.merge(torch.cat([prior, structure], dim=1)), t1_context)
-        features = extracted + torch.sigmoid(self.select(structure)) * prior
+        features = torch.addcmul(extracted, torch.sigmoid(self.select(structure)), prior)
         return features, prior
 
 
@@ -88,6 +88,15 @@ class CohfTNet(nn.Module):
 
     def forward(self, lr_t2: torch.Tensor, hr_t1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (HR T2, HR gradient map), both (B, 1, s*h, s*w)."""
+        image, prior_hr = self._image_and_prior(lr_t2, hr_t1)
+        return image, self.to_gradient(prior_hr)
+
+    def super_resolve_image(self, lr_t2: torch.Tensor, hr_t1: torch.Tensor | None = None) -> torch.Tensor:
+        """The HR T2 (B, 1, s*h, s*w) alone: what inference needs (the gradient head is not run)."""
+        return self._image_and_prior(lr_t2, hr_t1)[0]
+
+    def _image_and_prior(self, lr_t2: torch.Tensor, hr_t1: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """HR T2 and the upsampled domain-prior features the gradient head reads."""
         if not torch.compiler.is_compiling():
             self.check_inputs(lr_t2, hr_t1)
         image_input, t1_context = lr_t2, None
@@ -103,7 +112,7 @@ class CohfTNet(nn.Module):
             features, prior = stage(features, prior, t1_context)
         prior_hr = self.prior_up(prior)
         image = self.to_image(torch.cat([self.image_up(features), prior_hr], dim=1))
-        return image + upsample_cubic(lr_t2, self.scale), self.to_gradient(prior_hr)
+        return image + upsample_cubic(lr_t2, self.scale), prior_hr
 
     def check_inputs(self, lr_t2: torch.Tensor, hr_t1: torch.Tensor | None) -> None:
         """Raise ValueError naming the problem when the inputs do not fit this network."""

@@ -1,0 +1,82 @@
+"""A convolution and the operation after it in one oneDNN call, for inference on the CPU.
+
+torch's eager CPU path writes a convolution's output, then reads it again for the LeakyReLU or
+the residual addition that follows; oneDNN can apply either on the fly. torch exposes this as
+`torch.ops.mkldnn._convolution_pointwise` (what torch.compile uses on the CPU), an internal
+operator: it is used only for float32 CPU tensors without autograd, tracing or autocast, and only
+after a probe on a small input matched the unfused result. Otherwise the plain operations run,
+with the same result (the probe asks for an exact match).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+def _same(weight: torch.Tensor) -> tuple[list[int], list[int], list[int], int]:
+    """Padding, stride, dilation and groups of a stride-1 'same' convolution with this (odd-sized) weight."""
+    return [weight.shape[-2] // 2, weight.shape[-1] // 2], [1, 1], [1, 1], 1
+
+
+def _fused_conv_leaky(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, slope: float) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *_same(weight), "leaky_relu", [slope], "")
+
+
+def _fused_conv_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, other: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise.binary(
+        x, other, weight, bias, *_same(weight), "add", 1.0, None, [], None
+    )
+
+
+@functools.cache
+def _operator_works() -> bool:
+    """True when the fused operator exists here and reproduces the plain operations exactly on a probe."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 4, 9, 7, generator=generator).contiguous(memory_format=torch.channels_last)
+    other = torch.rand(1, 4, 9, 7, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(4, 4, 3, 3, generator=generator), torch.randn(4, generator=generator)
+    try:
+        with torch.inference_mode():
+            plain = F.conv2d(x, weight, bias, padding=1)
+            return bool(
+                torch.equal(_fused_conv_leaky(x, weight, bias, 0.2), F.leaky_relu(plain, 0.2))
+                and torch.equal(_fused_conv_add(x, weight, bias, other), plain + other)
+            )
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+def can_fuse(x: torch.Tensor) -> bool:
+    """Whether the fused path applies to this input: CPU float32 inference, nothing tracing or autocasting."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 4
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and _operator_works()
+    )
+
+
+def conv_leaky(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, slope: float) -> torch.Tensor:
+    """LeakyReLU(conv(x)) for a stride-1 'same' convolution (odd kernel), fused where `can_fuse(x)`."""
+    if can_fuse(x):
+        return _fused_conv_leaky(x, weight, bias, slope)
+    return F.leaky_relu(F.conv2d(x, weight, bias, padding=_same(weight)[0]), slope)
+
+
+def conv_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, other: torch.Tensor) -> torch.Tensor:
+    """conv(x) + other for a stride-1 'same' convolution (odd kernel), other of the output's shape; fused where
+    `can_fuse(x)` and `other` has the input's layout."""
+    if can_fuse(x) and other.shape[1] == weight.shape[0] and _same_layout(x, other):
+        return _fused_conv_add(x, weight, bias, other)
+    return F.conv2d(x, weight, bias, padding=_same(weight)[0]) + other
+
+
+def _same_layout(x: torch.Tensor, other: torch.Tensor) -> bool:
+    """Both channels-last, or both plain contiguous (what the fused addition reads without a copy)."""
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return other.is_contiguous(memory_format=layout)

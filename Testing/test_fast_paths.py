@@ -1,0 +1,137 @@
+"""The CPU speed paths give the plain result: fused dense blocks, head tokens, channel statistics, freed-memory
+reuse, the content box; the ONNX cache key follows the graph code."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from inference_helpers import guide_for, save_tiny, volume
+
+from CohfTSuperResLib import inference, onnx_cache
+from CohfTSuperResLib.allocator import reuse_freed_memory
+from CohfTSuperResLib.backends import TorchRunner
+from CohfTSuperResLib.cropping import content_box
+from CohfTSuperResLib.inference import super_resolve
+from CohfTSuperResLib.model.adain import channel_stats
+from CohfTSuperResLib.model.fused import can_fuse
+from CohfTSuperResLib.model.partition import group_head_tokens, group_tokens
+from CohfTSuperResLib.model.rrdb import ResidualDenseBlock
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize(("channels", "growth", "convs"), [(16, 16, 3), (8, 4, 5), (6, 6, 1)])
+def test_fused_dense_block_equals_the_concatenating_one(channels, growth, convs):
+    torch.manual_seed(0)
+    block = ResidualDenseBlock(channels, growth, convs).eval()
+    for parameter in block.parameters():
+        torch.nn.init.normal_(parameter, std=0.2)
+    x = torch.randn(2, channels, 19, 23).contiguous(memory_format=torch.channels_last)
+    plain = block(x).detach()  # autograd on: the concatenating path
+    with torch.inference_mode():
+        fused = block._forward_fused(x)
+        dispatched = block(x)
+    assert torch.allclose(fused, plain, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(dispatched, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_fusion_only_for_cpu_float32_inference():
+    x = torch.rand(1, 4, 8, 8)
+    with torch.inference_mode():
+        assert not can_fuse(x.double())
+        assert not can_fuse(x[0])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not can_fuse(x)
+    assert not can_fuse(x)  # autograd on: training takes the plain path
+
+
+def test_fused_operator_is_used_on_x86():
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the oneDNN fused operator is probed on x86-64 only here")
+    with torch.inference_mode():
+        assert can_fuse(torch.rand(1, 4, 8, 8)), "torch's fused CPU convolution did not pass its probe on x86-64"
+
+
+def test_reuse_freed_memory_is_active_on_glibc_and_leaves_results_unchanged():
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+    x = torch.rand(1, 4, 300, 300)
+    with torch.inference_mode():
+        before = conv(x)
+        with reuse_freed_memory() as active:
+            during = conv(x)
+        with pytest.raises(RuntimeError), reuse_freed_memory():
+            raise RuntimeError("an error inside still restores glibc's settings")
+        after = conv(x)
+    assert active == glibc
+    assert torch.equal(before, during) and torch.equal(before, after)
+
+
+def test_content_box_covers_the_content_with_margin_in_multiples():
+    lr = torch.zeros(2, 1, 200, 150)
+    lr[0, 0, 40:60, 30:50] = 1.0
+    lr[1, 0, 90:100, 70:75] = 1.0
+    box = content_box(lr, multiple=30, margin=16)
+    assert box is not None and box.height % 30 == 0 and box.width % 30 == 0
+    assert box.top <= 40 - 16 and box.top + box.height >= 100 + 16
+    assert box.left <= 30 - 16 and box.left + box.width >= 75 + 16
+    assert 0 <= box.top and box.top + box.height <= 200 and 0 <= box.left and box.left + box.width <= 150
+    assert content_box(torch.zeros(1, 1, 90, 90), 30) is None  # nothing to run
+    assert content_box(torch.ones(1, 1, 90, 90), 30) is None  # nothing to skip
+    edge = torch.zeros(1, 1, 300, 300)
+    edge[0, 0, 0:5, 290:300] = 1.0
+    box = content_box(edge, 30, margin=16)
+    assert (box.top, box.left, box.height, box.width) == (0, 240, 60, 60)  # 5 x 10 + 2 x 16 -> 60, flush with the edges
+
+
+def test_engine_runs_the_network_on_the_content_box_only(tmp_path, monkeypatch):
+    t2 = volume((2, 90, 120))
+    voxels = sitk.GetArrayFromImage(t2)
+    voxels[:, :, :] = 0
+    voxels[:, 20:40, 30:55] = 100.0 + np.arange(25, dtype=np.float32)
+    small = sitk.GetImageFromArray(voxels)
+    small.CopyInformation(t2)
+    t1 = guide_for(small, 2)
+    weights = save_tiny(tmp_path, 2)
+    seen = []
+    original = TorchRunner.run
+    monkeypatch.setattr(TorchRunner, "run", lambda self, lr, t1, device: seen.append(lr.shape) or original(
+        self, lr, t1, device))
+    cropped = sitk.GetArrayFromImage(super_resolve(small, t1, 2, model_path=weights, device="cpu"))
+    assert seen and all(shape[-2:] == (60, 60) for shape in seen)  # 20 x 25 + 2 x 16 margin -> 60 x 60, not 90 x 120
+    monkeypatch.setattr(inference, "content_box", lambda *args, **kwargs: None)
+    whole = sitk.GetArrayFromImage(super_resolve(small, t1, 2, model_path=weights, device="cpu"))
+    background = np.abs(whole) == 0
+    assert np.array_equal(cropped[background], whole[background])  # zero wherever the input has nothing
+    # the network is slice-wide, so less context changes the result (shipped models: docs/benchmarks.md)
+    assert np.abs(cropped - whole).mean() < 0.25 * np.abs(whole).mean()
+
+
+def test_onnx_cache_key_follows_the_graph_code(monkeypatch):
+    path = onnx_cache.cached_path("ab" * 32)
+    assert path.name == f"{'ab' * 32}-{onnx_cache.graph_code_digest()}.onnx"
+    assert onnx_cache.cached_path("ab" * 32) == path  # stable
+    monkeypatch.setattr(onnx_cache, "GRAPH_SOURCES", ("model/rrdb.py",))
+    assert onnx_cache.cached_path("ab" * 32) != path  # other sources, other graph, other file
+
+
+def test_channel_statistics_do_not_depend_on_the_memory_layout():
+    x = torch.randn(2, 5, 31, 17) * 3 + 1
+    plain = channel_stats(x)
+    channels_last = channel_stats(x.contiguous(memory_format=torch.channels_last))
+    for a, b in zip(plain, channels_last, strict=True):
+        assert a.shape == b.shape == (2, 5, 1, 1)
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grouping", ["window", "dilated", "global"])
+def test_head_tokens_are_the_grouped_tokens_split_into_heads(grouping):
+    x = torch.randn(2, 8, 12, 18)
+    tokens = group_tokens(x, grouping, 6)
+    heads = group_head_tokens(x, grouping, 6, 4)
+    assert torch.equal(heads, tokens.view(*tokens.shape[:2], 4, 2).transpose(1, 2))

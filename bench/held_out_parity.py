@@ -1,0 +1,98 @@
+"""Does this tree give the same results as another checkout? Held-out PSNR / SSIM and max abs difference, side by side.
+
+Usage (from the repository root):
+    PYTHONPATH=. python bench/held_out_parity.py --baseline-tree DIR [--scales 2 3 4] [--threads 2]
+
+The protocol of `cohft-sr evaluate` (CohfTSuperResLib/evaluate.py) on the held-out subject
+mni/patient26: k-space LR synthesis of its HR T2 at each scale, every brain slice, PSNR pooled over
+the brain slices and mean SSIM, data range 1 after division by the HR T2's robust scale. Each tree
+runs the shipped S models with and without the T1 through `super_resolve` (torch, CPU) in its own
+child process; the table gives both trees' metrics, their difference, and the max abs difference of
+the two SR volumes in the same normalised units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECT = ROOT.parent / "shared" / "data" / "open_ms" / "mni" / "patient26"
+AXIS = 2
+
+
+def held_out_stacks(scale: int) -> tuple[object, object, np.ndarray]:
+    """(LR T2 image, T1 image, HR T2 stack) of the held-out subject at `scale`, as `cohft-sr evaluate` makes them."""
+    from CohfTSuperResLib.pairs import to_stack
+    from CohfTSuperResLib.synthetic import lr_volume, trim_in_plane
+    from CohfTSuperResLib.volume_io import read_volume
+
+    hr = trim_in_plane(read_volume(SUBJECT / "t2.nii.gz", float32=True), scale, AXIS)
+    t1 = read_volume(SUBJECT / "t1.nii.gz", float32=True)
+    return lr_volume(hr, scale, AXIS), t1, to_stack(hr, AXIS)
+
+
+def child(scale: int, folder: Path) -> None:
+    """SR stacks of this process's library, with and without the T1, saved as .npy in folder."""
+    import torch
+
+    from CohfTSuperResLib.inference import super_resolve
+    from CohfTSuperResLib.pairs import to_stack
+
+    torch.set_num_threads(int(os.environ.get("PARITY_THREADS", "2")))
+    lr, t1, _hr = held_out_stacks(scale)
+    for name, guide in (("t1", t1), ("no_t1", None)):
+        np.save(folder / f"x{scale}_{name}.npy", to_stack(super_resolve(lr, guide, scale, device="cpu",
+                                                                         slice_axis=AXIS), AXIS))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline-tree", type=Path, required=True)
+    parser.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", nargs=2, metavar=("SCALE", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(int(args.child[0]), Path(args.child[1]))
+        return
+    from CohfTSuperResLib.evaluate import score
+    from CohfTSuperResLib.normalize import robust_scale
+    from CohfTSuperResLib.slices import brain_slices
+
+    trees = {"this tree": ROOT, "baseline": args.baseline_tree.resolve()}
+    print("| scale | model | PSNR this tree | PSNR baseline | difference dB | SSIM this tree | SSIM baseline | "
+          "max abs diff |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as temporary:
+        for scale in args.scales:
+            folders = {}
+            for label, tree in trees.items():
+                folders[label] = Path(temporary) / f"{label.replace(' ', '_')}_x{scale}"
+                folders[label].mkdir()
+                environment = {**os.environ, "PYTHONPATH": str(tree), "PARITY_THREADS": str(args.threads)}
+                subprocess.run([sys.executable, __file__, "--baseline-tree", str(tree), "--child", str(scale),
+                                str(folders[label])], check=True, env=environment, cwd=tree, capture_output=True)
+            _lr, _t1, hr_stack = held_out_stacks(scale)
+            reference = robust_scale(hr_stack)
+            target = hr_stack / reference
+            brain = brain_slices(target)
+            for name in ("t1", "no_t1"):
+                results = {label: np.load(folder / f"x{scale}_{name}.npy") / reference
+                           for label, folder in folders.items()}
+                metrics = {label: score(result[brain], target[brain]) for label, result in results.items()}
+                now, before = metrics["this tree"], metrics["baseline"]
+                difference = np.abs(results["this tree"] - results["baseline"]).max()
+                print(f"| x{scale} | {'with T1' if name == 't1' else 'without T1'} | {now['psnr']:.4f} | "
+                      f"{before['psnr']:.4f} | {now['psnr'] - before['psnr']:+.4f} | {now['ssim']:.5f} | "
+                      f"{before['ssim']:.5f} | {difference:.1e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

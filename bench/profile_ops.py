@@ -1,0 +1,112 @@
+"""Where the time of one volume goes: reading, T1 resampling, the network by kind of operation, and each
+convolution shape with its achieved GFLOP/s.
+
+Usage (from the repository root):
+    PYTHONPATH=. python bench/profile_ops.py [--case clinical-x2] [--slices 3] [--threads 2]
+
+Runs `super_resolve` (shipped S model, torch, CPU) on --slices middle slices of a benchmark case
+(bench/benchmark.py) under torch.profiler and wall-clock timers. Network time is the profiler's self
+CPU time of the torch operators, grouped by kind; a convolution's FLOPs come from its recorded shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+
+import SimpleITK as sitk
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from benchmark import cpu_name, load_case
+
+KINDS = {  # operator name fragment -> kind
+    "convolution": "convolutions",
+    "bmm": "attention (correlations, q/k/v projections, softmax)",
+    "addmm": "attention (correlations, q/k/v projections, softmax)",
+    "softmax": "attention (correlations, q/k/v projections, softmax)",
+    "amax": "attention (correlations, q/k/v projections, softmax)",
+    "exp": "attention (correlations, q/k/v projections, softmax)",
+    "cat": "concatenations",
+    "layer_norm": "layer norms",
+    "copy_": "layout (copies, pixel (un)shuffle, padding)",
+    "pixel_shuffle": "layout (copies, pixel (un)shuffle, padding)",
+    "pixel_unshuffle": "layout (copies, pixel (un)shuffle, padding)",
+    "pad": "layout (copies, pixel (un)shuffle, padding)",
+}
+
+
+def kind_of(name: str) -> str:
+    """The kind of a profiler operator name; elementwise arithmetic and the rest are 'elementwise and other'."""
+    return next((kind for fragment, kind in KINDS.items() if fragment in name), "elementwise and other")
+
+
+def conv_weight_shape(shapes: list[list[int]]) -> list[int] | None:
+    """The weight's shape among a convolution call's input shapes (a fused addition puts its addend first)."""
+    return next((shape for shape in shapes[1:] if len(shape) == 4 and shape[2] <= 7 and shape[3] <= 7), None)
+
+
+def conv_flops(shapes: list[list[int]]) -> int:
+    """FLOPs of one convolution call from its input and weight shapes (stride 1 for the 3 x 3 ones)."""
+    (batch, _channels, height, width), (out_channels, in_channels, kernel_h, kernel_w) = shapes[0], conv_weight_shape(shapes)
+    stride = kernel_h if kernel_h != 3 else 1  # the strided embeddings have kernel = stride
+    return 2 * batch * out_channels * in_channels * kernel_h * kernel_w * (height // stride) * (width // stride)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", default="clinical-x2")
+    parser.add_argument("--slices", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from CohfTSuperResLib import geometry, inference
+
+    start = time.perf_counter()
+    t2, t1, scale = load_case(args.case)
+    reading = time.perf_counter() - start
+    middle = t2.GetSize()[2] // 2 - args.slices // 2
+    part = t2[:, :, middle : middle + args.slices]
+    resampling = [0.0]
+    original = geometry.resample_to
+
+    def timed_resample(*call_args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        begin = time.perf_counter()
+        result = original(*call_args, **kwargs)
+        resampling[0] += time.perf_counter() - begin
+        return result
+
+    inference.resample_to = timed_resample
+    inference.super_resolve(part, t1, scale, device="cpu", slice_axis=2)  # warm-up
+    resampling[0] = 0.0
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        inference.super_resolve(part, t1, scale, device="cpu", slice_axis=2)
+    total = time.perf_counter() - start
+    events = [event for event in prof.key_averages(group_by_input_shape=True) if event.self_cpu_time_total > 0]
+    network = sum(event.self_cpu_time_total for event in events) / 1e6
+    print(f"# CPU: {cpu_name()}; {args.threads} threads; torch {torch.__version__}")
+    print(f"\n## {args.case}: {args.slices} middle slices, {total:.2f} s in super_resolve (under the profiler); "
+          f"reading both volumes {reading:.2f} s (once per volume)\n")
+    print("| part | seconds | share of super_resolve |\n|---|---|---|")
+    print(f"| T1 resampling onto the output grid (SimpleITK) | {resampling[0]:.2f} | {resampling[0] / total:.1%} |")
+    kinds: dict[str, float] = collections.defaultdict(float)
+    for event in events:
+        kinds[kind_of(event.key)] += event.self_cpu_time_total / 1e6
+    for kind, seconds in sorted(kinds.items(), key=lambda item: -item[1]):
+        print(f"| torch: {kind} | {seconds:.2f} | {seconds / total:.1%} |")
+    print(f"| rest (normalisation, numpy, Python) | {total - network - resampling[0]:.2f} | "
+          f"{(total - network - resampling[0]) / total:.1%} |")
+    print("\n| convolution (input, weight) | calls | seconds | achieved GFLOP/s |\n|---|---|---|---|")
+    convolutions = [event for event in events if "convolution" in event.key and event.input_shapes
+                    and conv_weight_shape(event.input_shapes) is not None]
+    for event in sorted(convolutions, key=lambda e: -e.self_cpu_time_total)[:15]:
+        seconds = event.self_cpu_time_total / 1e6
+        flops = conv_flops(event.input_shapes) * event.count
+        print(f"| {event.input_shapes[0]} x {conv_weight_shape(event.input_shapes)} | {event.count} | {seconds:.3f} | "
+              f"{flops / seconds / 1e9:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
