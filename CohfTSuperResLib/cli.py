@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(run)
     run.add_argument("--precision", choices=PRECISIONS, default="fp32")
     run.add_argument("--batch-size", type=int, help="slices per batch (default: from free memory)")
+    run.add_argument("--whole-slices", action="store_true",
+                     help="run the network on whole slices, not only around the non-zero samples (slower)")
     run.add_argument("--slice-axis", type=int, choices=SLICE_AXES, default=None,
                      help="voxel axis of the acquisition (default: the thickest voxel axis, 2 on ties)")
     run.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (never an input)")
@@ -215,7 +217,7 @@ def _super_resolve_file(args: argparse.Namespace, t2: Path, t1: Path | None, out
             image = super_resolve(
                 t2_image, t1_image, args.scale, variant=args.variant, model_path=args.model, device=args.device,
                 backend=args.backend, precision=args.precision, batch_size=args.batch_size,
-                slice_axis=args.slice_axis, progress=update,
+                slice_axis=args.slice_axis, whole_slices=args.whole_slices, progress=update,
             )
         finally:
             close()

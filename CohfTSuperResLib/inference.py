@@ -6,9 +6,11 @@ Pipeline (details in docs/inference.md):
 2. output grid = LR grid with in-plane spacing / s and size x s (geometry.py);
 3. robust-normalise T2 and T1 each by its own 99.5th percentile (normalize.py);
 4. slice by slice along `slice_axis`, in batches sized from the device's free
-   memory (batching.py): resample the T1 of the batch's slab onto the output
-   grid, pad to the network's size multiple, run the network on whole slices,
-   or on overlapping blended tiles where a whole slice does not fit (tiling.py);
+   memory (batching.py), with freed memory kept in the process (allocator.py):
+   resample the T1 of the batch's slab onto the output grid, cut the batch's
+   content box (cropping.py; the cubic upsampling around it), pad to the network's
+   size multiple, run the network on it whole, or on overlapping blended tiles
+   where it does not fit (tiling.py);
 5. back to T2 units, float32; exactly 0 wherever the cubic upsampling of the
    input is exactly 0 (every LR sample in its support is 0), and all-zero
    slices are not run at all; a NaN / Inf network output is an InferenceError,
@@ -37,7 +39,7 @@ from .geometry import Grid, output_grid, resample_to, slab, to_slice_stack
 from .model.partition import pad_to_multiple
 from .normalize import denormalize, normalize
 from .options import BACKENDS, PRECISIONS, VARIANTS
-from .tiling import run_tiled, scaled
+from .tiling import Tile, run_tiled, scaled
 from .upsample import upsample_cubic
 from .validation import check_choice
 
@@ -58,6 +60,7 @@ def super_resolve(
     precision: str = "fp32",
     batch_size: int | None = None,
     slice_axis: int | None = None,
+    whole_slices: bool = False,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> sitk.Image:
@@ -71,7 +74,9 @@ def super_resolve(
     or 'onnx'. precision: 'fp32', 'bf16' or 'fp16' (torch autocast).
     batch_size: slices per batch (None: from free memory). slice_axis: voxel
     axis of the acquisition (0, 1, 2; None: the thickest axis, said in an InputNote warning).
-    progress(done, total) is called as slices finish; cancel() returning True stops with
+    whole_slices: run the network on every whole slice instead of the box around the non-zero
+    samples (cropping.py; slower on slices with much zero background, results within the measured
+    difference of docs/benchmarks.md). progress(done, total) is called as slices finish; cancel() returning True stops with
     InferenceCancelled. Returns the float32 SR T2 in the input's units on the output grid.
     Errors: InputError, WeightsError, InferenceError, InferenceCancelled (errors.py).
     """
@@ -81,7 +86,8 @@ def super_resolve(
     for concern in checked.warnings:
         warnings.warn(concern, RuntimeWarning, stacklevel=2)
     return super_resolve_checked(checked, variant=variant, model_path=model_path, device=device, backend=backend,
-                                 precision=precision, batch_size=batch_size, progress=progress, cancel=cancel)
+                                 precision=precision, batch_size=batch_size, whole_slices=whole_slices,
+                                 progress=progress, cancel=cancel)
 
 
 def super_resolve_checked(
@@ -93,6 +99,7 @@ def super_resolve_checked(
     backend: str = "torch",
     precision: str = "fp32",
     batch_size: int | None = None,
+    whole_slices: bool = False,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> sitk.Image:
@@ -106,7 +113,8 @@ def super_resolve_checked(
     torch_device = resolve_device(device)
     runner = load_runner(variant, scale, checked.t1 is not None, model_path, backend, precision, device)
     lr_grid = Grid.of(checked.t2)
-    engine = _SliceEngine(runner, scale, slice_axis, output_grid(lr_grid, scale, slice_axis), progress, cancel)
+    engine = _SliceEngine(runner, scale, slice_axis, output_grid(lr_grid, scale, slice_axis), progress, cancel,
+                          whole_slices)
     guide = None if checked.t1 is None else (checked.t1, checked.t1_scale)
     with deterministic_kernels(torch_device), reuse_freed_memory():
         sr_voxels = engine.run(normalize(checked.t2_voxels, checked.t2_scale), checked.t2_scale, guide, batch_size,
@@ -126,8 +134,10 @@ class _SliceEngine:
         grid: Grid,
         progress: Callable[[int, int], None] | None,
         cancel: Callable[[], bool] | None,
+        whole_slices: bool = False,
     ) -> None:
         self.runner = runner
+        self.whole_slices = whole_slices
         self.scale = scale
         self.slice_axis = slice_axis
         self.grid = grid
@@ -155,7 +165,7 @@ class _SliceEngine:
         busy = [index for index in range(count) if np.any(stack[index])]
         self.done, self.total = count - len(busy), count
         self.progress(self.done, self.total)
-        box = content_box(torch.from_numpy(stack[busy]), self.multiple) if busy else None
+        box = self._content_box(torch.from_numpy(stack[busy])) if busy else None
         run_h, run_w = (height, width) if box is None else (box.height, box.width)
         padded_h, padded_w = (-(-n // self.multiple) * self.multiple for n in (run_h, run_w))
         budget = working_memory_budget(device)
@@ -191,7 +201,7 @@ class _SliceEngine:
         the cubic upsampling around it, 0 where every LR sample the cubic upsampling reads is 0."""
         lr = torch.from_numpy(np.ascontiguousarray(stack[list(indices)]))[:, None]
         guide = None if self.guide is None else self._guide(indices)
-        box = content_box(lr, self.multiple)
+        box = self._content_box(lr)
         if box is None:
             sr = self._network(lr, guide, device)
         else:
@@ -204,6 +214,10 @@ class _SliceEngine:
                 lr[..., rows, cols], None if guide is None else guide[..., hr_rows, hr_cols], device
             )
         return torch.where(_foreground(lr, self.scale), sr, 0.0)[:, 0].numpy()
+
+    def _content_box(self, lr: torch.Tensor) -> Tile | None:
+        """Where the network runs on these LR slices: their content box, or None for whole slices."""
+        return None if self.whole_slices else content_box(lr, self.multiple)
 
     def _network(self, lr: torch.Tensor, guide: torch.Tensor | None, device: torch.device) -> torch.Tensor:
         """The network's SR (B, 1, s*h, s*w) of (B, 1, h, w) LR slices: padded to the size multiple, whole or in tiles."""

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 from inference_helpers import guide_for, save_tiny, volume
 
-from CohfTSuperResLib import inference, onnx_cache
+from CohfTSuperResLib import onnx_cache
 from CohfTSuperResLib.allocator import reuse_freed_memory
 from CohfTSuperResLib.backends import TorchRunner
 from CohfTSuperResLib.cropping import content_box
@@ -104,8 +104,9 @@ def test_engine_runs_the_network_on_the_content_box_only(tmp_path, monkeypatch):
         self, lr, t1, device))
     cropped = sitk.GetArrayFromImage(super_resolve(small, t1, 2, model_path=weights, device="cpu"))
     assert seen and all(shape[-2:] == (60, 60) for shape in seen)  # 20 x 25 + 2 x 16 margin -> 60 x 60, not 90 x 120
-    monkeypatch.setattr(inference, "content_box", lambda *args, **kwargs: None)
-    whole = sitk.GetArrayFromImage(super_resolve(small, t1, 2, model_path=weights, device="cpu"))
+    seen.clear()
+    whole = sitk.GetArrayFromImage(super_resolve(small, t1, 2, model_path=weights, device="cpu", whole_slices=True))
+    assert seen and all(shape[-2:] == (90, 120) for shape in seen)
     background = np.abs(whole) == 0
     assert np.array_equal(cropped[background], whole[background])  # zero wherever the input has nothing
     # the network is slice-wide, so less context changes the result (shipped models: docs/benchmarks.md)

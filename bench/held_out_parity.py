@@ -2,6 +2,7 @@
 
 Usage (from the repository root):
     PYTHONPATH=. python bench/held_out_parity.py --baseline-tree DIR [--scales 2 3 4] [--threads 2]
+        [--pad 120 --central 40]
 
 The protocol of `cohft-sr evaluate` (CohfTSuperResLib/evaluate.py) on the held-out subject
 mni/patient26: k-space LR synthesis of its HR T2 at each scale, every brain slice, PSNR pooled over
@@ -9,6 +10,12 @@ the brain slices and mean SSIM, data range 1 after division by the HR T2's robus
 runs the shipped S models with and without the T1 through `super_resolve` (torch, CPU) in its own
 child process; the table gives both trees' metrics, their difference, and the max abs difference of
 the two SR volumes in the same normalised units.
+
+--pad N zero-pads the LR T2 by N voxels on each in-plane side after the LR synthesis (an exactly
+zero background around the slice, as in a BraTS volume or a masked clinical one, which the engine's
+content box leaves out) and scores only the original extent; --central K keeps the K central axial
+slices (for time). The k-space synthesis leaves no exact zero inside the original extent, so
+without --pad the content box never applies to this subject.
 """
 
 from __future__ import annotations
@@ -27,18 +34,28 @@ SUBJECT = ROOT.parent / "shared" / "data" / "open_ms" / "mni" / "patient26"
 AXIS = 2
 
 
-def held_out_stacks(scale: int) -> tuple[object, object, np.ndarray]:
-    """(LR T2 image, T1 image, HR T2 stack) of the held-out subject at `scale`, as `cohft-sr evaluate` makes them."""
+def held_out_stacks(scale: int, pad: int, central: int | None) -> tuple[object, object, np.ndarray, tuple]:
+    """(LR T2 image, T1 image, HR T2 stack, (rows, cols) slices of the HR extent in the SR output) of the
+    held-out subject at `scale`, as `cohft-sr evaluate` makes them, after the optional slab cut and LR padding."""
+    import SimpleITK as sitk
+
     from CohfTSuperResLib.pairs import to_stack
     from CohfTSuperResLib.synthetic import lr_volume, trim_in_plane
     from CohfTSuperResLib.volume_io import read_volume
 
-    hr = trim_in_plane(read_volume(SUBJECT / "t2.nii.gz", float32=True), scale, AXIS)
+    hr = read_volume(SUBJECT / "t2.nii.gz", float32=True)
+    if central is not None:
+        depth = hr.GetSize()[2]
+        hr = hr[:, :, (depth - central) // 2 : (depth + central) // 2]
+    hr = trim_in_plane(hr, scale, AXIS)
+    lr = sitk.ConstantPad(lr_volume(hr, scale, AXIS), [pad, pad, 0], [pad, pad, 0])
     t1 = read_volume(SUBJECT / "t1.nii.gz", float32=True)
-    return lr_volume(hr, scale, AXIS), t1, to_stack(hr, AXIS)
+    width, height = hr.GetSize()[:2]
+    extent = (slice(scale * pad, scale * pad + height), slice(scale * pad, scale * pad + width))
+    return lr, t1, to_stack(hr, AXIS), extent
 
 
-def child(scale: int, folder: Path) -> None:
+def child(scale: int, folder: Path, pad: int, central: int | None) -> None:
     """SR stacks of this process's library, with and without the T1, saved as .npy in folder."""
     import torch
 
@@ -46,7 +63,7 @@ def child(scale: int, folder: Path) -> None:
     from CohfTSuperResLib.pairs import to_stack
 
     torch.set_num_threads(int(os.environ.get("PARITY_THREADS", "2")))
-    lr, t1, _hr = held_out_stacks(scale)
+    lr, t1, _hr, _extent = held_out_stacks(scale, pad, central)
     for name, guide in (("t1", t1), ("no_t1", None)):
         np.save(folder / f"x{scale}_{name}.npy", to_stack(super_resolve(lr, guide, scale, device="cpu",
                                                                          slice_axis=AXIS), AXIS))
@@ -57,10 +74,12 @@ def main() -> None:
     parser.add_argument("--baseline-tree", type=Path, required=True)
     parser.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pad", type=int, default=0, help="zero voxels added on each in-plane side of the LR T2")
+    parser.add_argument("--central", type=int, help="keep only this many central axial slices")
     parser.add_argument("--child", nargs=2, metavar=("SCALE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(int(args.child[0]), Path(args.child[1]))
+        child(int(args.child[0]), Path(args.child[1]), args.pad, args.central)
         return
     from CohfTSuperResLib.evaluate import score
     from CohfTSuperResLib.normalize import robust_scale
@@ -77,14 +96,16 @@ def main() -> None:
                 folders[label] = Path(temporary) / f"{label.replace(' ', '_')}_x{scale}"
                 folders[label].mkdir()
                 environment = {**os.environ, "PYTHONPATH": str(tree), "PARITY_THREADS": str(args.threads)}
+                options = ["--pad", str(args.pad)] + ([] if args.central is None else ["--central", str(args.central)])
                 subprocess.run([sys.executable, __file__, "--baseline-tree", str(tree), "--child", str(scale),
-                                str(folders[label])], check=True, env=environment, cwd=tree, capture_output=True)
-            _lr, _t1, hr_stack = held_out_stacks(scale)
+                                str(folders[label]), *options], check=True, env=environment, cwd=tree,
+                               capture_output=True)
+            _lr, _t1, hr_stack, (rows, cols) = held_out_stacks(scale, args.pad, args.central)
             reference = robust_scale(hr_stack)
             target = hr_stack / reference
             brain = brain_slices(target)
             for name in ("t1", "no_t1"):
-                results = {label: np.load(folder / f"x{scale}_{name}.npy") / reference
+                results = {label: np.load(folder / f"x{scale}_{name}.npy")[:, rows, cols] / reference
                            for label, folder in folders.items()}
                 metrics = {label: score(result[brain], target[brain]) for label, result in results.items()}
                 now, before = metrics["this tree"], metrics["baseline"]
