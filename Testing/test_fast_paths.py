@@ -32,6 +32,7 @@ def test_fused_dense_block_equals_the_concatenating_one(channels, growth, convs)
         torch.nn.init.normal_(parameter, std=0.2)
     x = torch.randn(2, channels, 19, 23).contiguous(memory_format=torch.channels_last)
     plain = block(x).detach()  # autograd on: the concatenating path
+    assert torch.equal(plain, block._forward_concatenating(x).detach())
     with torch.inference_mode():
         fused = block._forward_fused(x)
         dispatched = block(x)

@@ -14,8 +14,8 @@ STATS_EPS = 1e-5
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and standard deviation over H x W, shaped (B, C, 1, 1).
 
-    A channels-last map is reduced as its (B, H*W, C) view, which is contiguous: about three
-    times faster on the CPU than reducing over the two spatial axes of the 4-D tensor.
+    A channels-last map is reduced as its (B, H*W, C) view, which is contiguous: 2.7 times faster
+    on the CPU than reducing over the two spatial axes of the 4-D tensor (bench/cpu_choices.py).
     """
     if x.is_contiguous(memory_format=torch.channels_last):
         batch, channels = x.shape[:2]

@@ -119,7 +119,8 @@ class BasicAttention(nn.Module):
         """The correlation maps s of Eq. 3 (with the position bias), (groups, heads, N, N).
 
         Written out rather than through scaled_dot_product_attention: with heads of 4 values and
-        windows of 36 tokens the fused kernel is the slower one on the CPU (46 against 31 ms).
+        windows of 36 tokens the fused kernel is no faster on the CPU (32.0 against 30.9 ms,
+        bench/cpu_choices.py), and the written-out maps are also what `attention_weights` shows.
         """
         logits = (q @ k.transpose(-1, -2)).mul_(1.0 / math.sqrt(q.shape[-1]))
         bias = self._position_bias()
@@ -147,7 +148,8 @@ class BasicAttention(nn.Module):
 
 
 def softmax_of_few(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over a short last axis (the M heads): half the time of torch.softmax there on the CPU."""
+    """Softmax over a short last axis (the M heads): a fifth of torch.softmax's time there on the CPU
+    (bench/cpu_choices.py)."""
     x = (x - x.amax(dim=-1, keepdim=True)).exp()
     return x / x.sum(dim=-1, keepdim=True)
 

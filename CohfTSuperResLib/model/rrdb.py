@@ -26,8 +26,10 @@ class ResidualDenseBlock(nn.Module):
         self.input_widths = [channels] + [growth] * (convs - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if can_fuse(x):
-            return self._forward_fused(x)
+        return self._forward_fused(x) if can_fuse(x) else self._forward_concatenating(x)
+
+    def _forward_concatenating(self, x: torch.Tensor) -> torch.Tensor:
+        """The block as written: each conv reads the concatenation of x and the features so far."""
         features = [x]
         for conv in self.convs[:-1]:
             features.append(self.act(conv(torch.cat(features, dim=1))))

@@ -1,0 +1,159 @@
+"""The measurements behind the CPU inference choices, each A against B in the same process.
+
+Usage (from the repository root):
+    PYTHONPATH=. python bench/cpu_choices.py [--threads 2] [--compile]
+
+Rows (milliseconds, best of several runs, shipped S x2 model on a 390 x 360 LR slice where a
+network is involved; max abs difference between A and B in the network's output units):
+- one forward pass with glibc's default malloc against freed memory kept (allocator.py);
+- a residual dense block at LR and HR size, concatenating against fused (model/fused.py);
+- window attention of the real shape, scaled_dot_product_attention against written out;
+- the inter-head softmax over 4 heads, torch.softmax against softmax_of_few;
+- channel statistics of an HR map, var_mean over H x W against the channels-last rows;
+- a 16 -> 16 convolution, one 360 x 390 map against a batch of four (GFLOP/s);
+- with --compile: torch.compile (inductor, freezing) of the whole network against eager, with
+  the compile time (minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from benchmark import cpu_name
+
+HEIGHT, WIDTH = 390, 360
+
+
+def best_ms(function: Callable[[], object], repeats: int = 5) -> float:
+    """Fastest of `repeats` timed calls after one warm-up, in milliseconds."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times)
+
+
+def row(name: str, a: str, a_ms: float, b: str, b_ms: float, difference: float | None = None) -> None:
+    """One table row: both timings, their ratio, and the difference of the results."""
+    shown = "-" if difference is None else f"{difference:.1e}"
+    print(f"| {name} | {a} {a_ms:.1f} | {b} {b_ms:.1f} | {a_ms / b_ms:.2f} | {shown} |", flush=True)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def shipped_inputs() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The shipped S x2 network (channels-last) and a random 390 x 360 LR slice with its HR T1."""
+    from CohfTSuperResLib.models_registry import find_model
+
+    network = find_model("S", 2, True).load("cpu").eval().to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(0)
+    lr = channels_last(torch.rand(1, 1, HEIGHT, WIDTH, generator=generator))
+    return network, lr, channels_last(torch.rand(1, 1, 2 * HEIGHT, 2 * WIDTH, generator=generator))
+
+
+def allocator_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor) -> None:
+    from CohfTSuperResLib.allocator import reuse_freed_memory
+
+    forward = lambda: network.super_resolve_image(lr, t1)  # noqa: E731
+    plain = best_ms(forward, 3)
+    with reuse_freed_memory():
+        kept = best_ms(forward, 3)
+    row("S x2 forward, 390 x 360 LR", "glibc default", plain, "freed memory kept", kept)
+
+
+def dense_block_rows() -> None:
+    from CohfTSuperResLib.allocator import reuse_freed_memory
+    from CohfTSuperResLib.model.rrdb import ResidualDenseBlock
+
+    torch.manual_seed(0)
+    block = ResidualDenseBlock(16, 16, 3).eval().to(memory_format=torch.channels_last)
+    concatenating = block._forward_concatenating
+    with reuse_freed_memory():
+        for scale in (1, 2):
+            x = channels_last(torch.randn(1, 16, scale * HEIGHT, scale * WIDTH))
+            a, b = best_ms(lambda: concatenating(x)), best_ms(lambda: block._forward_fused(x))
+            row(f"dense block (16, 3 convs), {scale * HEIGHT} x {scale * WIDTH}", "concatenating", a, "fused", b,
+                (concatenating(x) - block._forward_fused(x)).abs().max().item())
+
+
+def attention_rows() -> None:
+    from CohfTSuperResLib.model.adain import channel_stats
+    from CohfTSuperResLib.model.attention import softmax_of_few
+
+    generator = torch.Generator().manual_seed(0)
+    groups = HEIGHT * WIDTH // 36
+    q, k, v = (torch.randn(groups, 4, 36, 4, generator=generator) for _ in range(3))
+
+    def written_out() -> torch.Tensor:
+        return torch.softmax((q @ k.transpose(-1, -2)).mul_(1 / math.sqrt(4)), dim=-1) @ v
+
+    fused = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
+    row(f"window attention ({groups} x 4 heads x 36 tokens x 4)", "scaled_dot_product_attention", best_ms(fused),
+        "written out", best_ms(written_out), (fused() - written_out()).abs().max().item())
+    scores = torch.randn(HEIGHT * WIDTH, 4, 4, generator=generator)
+    row(f"inter-head softmax ({HEIGHT * WIDTH} x 4 x 4)", "torch.softmax", best_ms(lambda: torch.softmax(scores, -1)),
+        "softmax_of_few", best_ms(lambda: softmax_of_few(scores)),
+        (torch.softmax(scores, -1) - softmax_of_few(scores)).abs().max().item())
+    hr = channels_last(torch.randn(1, 16, 2 * HEIGHT, 2 * WIDTH, generator=generator))
+    reduce_hw = lambda: torch.var_mean(hr, dim=(-2, -1), keepdim=True, unbiased=False)  # noqa: E731
+    row(f"channel statistics, 16 x {2 * HEIGHT} x {2 * WIDTH}", "var_mean over H x W", best_ms(reduce_hw),
+        "channels-last rows", best_ms(lambda: channel_stats(hr)),
+        (reduce_hw()[1] - channel_stats(hr)[0]).abs().max().item())
+
+
+def batch_row() -> None:
+    from CohfTSuperResLib.allocator import reuse_freed_memory
+
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    flops = 2 * 16 * 16 * 9 * HEIGHT * WIDTH
+    one, four = (channels_last(torch.rand(n, 16, HEIGHT, WIDTH)) for n in (1, 4))
+    with reuse_freed_memory():
+        rate_one = flops / best_ms(lambda: conv(one)) / 1e6
+        rate_four = 4 * flops / best_ms(lambda: conv(four)) / 1e6
+    print(f"| 16 -> 16 conv, {HEIGHT} x {WIDTH}, GFLOP/s | batch 1 {rate_one:.0f} | batch 4 {rate_four:.0f} | "
+          f"{rate_one / rate_four:.2f} | - |")
+
+
+def compile_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor) -> None:
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
+    eager = best_ms(lambda: network.super_resolve_image(lr, t1), 3)
+    compiled = torch.compile(network.super_resolve_image, dynamic=False)
+    start = time.perf_counter()
+    result = compiled(lr, t1)
+    print(f"| torch.compile: compiling and the first call took {time.perf_counter() - start:.0f} s | | | | |")
+    row("S x2 forward, 390 x 360 LR", "eager", eager, "torch.compile", best_ms(lambda: compiled(lr, t1), 3),
+        (result - network.super_resolve_image(lr, t1)).abs().max().item())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"# CPU: {cpu_name()}; {args.threads} threads; torch {torch.__version__}\n")
+    print("| measurement | A (ms) | B (ms) | A / B | max abs diff |\n|---|---|---|---|---|")
+    with torch.inference_mode():
+        network, lr, t1 = shipped_inputs()
+        allocator_row(network, lr, t1)
+        dense_block_rows()
+        attention_rows()
+        batch_row()
+        if args.compile:
+            compile_row(network, lr, t1)
+
+
+if __name__ == "__main__":
+    main()
