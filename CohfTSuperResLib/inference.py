@@ -75,9 +75,9 @@ def super_resolve(
     batch_size: slices per batch (None: from free memory). slice_axis: voxel
     axis of the acquisition (0, 1, 2; None: the thickest axis, said in an InputNote warning).
     whole_slices: run the network on every whole slice instead of the box around the non-zero
-    samples (cropping.py; slower on slices with much zero background, results within the measured
-    difference of docs/benchmarks.md). progress(done, total) is called as slices finish; cancel() returning True stops with
-    InferenceCancelled. Returns the float32 SR T2 in the input's units on the output grid.
+    samples (cropping.py; slower on slices with much zero background; the difference is measured in
+    docs/benchmarks.md). progress(done, total) is called as slices finish; cancel() returning True
+    stops with InferenceCancelled. Returns the float32 SR T2 in the input's units on the output grid.
     Errors: InputError, WeightsError, InferenceError, InferenceCancelled (errors.py).
     """
     checked = check_inputs(t2, t1, scale, slice_axis)
@@ -220,7 +220,8 @@ class _SliceEngine:
         return None if self.whole_slices else content_box(lr, self.multiple)
 
     def _network(self, lr: torch.Tensor, guide: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-        """The network's SR (B, 1, s*h, s*w) of (B, 1, h, w) LR slices: padded to the size multiple, whole or in tiles."""
+        """The network's SR (B, 1, s*h, s*w) of (B, 1, h, w) LR slices: padded to the size multiple, whole or
+        in tiles."""
         height, width = lr.shape[-2:]
         lr_padded = pad_to_multiple(lr, self.multiple)
         if guide is not None:

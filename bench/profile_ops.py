@@ -17,7 +17,6 @@ import argparse
 import collections
 import time
 
-import SimpleITK as sitk
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -51,7 +50,8 @@ def conv_weight_shape(shapes: list[list[int]]) -> list[int] | None:
 
 def conv_flops(shapes: list[list[int]]) -> int:
     """FLOPs of one convolution call from its input and weight shapes (stride 1 for the 3 x 3 ones)."""
-    (batch, _channels, height, width), (out_channels, in_channels, kernel_h, kernel_w) = shapes[0], conv_weight_shape(shapes)
+    batch, _channels, height, width = shapes[0]
+    out_channels, in_channels, kernel_h, kernel_w = conv_weight_shape(shapes)
     stride = kernel_h if kernel_h != 3 else 1  # the strided embeddings have kernel = stride
     return 2 * batch * out_channels * in_channels * kernel_h * kernel_w * (height // stride) * (width // stride)
 
@@ -113,7 +113,8 @@ def main() -> None:
         print(f"| network: {kind} | {seconds:.2f} | {seconds / total:.1%} |")
     rest = total - network - resampling[0]
     print(f"| rest (normalisation, content box, numpy, Python) | {rest:.2f} | {rest / total:.1%} |")
-    print("\n| convolution (input, weight), under the profiler | calls | seconds | achieved GFLOP/s |\n|---|---|---|---|")
+    print("\n| convolution (input, weight), under the profiler | calls | seconds | achieved GFLOP/s |")
+    print("|---|---|---|---|")
     convolutions = [event for event in events if "convolution" in event.key and event.input_shapes
                     and conv_weight_shape(event.input_shapes) is not None]
     for event in sorted(convolutions, key=lambda e: -e.self_cpu_time_total)[:15]:

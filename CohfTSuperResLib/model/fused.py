@@ -24,7 +24,9 @@ def _fused_conv_leaky(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *_same(weight), "leaky_relu", [slope], "")
 
 
-def _fused_conv_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, other: torch.Tensor) -> torch.Tensor:
+def _fused_conv_add(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, other: torch.Tensor
+) -> torch.Tensor:
     return torch.ops.mkldnn._convolution_pointwise.binary(
         x, other, weight, bias, *_same(weight), "add", 1.0, None, [], None
     )
@@ -44,8 +46,16 @@ def _operator_works() -> bool:
                 torch.equal(_fused_conv_leaky(x, weight, bias, 0.2), F.leaky_relu(plain, 0.2))
                 and torch.equal(_fused_conv_add(x, weight, bias, other), plain + other)
             )
-    except (RuntimeError, AttributeError, NotImplementedError):
+    except (RuntimeError, AttributeError, NotImplementedError, TypeError):
         return False
+
+
+def _cpu_autocast() -> bool:
+    """Whether CPU autocast is on (torch < 2.4 has no device argument to is_autocast_enabled)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:
+        return torch.is_autocast_cpu_enabled()
 
 
 def can_fuse(x: torch.Tensor) -> bool:
@@ -55,7 +65,7 @@ def can_fuse(x: torch.Tensor) -> bool:
         and x.dtype == torch.float32
         and x.dim() == 4
         and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
+        and not _cpu_autocast()
         and not torch.compiler.is_compiling()
         and _operator_works()
     )

@@ -3,7 +3,8 @@
 All helpers work on token maps (B, C, H, W). Windows are g x g tokens:
 `window` groups neighbours (short distance, Fig. 4a); `dilated` groups tokens
 H/g and W/g apart, so each window spans the whole map (long distance, Fig. 4b);
-`global` puts all tokens in one group. Grouped tokens are (B * groups, g*g, C), or (B * groups, heads, g*g, C / heads) split into heads.
+`global` puts all tokens in one group. Grouped tokens are (B * groups, g*g, C), or
+(B * groups, heads, g*g, C / heads) when split into heads.
 """
 
 from __future__ import annotations
