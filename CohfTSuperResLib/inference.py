@@ -165,7 +165,7 @@ class _SliceEngine:
         busy = [index for index in range(count) if np.any(stack[index])]
         self.done, self.total = count - len(busy), count
         self.progress(self.done, self.total)
-        box = self._content_box(torch.from_numpy(stack[busy])) if busy else None
+        box = self._content_box(torch.from_numpy(stack))  # the union of every slice's box: the largest batch
         run_h, run_w = (height, width) if box is None else (box.height, box.width)
         padded_h, padded_w = (-(-n // self.multiple) * self.multiple for n in (run_h, run_w))
         budget = working_memory_budget(device)

@@ -15,6 +15,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+
 def _same(weight: torch.Tensor) -> tuple[list[int], list[int], list[int], int]:
     """Padding, stride, dilation and groups of a stride-1 'same' convolution with this (odd-sized) weight."""
     return [weight.shape[-2] // 2, weight.shape[-1] // 2], [1, 1], [1, 1], 1
