@@ -169,12 +169,19 @@ def test_forward_is_deterministic():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
+    """Full fp32 on both: TF32 convolutions (torch's CUDA default, on Ampere and later) are switched off here,
+    since with them an H200 differed from the CPU by up to 4.8e-4 on this input (docs/benchmarks.md)."""
     torch.manual_seed(0)
     model = build_model("S", 2).eval()
     lr, t1 = _inputs(2, 30, 30)
-    with torch.no_grad():
-        cpu, _ = model(lr, t1)
-        gpu, _ = model.to("cuda")(lr.cuda(), t1.cuda())
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            cpu, _ = model(lr, t1)
+            gpu, _ = model.to("cuda")(lr.cuda(), t1.cuda())
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-4)
 
 

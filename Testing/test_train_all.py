@@ -26,11 +26,11 @@ def _pack(folder: Path) -> Path:
     return write_pack(build_pack(folder / "m.csv", val_slices=2, guard=1), folder / "pack.npz")
 
 
-def _call(pack: Path, out: Path) -> subprocess.CompletedProcess:
+def _call(pack: Path, out: Path, *extra: str, models: str = "S_x4,S_x4_noT1") -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "tools" / "train_all.py"), "--pack", str(pack), "--out", str(out),
-         "--models", "S_x4,S_x4_noT1", "--minutes", "0.03", "--checkpoint-minutes", "10", "--device", "cpu",
-         "--threads", "1", "--batch-size", "1"],
+         "--models", models, "--minutes", "0.03", "--checkpoint-minutes", "10", "--device", "cpu",
+         "--threads", "1", "--batch-size", "1", *extra],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
@@ -48,3 +48,12 @@ def test_train_all_trains_each_model_and_the_next_call_resumes(tmp_path: Path) -
         assert "resumed from iteration" in (tmp_path / "runs" / f"{name}.log").read_text()
     summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
     assert summary["S_x4"]["status"] == 0 and summary["S_x4_noT1"]["best"]["val_psnr"] > 0
+
+
+def test_train_all_fine_tunes_the_shipped_models_at_the_given_learning_rate(tmp_path: Path) -> None:
+    """The GPU call's form: --init-from shipped starts each run from the shipped model of its name."""
+    result = _call(_pack(tmp_path), tmp_path / "runs", "--init-from", "shipped", "--lr", "1.5e-4", models="S_x4_noT1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = json.loads((tmp_path / "runs" / "S_x4_noT1" / "run.json").read_text())
+    assert run["args"]["lr"] == 1.5e-4
+    assert run["init"]["source"] == "shipped" and run["init"]["path"].endswith("cohft_S_x4_noT1.safetensors")

@@ -47,6 +47,7 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, evaluation: d
             "iterations": summary["iterations"],
             "train_minutes": round(summary["train_seconds"] / 60, 1), "hardware": summary["hardware"],
             "data": summary["data"], "selected": summary["best"], "torch": summary["torch"],
+            "started_from": summary.get("init"),  # fine-tuned from these weights (None: random initialisation)
         },
         "held_out": {
             "subject": subject["subject"], "brain_slices": subject["brain_slices"],

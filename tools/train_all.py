@@ -9,7 +9,8 @@ and waits for them. Each run writes its checkpoint, logs and best weights to OUT
 folder already holds a checkpoint resumes from it exactly (`--resume`), so calling this again with the
 same OUT continues every model where it stopped: this is how a 9-minute GPU call is spent, and how
 the CPU training was chained. `--init-from DIR` starts runs that have no checkpoint from
-DIR/<name>/best.safetensors (fine-tuning). Prints one summary line per run and writes OUT/summary.json.
+DIR/<name>/best.safetensors, `--init-from shipped` from the shipped model of the same name (fine-tuning).
+Prints one summary line per run and writes OUT/summary.json.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ RUNS: dict[str, tuple[int, list[str]]] = {
     "S_x3_noT1": (3, ["--no-t1"]),
     "S_x4_noT1": (4, ["--no-t1"]),
 }
-SHARED = ["--variant", "S", "--lr", "6e-4", "--lr-halve-every", "3000", "--iterations", "1000000",
+SHARED = ["--variant", "S", "--lr-halve-every", "3000", "--iterations", "1000000",
           "--val-max-slices", "12", "--seed", "0", "--no-progress"]
 
 
@@ -42,15 +43,17 @@ def command(name: str, args: argparse.Namespace) -> list[str]:
     scale, flags = RUNS[name]
     out = args.out / name
     argv = [sys.executable, "-m", "CohfTSuperResLib.train", "--pack", str(args.pack), "--out", str(out),
-            "--scale", str(scale), *SHARED, *flags, "--device", args.device,
+            "--scale", str(scale), *SHARED, *flags, "--lr", str(args.lr), "--device", args.device,
             "--time-budget-minutes", str(args.minutes), "--checkpoint-minutes", str(args.checkpoint_minutes),
             "--batch-size", str(args.batch_size)]
     if args.threads:
         argv += ["--threads", str(args.threads)]
     if (out / "checkpoint" / "state.json").is_file():
         argv.append("--resume")
-    elif args.init_from is not None and (args.init_from / name / "best.safetensors").is_file():
-        argv += ["--init", str(args.init_from / name / "best.safetensors")]
+    elif args.init_from == "shipped":
+        argv += ["--init", "shipped"]
+    elif args.init_from is not None and (Path(args.init_from) / name / "best.safetensors").is_file():
+        argv += ["--init", str(Path(args.init_from) / name / "best.safetensors")]
     return argv
 
 
@@ -59,12 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack", type=Path, required=True, help="training pack (cohft-sr pack)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the runs (kept between calls)")
     parser.add_argument("--minutes", type=float, default=7.5, help="training time of every run in this call")
+    parser.add_argument("--lr", type=float, default=6e-4, help="starting learning rate (lower it to fine-tune)")
     parser.add_argument("--checkpoint-minutes", type=float, default=2.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     parser.add_argument("--models", default=",".join(RUNS), help=f"comma-separated subset of {', '.join(RUNS)}")
-    parser.add_argument("--init-from", type=Path, help="fine-tune runs without a checkpoint from DIR/<name>/best")
+    parser.add_argument("--init-from", help="fine-tune runs without a checkpoint from DIR/<name>/best.safetensors, "
+                        "or from the shipped models ('shipped')")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = sorted(set(names) - set(RUNS))
