@@ -1,5 +1,5 @@
-"""The CPU speed paths give the plain result: fused dense blocks, head tokens, channel statistics, freed-memory
-reuse, the content box; the ONNX cache key follows the graph code."""
+"""The CPU speed paths give the plain result: fused dense blocks and concatenations, the single-sample AdaIN,
+head tokens, channel statistics, freed-memory reuse, the content box; the ONNX cache key follows the graph code."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 from inference_helpers import guide_for, save_tiny, volume
 
 from CohfTSuperResLib import onnx_cache
@@ -16,8 +17,8 @@ from CohfTSuperResLib.allocator import reuse_freed_memory
 from CohfTSuperResLib.backends import TorchRunner
 from CohfTSuperResLib.cropping import content_box
 from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.model.adain import channel_stats
-from CohfTSuperResLib.model.fused import can_fuse
+from CohfTSuperResLib.model.adain import PointwiseAdaIN, channel_stats
+from CohfTSuperResLib.model.fused import can_fuse, conv_of_concatenation
 from CohfTSuperResLib.model.partition import group_head_tokens, group_tokens
 from CohfTSuperResLib.model.rrdb import ResidualDenseBlock
 
@@ -137,3 +138,31 @@ def test_head_tokens_are_the_grouped_tokens_split_into_heads(grouping):
     tokens = group_tokens(x, grouping, 6)
     heads = group_head_tokens(x, grouping, 6, 4)
     assert torch.equal(heads, tokens.view(*tokens.shape[:2], 4, 2).transpose(1, 2))
+
+
+@pytest.mark.parametrize("widths, out_channels", [((16, 16), 16), ((16, 16), 1), ((9, 16, 7), 5)])
+def test_convolution_of_parts_equals_the_convolution_of_their_concatenation(widths, out_channels):
+    torch.manual_seed(0)
+    parts = [torch.randn(1, width, 13, 11).contiguous(memory_format=torch.channels_last) for width in widths]
+    weight, bias = torch.randn(out_channels, sum(widths), 3, 3), torch.randn(out_channels)
+    with torch.inference_mode():
+        assert can_fuse(parts[0])
+        expected = F.conv2d(torch.cat(parts, dim=1), weight, bias, padding=1)
+        # sums of up to 288 products, values of size ~17: rounding differs by up to ~2e-5
+        torch.testing.assert_close(conv_of_concatenation(parts, weight, bias), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_adain_single_sample_path_equals_the_batched_formula():
+    """One sample takes the path with mu1 and sigma1 / sigma2 folded into the heads; two samples the formula as
+    written: the same values up to rounding."""
+    torch.manual_seed(0)
+    adain = PointwiseAdaIN(16, 2).eval()
+    for head in (adain.to_gamma, adain.to_beta):
+        torch.nn.init.normal_(head.weight, std=0.05)
+        torch.nn.init.normal_(head.bias, std=0.1)
+    x1 = (torch.randn(1, 16, 12, 10) * 2 + 1).contiguous(memory_format=torch.channels_last)
+    x2 = (torch.randn(1, 16, 24, 20) * 0.5 - 3).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        single = adain(x1, x2)
+        batched = adain(x1.repeat(2, 1, 1, 1), x2.repeat(2, 1, 1, 1))
+    torch.testing.assert_close(single[0], batched[1], rtol=1e-5, atol=1e-5)

@@ -10,6 +10,7 @@ from ..gradient import gradient_magnitude
 from ..upsample import upsample_cubic
 from .cohft_block import CohfTBlock
 from .config import CohfTConfig
+from .fused import conv_of_concatenation
 from .rrdb import RRDB
 
 
@@ -44,7 +45,7 @@ class _Stage(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         extracted = self.trunk(features)
         structure = self.structure(extracted)
-        prior = self.block(self.merge(torch.cat([prior, structure], dim=1)), t1_context)
+        prior = self.block(conv_of_concatenation([prior, structure], self.merge.weight, self.merge.bias), t1_context)
         features = torch.addcmul(extracted, torch.sigmoid(self.select(structure)), prior)
         return features, prior
 
@@ -111,7 +112,7 @@ class CohfTNet(nn.Module):
         for stage in self.stages:
             features, prior = stage(features, prior, t1_context)
         prior_hr = self.prior_up(prior)
-        image = self.to_image(torch.cat([self.image_up(features), prior_hr], dim=1))
+        image = conv_of_concatenation([self.image_up(features), prior_hr], self.to_image.weight, self.to_image.bias)
         return image + upsample_cubic(lr_t2, self.scale), prior_hr
 
     def check_inputs(self, lr_t2: torch.Tensor, hr_t1: torch.Tensor | None) -> None:

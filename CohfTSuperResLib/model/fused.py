@@ -11,6 +11,7 @@ with the same result (the probe asks for an exact match).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +86,21 @@ def conv_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, o
     if can_fuse(x) and other.shape[1] == weight.shape[0] and _same_layout(x, other):
         return _fused_conv_add(x, weight, bias, other)
     return F.conv2d(x, weight, bias, padding=_same(weight)[0]) + other
+
+
+def conv_of_concatenation(
+    parts: Sequence[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """conv(cat(parts, dim=1)) for a stride-1 'same' convolution. Where `can_fuse`, the sum of one convolution
+    per part (its columns of the weight), each after the first adding its share in the same oneDNN call: no
+    concatenated map is written (the HR image head: one 32-channel 780 x 660 map less per slice)."""
+    if not can_fuse(parts[0]):
+        return F.conv2d(torch.cat(list(parts), dim=1), weight, bias, padding=_same(weight)[0])
+    shares = weight.split([part.shape[1] for part in parts], dim=1)
+    total = F.conv2d(parts[0], shares[0], bias, padding=_same(weight)[0])
+    for part, share in zip(parts[1:], shares[1:], strict=True):
+        total = conv_add(part, share, None, total)
+    return total
 
 
 def _same_layout(x: torch.Tensor, other: torch.Tensor) -> bool:
