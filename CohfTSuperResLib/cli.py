@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", type=Path, help=f"SR output ({', '.join(OUTPUT_SUFFIXES)})")
     _add_model_options(run)
     run.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    run.add_argument("--batch-size", type=int, help="slices per batch (default: from free memory)")
+    run.add_argument("--batch-size", type=int,
+                     help="slices per batch (default: one on the CPU, from free memory on a GPU)")
     run.add_argument("--whole-slices", action="store_true",
-                     help="run the network on whole slices, not only around the non-zero samples (slower)")
+                     help="run the network on whole slices, not only on the box around the head (slower)")
     run.add_argument("--slice-axis", type=int, choices=SLICE_AXES, default=None,
                      help="voxel axis of the acquisition (default: the thickest voxel axis, 2 on ties)")
     run.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (never an input)")

@@ -2,11 +2,12 @@
 
 Clinical slices are largely background (zero outside a defaced or masked head, or low noise).
 The network runs on the box of the samples above `CONTENT_THRESHOLD` (normalised units, tissue
-about 0 .. 1), widened by `CONTENT_MARGIN` LR samples of real context on every side, and
-grown to the network's size multiple with more real context, so no padding is invented. Outside
-the box the engine writes the cubic upsampling the network adds its detail to. The network has
-slice-wide operations (dilated windows, AdaIN statistics), so the result inside differs slightly
-from a whole-slice run; docs/benchmarks.md gives the measured difference.
+about 0 .. 1: 0.02 leaves out faint background, such as ringing or low noise around the head),
+widened by `CONTENT_MARGIN` LR samples of real context on every side, and grown to the network's
+size multiple with more real context, so no padding is invented. Outside the box the engine
+writes the cubic upsampling the network adds its detail to. The network has slice-wide
+operations (dilated windows, AdaIN statistics), so the result inside differs slightly from a
+whole-slice run; docs/benchmarks.md gives the measured difference (held-out PSNR, SSIM, max abs).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import torch
 
 from .tiling import Tile
 
-CONTENT_THRESHOLD = 0.0
-CONTENT_MARGIN = 16
+CONTENT_THRESHOLD = 0.02
+CONTENT_MARGIN = 8
 
 
 def _span(present: torch.Tensor, multiple: int, margin: int) -> tuple[int, int]:

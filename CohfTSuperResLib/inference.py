@@ -45,8 +45,6 @@ from .validation import check_choice
 
 __all__ = ["InputCheck", "check_inputs", "super_resolve", "super_resolve_checked"]
 
-PROGRESS_REPORTS = 20  # a CPU run reports progress at least this many times (unless batch_size is given)
-
 
 def super_resolve(
     t2: sitk.Image,
@@ -72,12 +70,13 @@ def super_resolve(
     with backend='onnx'); None uses the shipped model for (variant, scale).
     device: 'auto' (CUDA, MPS, CPU), 'cpu', 'cuda[:N]', 'mps'. backend: 'torch'
     or 'onnx'. precision: 'fp32', 'bf16' or 'fp16' (torch autocast).
-    batch_size: slices per batch (None: from free memory). slice_axis: voxel
+    batch_size: slices per batch (None: one on the CPU, from free memory on a GPU). slice_axis: voxel
     axis of the acquisition (0, 1, 2; None: the thickest axis, said in an InputNote warning).
-    whole_slices: run the network on every whole slice instead of the box around the non-zero
-    samples (cropping.py; slower on slices with much zero background; the difference is measured in
-    docs/benchmarks.md). progress(done, total) is called as slices finish; cancel() returning True
-    stops with InferenceCancelled. Returns the float32 SR T2 in the input's units on the output grid.
+    whole_slices: run the network on every whole slice instead of the box around the head (the
+    samples above 2% of the tissue scale, cropping.py; slower on slices with much background; the
+    difference is measured in docs/benchmarks.md). progress(done, total) is called as slices
+    finish; cancel() returning True stops with InferenceCancelled. Returns the float32 SR T2 in the
+    input's units on the output grid.
     Errors: InputError, WeightsError, InferenceError, InferenceCancelled (errors.py).
     """
     checked = check_inputs(t2, t1, scale, slice_axis)
@@ -186,9 +185,9 @@ class _SliceEngine:
             self.done += len(indices)
             self.progress(self.done, self.total)
 
-        batch = self.plan.batch_size
-        if batch_size is None and device.type == "cpu":  # CPU batches gain little: report progress often instead
-            batch = min(batch, max(1, -(-len(busy) // PROGRESS_REPORTS)))
+        # on the CPU one slice at a time unless batch_size says otherwise: a batch runs no faster per voxel there
+        # (docs/benchmarks.md), takes more memory, and runs the network on the union of its slices' content boxes
+        batch = 1 if batch_size is None and device.type == "cpu" else self.plan.batch_size
         run_in_batches(busy, batch, device, run_batch)
         return volume
 

@@ -1,5 +1,6 @@
 """The CPU speed paths give the plain result: fused dense blocks and concatenations, the single-sample AdaIN,
-head tokens, channel statistics, freed-memory reuse, the content box; the ONNX cache key follows the graph code."""
+head tokens, channel statistics, the softmax without row maxima, freed-memory reuse, the content box; the ONNX
+cache key follows the graph code."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from CohfTSuperResLib.backends import TorchRunner
 from CohfTSuperResLib.cropping import content_box
 from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.model.adain import PointwiseAdaIN, channel_stats
+from CohfTSuperResLib.model.attention import EXP_SAFE_BOUND, BasicAttention, softmax_product
 from CohfTSuperResLib.model.fused import can_fuse, conv_of_concatenation
 from CohfTSuperResLib.model.partition import group_head_tokens, group_tokens
 from CohfTSuperResLib.model.rrdb import ResidualDenseBlock
@@ -91,6 +93,17 @@ def test_content_box_covers_the_content_with_margin_in_multiples():
     assert (box.top, box.left, box.height, box.width) == (0, 240, 60, 60)  # 5 x 10 + 2 x 16 -> 60, flush with the edges
 
 
+def test_content_box_leaves_out_faint_background_only():
+    lr = torch.zeros(1, 1, 300, 300)
+    lr[0, 0, 120:160, 130:170] = 0.8  # the head
+    lr[0, 0, 10:12, 10:12] = 0.01  # faint noise far from it, below the threshold
+    box = content_box(lr, multiple=30, threshold=0.02, margin=8)
+    assert (box.top, box.left, box.height, box.width) == (110, 120, 60, 60)  # 40 + 2 x 8 -> 60 around the head
+    lr[0, 0, 10:12, 10:12] = 0.05  # a sample above the threshold is content wherever it is
+    box = content_box(lr, multiple=30, threshold=0.02, margin=8)
+    assert box.top == 0 and box.left == 0 and box.height >= 160 + 8 and box.width >= 170 + 8
+
+
 def test_engine_runs_the_network_on_the_content_box_only(tmp_path, monkeypatch):
     t2 = volume((2, 90, 120))
     voxels = sitk.GetArrayFromImage(t2)
@@ -105,7 +118,7 @@ def test_engine_runs_the_network_on_the_content_box_only(tmp_path, monkeypatch):
     monkeypatch.setattr(TorchRunner, "run", lambda self, lr, t1, device: seen.append(lr.shape) or original(
         self, lr, t1, device))
     cropped = sitk.GetArrayFromImage(super_resolve(small, t1, 2, model_path=weights, device="cpu"))
-    assert seen and all(shape[-2:] == (60, 60) for shape in seen)  # 20 x 25 + 2 x 16 margin -> 60 x 60, not 90 x 120
+    assert seen and all(shape[-2:] == (60, 60) for shape in seen)  # 20 x 25 + 2 x 8 margin -> 60 x 60, not 90 x 120
     seen.clear()
     whole = sitk.GetArrayFromImage(super_resolve(small, t1, 2, model_path=weights, device="cpu", whole_slices=True))
     assert seen and all(shape[-2:] == (90, 120) for shape in seen)
@@ -166,3 +179,35 @@ def test_adain_single_sample_path_equals_the_batched_formula():
         single = adain(x1, x2)
         batched = adain(x1.repeat(2, 1, 1, 1), x2.repeat(2, 1, 1, 1))
     torch.testing.assert_close(single[0], batched[1], rtol=1e-5, atol=1e-5)
+
+
+def test_softmax_product_without_row_maxima_equals_softmax_then_product():
+    torch.manual_seed(0)
+    logits, values = torch.randn(50, 4, 36, 36) * 5, torch.randn(50, 4, 36, 4)
+    expected = torch.softmax(logits, dim=-1) @ values
+    bound = float(logits.abs().amax())
+    assert bound < EXP_SAFE_BOUND
+    torch.testing.assert_close(softmax_product(logits.clone(), values, bound), expected, rtol=1e-5, atol=1e-6)
+    # logits beyond the safe bound (exp would overflow): the stable softmax, exactly
+    large = logits * 20
+    assert torch.equal(softmax_product(large.clone(), values, float(large.abs().amax())),
+                       torch.softmax(large, dim=-1) @ values)
+    assert torch.equal(softmax_product(logits.clone(), values, None), expected)
+
+
+@pytest.mark.parametrize(("grouping", "patch", "position"), [("window", 1, "none"), ("dilated", 1, "none"),
+                                                              ("window", 5, "local"), ("global", 5, "none")])
+def test_attention_inference_path_equals_the_training_path(grouping, patch, position):
+    """CPU inference skips the softmax's row maxima where the logits are provably small; with autograd on (as in
+    training) the stable softmax runs: the same output up to rounding, also for logits too large to skip them."""
+    torch.manual_seed(0)
+    attention = BasicAttention(16, 4, patch, grouping, 6, position=position).eval()
+    x = torch.randn(1, 16, 60, 30).contiguous(memory_format=torch.channels_last)
+    for gain in (1.0, 40.0):  # 40: logits far above the bound, the stable path everywhere
+        with torch.no_grad():
+            for layer in (attention.to_q, attention.to_k):
+                layer.weight.mul_(gain)
+        training_path = attention(x, x).detach()
+        with torch.inference_mode():
+            inference_path = attention(x, x)
+        torch.testing.assert_close(inference_path, training_path, rtol=1e-5, atol=1e-5)

@@ -8,9 +8,12 @@ network is involved; max abs difference between A and B in the network's output 
 - one forward pass with glibc's default malloc against freed memory kept (allocator.py);
 - a residual dense block at LR and HR size, concatenating against fused (model/fused.py);
 - window attention of the real shape, scaled_dot_product_attention against written out;
+- the same attention, softmax then product against exp in place and division after (softmax_product);
 - the inter-head softmax over 4 heads, torch.softmax against softmax_of_few;
 - channel statistics of an HR map, var_mean over H x W against the channels-last rows;
 - a 16 -> 16 convolution, one 360 x 390 map against a batch of four (GFLOP/s);
+- the whole S x2 forward on a 390 x 330 LR slice with the attention's stable softmax against the one without
+  row maxima, alternating call by call (the machine's speed drifts): medians, and the median of the pairs' ratios;
 - with --compile: torch.compile (inductor, freezing) of the whole network against eager, with
   the compile time (minutes on 2 cores).
 """
@@ -88,7 +91,7 @@ def dense_block_rows() -> None:
 
 def attention_rows() -> None:
     from CohfTSuperResLib.model.adain import channel_stats
-    from CohfTSuperResLib.model.attention import softmax_of_few
+    from CohfTSuperResLib.model.attention import softmax_of_few, softmax_product
 
     generator = torch.Generator().manual_seed(0)
     groups = HEIGHT * WIDTH // 36
@@ -100,6 +103,12 @@ def attention_rows() -> None:
     fused = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
     row(f"window attention ({groups} x 4 heads x 36 tokens x 4)", "scaled_dot_product_attention", best_ms(fused),
         "written out", best_ms(written_out), (fused() - written_out()).abs().max().item())
+    scaled_q = q / math.sqrt(4)
+    bound = float(scaled_q.norm(dim=-1).amax() * k.norm(dim=-1).amax())
+    stable = lambda: torch.softmax(scaled_q @ k.transpose(-1, -2), dim=-1) @ v  # noqa: E731
+    without_maxima = lambda: softmax_product(scaled_q @ k.transpose(-1, -2), v, bound)  # noqa: E731
+    row(f"window attention ({groups} x 4 heads x 36 tokens x 4)", "softmax then product", best_ms(stable),
+        "exp in place, division after", best_ms(without_maxima), (without_maxima() - stable()).abs().max().item())
     scores = torch.randn(HEIGHT * WIDTH, 4, 4, generator=generator)
     row(f"inter-head softmax ({HEIGHT * WIDTH} x 4 x 4)", "torch.softmax", best_ms(lambda: torch.softmax(scores, -1)),
         "softmax_of_few", best_ms(lambda: softmax_of_few(scores)),
@@ -122,6 +131,35 @@ def batch_row() -> None:
         rate_four = 4 * flops / best_ms(lambda: conv(four)) / 1e6
     print(f"| 16 -> 16 conv, {HEIGHT} x {WIDTH}, GFLOP/s | batch 1 {rate_one:.0f} | batch 4 {rate_four:.0f} | "
           f"{rate_one / rate_four:.2f} | - |")
+
+
+def softmax_forward_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor, pairs: int = 8) -> None:
+    import statistics
+
+    from CohfTSuperResLib.allocator import reuse_freed_memory
+    from CohfTSuperResLib.model import attention
+
+    safe_bound = attention.EXP_SAFE_BOUND
+    lr, t1 = channels_last(lr[..., :330]), channels_last(t1[..., :660])
+
+    def timed(bound: float) -> tuple[float, torch.Tensor]:
+        attention.EXP_SAFE_BOUND = bound  # 0: no logit is below it, the stable softmax everywhere
+        start = time.perf_counter()
+        result = network.super_resolve_image(lr, t1)
+        return 1000 * (time.perf_counter() - start), result
+
+    try:
+        with reuse_freed_memory():
+            timed(0.0), timed(safe_bound)
+            runs = [(timed(0.0), timed(safe_bound)) for _ in range(pairs)]
+    finally:
+        attention.EXP_SAFE_BOUND = safe_bound
+    stable, without = ([run[i][0] for run in runs] for i in (0, 1))
+    difference = (runs[-1][0][1] - runs[-1][1][1]).abs().max().item()
+    row("S x2 forward, 390 x 330 LR (medians)", "stable softmax", statistics.median(stable), "without row maxima",
+        statistics.median(without), difference)
+    print(f"| the same, median of the {pairs} pairs' ratios | | | "
+          f"{statistics.median(a / b for a, b in zip(stable, without, strict=True)):.3f} | |")
 
 
 def compile_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor) -> None:
@@ -151,6 +189,7 @@ def main() -> None:
         dense_block_rows()
         attention_rows()
         batch_row()
+        softmax_forward_row(network, lr, t1)
         if args.compile:
             compile_row(network, lr, t1)
 

@@ -1,5 +1,5 @@
-"""Where the time of one volume goes: reading, T1 resampling, the network by kind of operation, and each
-convolution shape with its achieved GFLOP/s.
+"""Where the time of one volume goes: reading, T1 resampling, the network by kind of operation and by
+part of the network, and each convolution shape with its achieved GFLOP/s.
 
 Usage (from the repository root):
     PYTHONPATH=. python bench/profile_ops.py [--case clinical-x2] [--slices 3] [--threads 2]
@@ -8,13 +8,16 @@ Runs `super_resolve` (shipped S model, torch, CPU) on --slices middle slices of 
 (bench/benchmark.py) twice after a warm-up: once under wall-clock timers only (total, the network
 runner, the T1 resampling), once under torch.profiler, whose self CPU times split the network's
 wall time by kind of operator (the profiler's own overhead inflates its sums, so only its shares are
-used). A convolution's FLOPs come from its recorded shapes.
+used; it inflates some operators far more than others), and once more with wall-clock forward hooks
+on the network's parts (RRDBs, attentions, AdaIN, MLPs; no profiler). A convolution's FLOPs come
+from its recorded shapes.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import collections.abc
 import time
 
 import torch
@@ -54,6 +57,47 @@ def conv_flops(shapes: list[list[int]]) -> int:
     out_channels, in_channels, kernel_h, kernel_w = conv_weight_shape(shapes)
     stride = kernel_h if kernel_h != 3 else 1  # the strided embeddings have kernel = stride
     return 2 * batch * out_channels * in_channels * kernel_h * kernel_w * (height // stride) * (width // stride)
+
+
+def part_name(module: torch.nn.Module, inputs: tuple) -> str | None:
+    """The table label of a network part whose time is measured, or None for the modules inside or between them."""
+    from CohfTSuperResLib.model.adain import PointwiseAdaIN
+    from CohfTSuperResLib.model.attention import BasicAttention
+    from CohfTSuperResLib.model.layers import ResidualMLP
+    from CohfTSuperResLib.model.rrdb import RRDB
+
+    if isinstance(module, RRDB):
+        return f"RRDBs on {inputs[0].shape[-2]} x {inputs[0].shape[-1]} maps"
+    if isinstance(module, BasicAttention):
+        guided = module.embed_context[0].stride[0] > 1
+        return "inter-modality attention (HR context)" if guided else f"intra-modality attention ({module.grouping})"
+    if isinstance(module, PointwiseAdaIN):
+        return "AdaIN (HR T1 features)"
+    return "residual MLPs" if isinstance(module, ResidualMLP) else None
+
+
+def seconds_by_part(run: collections.abc.Callable[[], object]) -> dict[str, float]:
+    """Wall-clock seconds of each kind of network part during run(), from global forward hooks."""
+    seconds: dict[str, float] = collections.defaultdict(float)
+    starts: dict[int, float] = {}
+
+    def before(module: torch.nn.Module, inputs: tuple) -> None:
+        if part_name(module, inputs) is not None:
+            starts[id(module)] = time.perf_counter()
+
+    def after(module: torch.nn.Module, inputs: tuple, _output: object) -> None:
+        name = part_name(module, inputs)
+        if name is not None:
+            seconds[name] += time.perf_counter() - starts.pop(id(module))
+
+    hooks = [torch.nn.modules.module.register_module_forward_pre_hook(before),
+             torch.nn.modules.module.register_module_forward_hook(after)]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seconds
 
 
 def main() -> None:
@@ -113,6 +157,16 @@ def main() -> None:
         print(f"| network: {kind} | {seconds:.2f} | {seconds / total:.1%} |")
     rest = total - network - resampling[0]
     print(f"| rest (normalisation, content box, numpy, Python) | {rest:.2f} | {rest / total:.1%} |")
+    network_seconds[0] = 0.0
+    parts = seconds_by_part(lambda: inference.super_resolve(part, t1, scale, device="cpu", slice_axis=2))
+    hooked = network_seconds[0]  # the network's time in this run
+    print(f"\n| network part (wall clock, forward hooks; the network took {hooked:.2f} s in this run) | seconds | "
+          "share of the network |\n|---|---|---|")
+    for name, seconds in sorted(parts.items(), key=lambda item: -item[1]):
+        print(f"| {name} | {seconds:.2f} | {seconds / hooked:.1%} |")
+    rest = hooked - sum(parts.values())
+    print(f"| rest (input gates' and stages' convolutions, upsamplers, image head, cubic) | {rest:.2f} | "
+          f"{rest / hooked:.1%} |")
     print("\n| convolution (input, weight), under the profiler | calls | seconds | achieved GFLOP/s |")
     print("|---|---|---|---|")
     convolutions = [event for event in events if "convolution" in event.key and event.input_shapes

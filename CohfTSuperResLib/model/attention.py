@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import conv_add
+from .fused import conv_add, cpu_float_inference
 from .layers import LayerNorm2d, pointwise_embedding
 from .partition import group_head_tokens, pad_to_multiple, ungroup_tokens
 
 LOCALITY_SLOPES = (2.0, 1.0, 0.5, 0.25)  # initial logit penalty per token of distance, head by head (cycled)
+EXP_SAFE_BOUND = 60.0  # exp(+-60) neither overflows nor underflows float32, even summed over thousands of tokens
 
 
 def relative_offsets(window: int) -> torch.Tensor:
@@ -118,25 +121,39 @@ class BasicAttention(nn.Module):
         """p x p patches as channels (space-to-depth); nothing to do for p = 1."""
         return F.pixel_unshuffle(feature_map, self.patch) if self.patch > 1 else feature_map
 
-    def _correlations(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """The correlation maps s of Eq. 3 (with the position bias), (groups, heads, N, N).
+    def _logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The correlation logits of Eq. 3 with the position bias, (groups, heads, N, N) (q arrives scaled, _heads).
 
         Written out rather than through scaled_dot_product_attention: with heads of 4 values and
         windows of 36 tokens the fused kernel is no faster on the CPU (32.0 against 30.9 ms,
         bench/cpu_choices.py), and the written-out maps are also what `attention_weights` shows.
         """
-        logits = q @ k.transpose(-1, -2)  # q arrives scaled (_heads)
+        logits = q @ k.transpose(-1, -2)
         bias = self._position_bias()
         if bias is not None:
             logits += bias.to(logits.dtype)
-        return torch.softmax(logits, dim=-1)
+        return logits
+
+    def _logit_bound(self, q: torch.Tensor, k: torch.Tensor) -> float | None:
+        """An upper bound of every |correlation logit| (Cauchy-Schwarz, plus the largest position bias) on the
+        CPU inference path, else None (no host synchronisation in training or on a GPU)."""
+        if not cpu_float_inference(q):
+            return None
+        bound = float(torch.linalg.vector_norm(q, dim=-1).amax() * torch.linalg.vector_norm(k, dim=-1).amax())
+        if self.relative_bias is not None:
+            bound += float(self.relative_bias.abs().amax())
+        return bound
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x1.shape
         q, k, v, token_h, token_w = self._heads(x1, x2)
-        v_hat = (self._correlations(q, k) @ v).transpose(1, 2).contiguous()  # (G, N, M, d')
+        v_hat = softmax_product(self._logits(q, k), v, self._logit_bound(q, k))
+        v_hat = v_hat.transpose(1, 2).contiguous()  # (G, N, M, d')
         if self.inter_head:
-            v_hat = v_hat + softmax_of_few(v_hat @ v_hat.transpose(-1, -2)) @ v_hat  # A of Eq. 4: (G, N, M, M)
+            head_logits = v_hat @ v_hat.transpose(-1, -2)  # A of Eq. 4 before its softmax: (G, N, M, M)
+            # the largest |<v_m, v_n>| is the largest <v_m, v_m> (Cauchy-Schwarz): the diagonal's maximum
+            bound = float(head_logits.diagonal(dim1=-2, dim2=-1).amax()) if cpu_float_inference(v_hat) else None
+            v_hat = v_hat + softmax_product(head_logits, v_hat, bound, softmax_of_few)
         mixed = v_hat.reshape(v_hat.shape[0], v_hat.shape[1], -1)
 
         token_map = ungroup_tokens(mixed, self.grouping, self.window, batch, token_h, token_w)
@@ -147,7 +164,27 @@ class BasicAttention(nn.Module):
     def attention_weights(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """The correlation maps s of Eq. 3 (with the position bias), (groups, heads, N, N): for diagnostics."""
         q, k, _v, _h, _w = self._heads(x1, x2)
-        return self._correlations(q.float(), k.float())
+        return torch.softmax(self._logits(q.float(), k.float()), dim=-1)
+
+
+def softmax_product(
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    bound: float | None,
+    softmax: Callable[[torch.Tensor], torch.Tensor] = functools.partial(torch.softmax, dim=-1),
+) -> torch.Tensor:
+    """softmax(logits) @ values over the last axis of logits; `logits` may be overwritten.
+
+    With `bound`, a bound of every |logit| below EXP_SAFE_BOUND, the row maxima are not subtracted
+    (softmax does not change under a shift, and exp can neither overflow nor vanish there): the
+    logits are exponentiated in place and the product divided by the row sums afterwards, which
+    halves the time of softmax and product on 36-token windows (docs/benchmarks.md). Otherwise
+    (bound None or too large) `softmax` then the product.
+    """
+    if bound is None or not bound < EXP_SAFE_BOUND:
+        return softmax(logits) @ values
+    weights = logits.exp_()
+    return (weights @ values).div_(weights.sum(dim=-1, keepdim=True))
 
 
 def softmax_of_few(x: torch.Tensor) -> torch.Tensor:

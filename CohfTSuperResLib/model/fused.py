@@ -60,17 +60,20 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
-def can_fuse(x: torch.Tensor) -> bool:
-    """Whether the fused path applies to this input: CPU float32 inference, nothing tracing or autocasting."""
+def cpu_float_inference(x: torch.Tensor) -> bool:
+    """Whether x is a CPU float32 tensor of an inference run: no autograd, autocast, tracing or export."""
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
-        and x.dim() == 4
         and not torch.is_grad_enabled()
         and not _cpu_autocast()
         and not torch.compiler.is_compiling()
-        and _operator_works()
     )
+
+
+def can_fuse(x: torch.Tensor) -> bool:
+    """Whether the fused path applies to this input: a 4-D map of a CPU float32 inference run, operator checked."""
+    return x.dim() == 4 and cpu_float_inference(x) and _operator_works()
 
 
 def conv_leaky(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, slope: float) -> torch.Tensor:
