@@ -37,6 +37,14 @@ def size_multiple(config: CohfTConfig) -> int:
     return math.lcm(config.window * config.intra_patch, inter)
 
 
+def input_multiple(config: CohfTConfig) -> int:
+    """LR side multiple of what the inference engine gives the network (with sides of at least `size_multiple`):
+    window * intra patch, so the intra-modality attentions tile the map with whole windows; the inter-modality
+    attention pads its own token map (by reflection) to its multiple, which costs far less than running every
+    block on an input padded that far."""
+    return config.window * config.intra_patch
+
+
 def slice_bytes(config: CohfTConfig, height: int, width: int) -> int:
     """Estimated peak activation bytes of one LR slice of height x width."""
     channels = config.dim * (1 + config.convs_per_rdb)

@@ -9,7 +9,7 @@ Pipeline (details in docs/inference.md):
    memory (batching.py), with freed memory kept in the process (allocator.py):
    resample the T1 of the batch's slab onto the output grid, cut the batch's
    content box (cropping.py; the cubic upsampling around it), pad to the network's
-   size multiple, run the network on it whole, or on overlapping blended tiles
+   input multiple (batching.py), run the network on it whole, or on overlapping blended tiles
    where it does not fit (tiling.py);
 5. back to T2 units, float32; exactly 0 wherever the cubic upsampling of the
    input is exactly 0 (every LR sample in its support is 0), and all-zero
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .allocator import reuse_freed_memory
 from .backends import Runner, load_runner
-from .batching import plan_batches, run_in_batches, size_multiple
+from .batching import input_multiple, plan_batches, run_in_batches, size_multiple
 from .checks import InputCheck, check_inputs
 from .cropping import content_box
 from .devices import deterministic_kernels, resolve_device, working_memory_budget
@@ -142,7 +142,8 @@ class _SliceEngine:
         self.grid = grid
         self.progress = progress or (lambda done, total: None)
         self.cancel = cancel or (lambda: False)
-        self.multiple = size_multiple(runner.config)
+        self.multiple = input_multiple(runner.config)
+        self.minimum_side = size_multiple(runner.config)
 
     def run(
         self,
@@ -166,7 +167,7 @@ class _SliceEngine:
         self.progress(self.done, self.total)
         box = self._content_box(torch.from_numpy(stack))  # the union of every slice's box: the largest batch
         run_h, run_w = (height, width) if box is None else (box.height, box.width)
-        padded_h, padded_w = (-(-n // self.multiple) * self.multiple for n in (run_h, run_w))
+        padded_h, padded_w = (max(-(-n // self.multiple) * self.multiple, self.minimum_side) for n in (run_h, run_w))
         budget = working_memory_budget(device)
         self.plan = plan_batches(self.runner.config, padded_h, padded_w, budget, batch_size)
 
@@ -216,15 +217,15 @@ class _SliceEngine:
 
     def _content_box(self, lr: torch.Tensor) -> Tile | None:
         """Where the network runs on these LR slices: their content box, or None for whole slices."""
-        return None if self.whole_slices else content_box(lr, self.multiple)
+        return None if self.whole_slices else content_box(lr, self.multiple, self.minimum_side)
 
     def _network(self, lr: torch.Tensor, guide: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-        """The network's SR (B, 1, s*h, s*w) of (B, 1, h, w) LR slices: padded to the size multiple, whole or
-        in tiles."""
+        """The network's SR (B, 1, s*h, s*w) of (B, 1, h, w) LR slices: padded to the input multiple and minimum
+        side (batching.py), whole or in tiles."""
         height, width = lr.shape[-2:]
-        lr_padded = pad_to_multiple(lr, self.multiple)
+        lr_padded = pad_to_multiple(lr, self.multiple, self.minimum_side)
         if guide is not None:
-            guide = pad_to_multiple(guide, self.scale * self.multiple)
+            guide = pad_to_multiple(guide, self.scale * self.multiple, self.scale * self.minimum_side)
         if self.plan.tile is None:
             sr = self.runner.run(lr_padded, guide, device)
         else:

@@ -2,9 +2,10 @@
 
 The exported graph maps (lr (B,1,h,w), t1 (B,1,s*h,s*w)) to the SR image
 (B,1,s*h,s*w) (the gradient head is dropped); batch and spatial sizes are
-dynamic, with h and w multiples of `size_multiple(config)` (30 for the shipped
-variants): the inference engine pads every slice to that multiple for both
-backends, so no attention block pads inside the graph. The network's config is
+dynamic, with h and w multiples of `input_multiple(config)` and at least
+`size_multiple(config)` (6 and 30 for the shipped variants): the inference
+engine pads every slice that way for both backends, and the inter-modality
+attention pads its token map inside the graph (batching.py). The network's config is
 stored in the model's metadata. ONNX Runtime uses the CUDA execution provider
 when onnxruntime-gpu is installed and a GPU is visible, the CPU one otherwise.
 """
@@ -22,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batching import size_multiple
+from .batching import input_multiple, size_multiple
 from .errors import InputError
 from .model import CohfTNet
 from .onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, is_trusted, record
 from .weights import CONFIG_KEY, WeightsError, config_of
 
-MAX_BLOCKS = 1000  # largest exported side: MAX_BLOCKS * size_multiple LR samples
+MAX_LR_SIDE = 30000  # largest exported side, in LR samples
 
 
 class _ImageOnly(torch.nn.Module):
@@ -60,11 +61,11 @@ def export_onnx(network: CohfTNet, path: str | Path, opset: int | None = None) -
     import onnx
 
     config = network.config
-    multiple = size_multiple(config)
-    side = 2 * multiple
+    multiple, minimum = input_multiple(config), size_multiple(config)
+    side = minimum + multiple  # the example's sizes are not multiples of the attention's, so nothing specialises
     batch = torch.export.Dim("batch", min=1, max=4096)
-    rows = torch.export.Dim("row_blocks", min=1, max=MAX_BLOCKS)
-    cols = torch.export.Dim("col_blocks", min=1, max=MAX_BLOCKS)
+    rows = torch.export.Dim("row_blocks", min=minimum // multiple, max=MAX_LR_SIDE // multiple)
+    cols = torch.export.Dim("col_blocks", min=minimum // multiple, max=MAX_LR_SIDE // multiple)
     lr = torch.rand(2, 1, side, side + multiple)
     shapes: dict[str, dict[int, object]] = {"lr": {0: batch, 2: multiple * rows, 3: multiple * cols}}
     args: tuple[torch.Tensor, ...] = (lr,)

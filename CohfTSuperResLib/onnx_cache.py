@@ -19,7 +19,7 @@ from .file_integrity import sha256_of
 CACHE_ENV = "COHFT_SR_CACHE"
 RUNTIME_PACKAGES = ("onnxruntime",)  # what running an .onnx model needs
 EXPORT_PACKAGES = ("onnx", "onnxscript")  # what exporting one needs besides torch
-GRAPH_SOURCES = ("model/*.py", "upsample.py", "gradient.py", "onnx_backend.py")  # package files the graph comes from
+GRAPH_SOURCES = ("model/*.py", "upsample.py", "gradient.py", "onnx_backend.py", "batching.py")  # what shapes the graph
 
 
 def cache_dir() -> Path:

@@ -91,6 +91,8 @@ def test_content_box_covers_the_content_with_margin_in_multiples():
     edge[0, 0, 0:5, 290:300] = 1.0
     box = content_box(edge, 30, margin=16)
     assert (box.top, box.left, box.height, box.width) == (0, 240, 60, 60)  # 5 x 10 + 2 x 16 -> 60, flush with the edges
+    box = content_box(edge, 6, minimum=30, margin=8)
+    assert (box.top, box.left, box.height, box.width) == (0, 270, 30, 30)  # 5 x 10 + 2 x 8 -> 24 x 30 -> at least 30
 
 
 def test_content_box_leaves_out_faint_background_only():
@@ -118,7 +120,8 @@ def test_engine_runs_the_network_on_the_content_box_only(tmp_path, monkeypatch):
     monkeypatch.setattr(TorchRunner, "run", lambda self, lr, t1, device: seen.append(lr.shape) or original(
         self, lr, t1, device))
     cropped = sitk.GetArrayFromImage(super_resolve(small, t1, 2, model_path=weights, device="cpu"))
-    assert seen and all(shape[-2:] == (60, 60) for shape in seen)  # 20 x 25 + 2 x 8 margin -> 60 x 60, not 90 x 120
+    # 20 x 25 + 2 x 8 margin -> 36 x 42 (multiples of the input multiple 6, at least 30), not 90 x 120
+    assert seen and all(shape[-2:] == (36, 42) for shape in seen)
     seen.clear()
     whole = sitk.GetArrayFromImage(super_resolve(small, t1, 2, model_path=weights, device="cpu", whole_slices=True))
     assert seen and all(shape[-2:] == (90, 120) for shape in seen)
@@ -211,3 +214,4 @@ def test_attention_inference_path_equals_the_training_path(grouping, patch, posi
         with torch.inference_mode():
             inference_path = attention(x, x)
         torch.testing.assert_close(inference_path, training_path, rtol=1e-5, atol=1e-5)
+

@@ -11,7 +11,7 @@ from inference_helpers import guide_for, save_tiny, tiny_model, volume
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from CohfTSuperResLib.batching import size_multiple  # noqa: E402
+from CohfTSuperResLib.batching import input_multiple, size_multiple  # noqa: E402
 from CohfTSuperResLib.errors import InputError, WeightsError  # noqa: E402
 from CohfTSuperResLib.inference import super_resolve  # noqa: E402
 from CohfTSuperResLib.model import build_model  # noqa: E402
@@ -74,8 +74,10 @@ def test_dynamic_batch_and_size_and_metadata(exported_x2):
     network = tiny_model(2)
     runner = OnnxRunner(exported_x2["onnx"], "cpu")
     assert runner.config == network.config and runner.providers == ["CPUExecutionProvider"]
-    multiple = size_multiple(network.config)
-    for batch, rows, cols in [(1, multiple, 2 * multiple), (3, 3 * multiple, multiple)]:
+    # sides the engine gives: multiples of the input multiple (6), at least the size multiple (30); the
+    # inter-modality attention pads inside the graph
+    multiple, minimum = input_multiple(network.config), size_multiple(network.config)
+    for batch, rows, cols in [(1, minimum, minimum + multiple), (3, minimum + 3 * multiple, 2 * minimum)]:
         lr, t1 = torch.rand(batch, 1, rows, cols), torch.rand(batch, 1, 2 * rows, 2 * cols)
         with torch.inference_mode():
             expected = network(lr, t1)[0]

@@ -38,3 +38,5 @@ def test_pad_to_multiple_reflects_and_handles_tiny_maps():
     assert torch.equal(padded[0, 0, 5, :7], x[0, 0, 3])  # reflect about the last row
     tiny = torch.ones(1, 1, 2, 2)
     assert pad_to_multiple(tiny, 6).shape[-2:] == (6, 6)  # too small to reflect: replicate
+    assert pad_to_multiple(x, 6, minimum=12).shape[-2:] == (12, 12)  # at least the minimum
+    assert pad_to_multiple(torch.ones(1, 1, 18, 13), 6, minimum=12).shape[-2:] == (18, 18)

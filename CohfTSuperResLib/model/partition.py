@@ -15,11 +15,19 @@ import torch.nn.functional as F
 GROUPINGS = ("window", "dilated", "global")
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad H and W at the bottom/right up to a multiple: reflect where the map is large enough, else replicate."""
+def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.Tensor:
+    """Pad H and W at the bottom/right up to a multiple (and to at least `minimum`, itself a multiple): reflect where
+    the map is large enough, else replicate.
+
+    While compiling or exporting (symbolic sizes) always reflect, without branching on the sizes: the inference
+    engine gives the network sides of at least the largest multiple any block pads to (batching.size_multiple).
+    """
     height, width = x.shape[-2:]
-    pad_h = (-height) % multiple
-    pad_w = (-width) % multiple
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if torch.compiler.is_compiling():
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+    if minimum:
+        pad_h, pad_w = max(pad_h, minimum - height), max(pad_w, minimum - width)
     if pad_h == 0 and pad_w == 0:
         return x
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
