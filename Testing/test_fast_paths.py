@@ -19,6 +19,7 @@ from CohfTSuperResLib.backends import TorchRunner
 from CohfTSuperResLib.cropping import content_box
 from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.model.adain import PointwiseAdaIN, channel_stats
+from CohfTSuperResLib.model import attention as attention_module
 from CohfTSuperResLib.model.attention import EXP_SAFE_BOUND, BasicAttention, softmax_product
 from CohfTSuperResLib.model.fused import can_fuse, conv_of_concatenation
 from CohfTSuperResLib.model.partition import group_head_tokens, group_tokens
@@ -214,4 +215,45 @@ def test_attention_inference_path_equals_the_training_path(grouping, patch, posi
         with torch.inference_mode():
             inference_path = attention(x, x)
         torch.testing.assert_close(inference_path, training_path, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_attention_equals_the_whole_softmax_product(monkeypatch):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(23, 4, 36, 4), torch.randn(23, 4, 36, 4), torch.randn(23, 4, 36, 6)
+    bias = torch.randn(4, 36, 36)
+    expected = torch.softmax(q @ k.transpose(-1, -2) + bias, dim=-1) @ v
+    monkeypatch.setattr(attention_module, "CHUNK_BYTES", 5 * 4 * 4 * 36 * (36 + 4 + 6 + 4 + 6))  # chunks of 5 groups
+    with torch.inference_mode():
+        torch.testing.assert_close(attention_module.chunked_attention(q, k, v, bias), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(attention_module.chunked_attention(q, k, v), torch.softmax(
+            q @ k.transpose(-1, -2), dim=-1) @ v, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("grouping", ["window", "dilated"])
+def test_weight_bounds_hold_and_select_the_chunked_path(grouping, monkeypatch):
+    """The logit and inter-head bounds from the weights alone hold for any input, also a huge, a constant and a
+    one-hot map; at the trained models' scale they are below the safe bound, so the chunked path runs."""
+    torch.manual_seed(0)
+    attention = BasicAttention(16, 4, 1, grouping, 6).eval()
+    with torch.no_grad():
+        for norm in (attention.embed_query[1], attention.embed_context[1]):
+            norm.weight.uniform_(-1.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    with torch.inference_mode():
+        logit_bound, head_bound = attention._weight_bounds()
+        assert logit_bound < EXP_SAFE_BOUND
+        one_hot = torch.zeros(1, 16, 24, 18)
+        one_hot[0, 3, 5, 7] = 1e4
+        for x in (torch.randn(1, 16, 24, 18) * 1e3, torch.full((1, 16, 24, 18), 7.0), one_hot):
+            x = x.contiguous(memory_format=torch.channels_last)
+            q, k, v, _h, _w = attention._heads(x, x)
+            assert float((q @ k.transpose(-1, -2)).abs().amax()) <= logit_bound
+            assert float(v.square().sum(dim=-1).amax()) <= head_bound
+        calls = []
+        monkeypatch.setattr(attention_module, "chunked_attention",
+                            lambda *args: calls.append(1) or attention_module.softmax_product(
+                                args[0] @ args[1].transpose(-1, -2), args[2], None))
+        attention(x, x)
+    assert calls == [1]
+    assert BasicAttention(16, 4, 5, "window", 6)._weight_bounds() is None  # patch tokens: bounds from the data
 

@@ -9,11 +9,14 @@ network is involved; max abs difference between A and B in the network's output 
 - a residual dense block at LR and HR size, concatenating against fused (model/fused.py);
 - window attention of the real shape, scaled_dot_product_attention against written out;
 - the same attention, softmax then product against exp in place and division after (softmax_product);
+- the same attention, exp in place and division after on all groups at once against chunks of groups
+  (chunked_attention), with freed memory kept as in the engine;
 - the inter-head softmax over 4 heads, torch.softmax against softmax_of_few;
 - channel statistics of an HR map, var_mean over H x W against the channels-last rows;
 - a 16 -> 16 convolution, one 360 x 390 map against a batch of four (GFLOP/s);
-- the whole S x2 forward on a 390 x 330 LR slice with the attention's stable softmax against the one without
-  row maxima, alternating call by call (the machine's speed drifts): medians, and the median of the pairs' ratios;
+- the whole S x2 forward on a 390 x 330 LR slice with the attention's stable softmax (on all groups at once)
+  against its CPU fast path (logit bounds, from the weights where they suffice; no row maxima; chunks of groups),
+  alternating call by call (the machine's speed drifts): medians, and the median of the pairs' ratios;
 - with --compile: torch.compile (inductor, freezing) of the whole network against eager, with
   the compile time (minutes on 2 cores).
 """
@@ -90,8 +93,9 @@ def dense_block_rows() -> None:
 
 
 def attention_rows() -> None:
+    from CohfTSuperResLib.allocator import reuse_freed_memory
     from CohfTSuperResLib.model.adain import channel_stats
-    from CohfTSuperResLib.model.attention import softmax_of_few, softmax_product
+    from CohfTSuperResLib.model.attention import chunked_attention, softmax_of_few, softmax_product
 
     generator = torch.Generator().manual_seed(0)
     groups = HEIGHT * WIDTH // 36
@@ -109,6 +113,10 @@ def attention_rows() -> None:
     without_maxima = lambda: softmax_product(scaled_q @ k.transpose(-1, -2), v, bound)  # noqa: E731
     row(f"window attention ({groups} x 4 heads x 36 tokens x 4)", "softmax then product", best_ms(stable),
         "exp in place, division after", best_ms(without_maxima), (without_maxima() - stable()).abs().max().item())
+    with reuse_freed_memory():
+        row(f"window attention ({groups} x 4 heads x 36 tokens x 4), freed memory kept", "all groups at once",
+            best_ms(without_maxima), "chunks of groups", best_ms(lambda: chunked_attention(scaled_q, k, v)),
+            (chunked_attention(scaled_q, k, v) - without_maxima()).abs().max().item())
     scores = torch.randn(HEIGHT * WIDTH, 4, 4, generator=generator)
     row(f"inter-head softmax ({HEIGHT * WIDTH} x 4 x 4)", "torch.softmax", best_ms(lambda: torch.softmax(scores, -1)),
         "softmax_of_few", best_ms(lambda: softmax_of_few(scores)),
@@ -156,8 +164,8 @@ def softmax_forward_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Te
         attention.EXP_SAFE_BOUND = safe_bound
     stable, without = ([run[i][0] for run in runs] for i in (0, 1))
     difference = (runs[-1][0][1] - runs[-1][1][1]).abs().max().item()
-    row("S x2 forward, 390 x 330 LR (medians)", "stable softmax", statistics.median(stable), "without row maxima",
-        statistics.median(without), difference)
+    row("S x2 forward, 390 x 330 LR (medians)", "stable softmax", statistics.median(stable),
+        "bounds, no row maxima, chunks", statistics.median(without), difference)
     print(f"| the same, median of the {pairs} pairs' ratios | | | "
           f"{statistics.median(a / b for a, b in zip(stable, without, strict=True)):.3f} | |")
 

@@ -16,6 +16,7 @@ from .partition import group_head_tokens, pad_to_multiple, ungroup_tokens
 
 LOCALITY_SLOPES = (2.0, 1.0, 0.5, 0.25)  # initial logit penalty per token of distance, head by head (cycled)
 EXP_SAFE_BOUND = 60.0  # exp(+-60) neither overflows nor underflows float32, even summed over thousands of tokens
+CHUNK_BYTES = 2 << 20  # groups attended at once on the CPU fast path: their q, k, v and correlations in ~2 MiB
 
 
 def relative_offsets(window: int) -> torch.Tensor:
@@ -136,29 +137,67 @@ class BasicAttention(nn.Module):
 
     def _logit_bound(self, q: torch.Tensor, k: torch.Tensor) -> float | None:
         """An upper bound of every |correlation logit| (Cauchy-Schwarz, plus the largest position bias) on the
-        CPU inference path, else None (no host synchronisation in training or on a GPU)."""
+        CPU inference path, else None (no host synchronisation in training or on a GPU).
+
+        From the weights alone where that bound is safe (`_weight_bounds`), else from the largest query and key norms.
+        """
         if not cpu_float_inference(q):
             return None
+        from_weights = self._weight_bounds()
+        if from_weights is not None and from_weights[0] < EXP_SAFE_BOUND:
+            return from_weights[0]
         bound = float(torch.linalg.vector_norm(q, dim=-1).amax() * torch.linalg.vector_norm(k, dim=-1).amax())
-        if self.relative_bias is not None:
-            bound += float(self.relative_bias.abs().amax())
-        return bound
+        return bound + self._largest_bias()
+
+    def _largest_bias(self) -> float:
+        return 0.0 if self.relative_bias is None else float(self.relative_bias.abs().amax())
+
+    def _weight_bounds(self) -> tuple[float, float] | None:
+        """(bound of every |correlation logit|, bound of every squared head norm of v_hat) from the weights alone, for
+        point tokens (patch 1; for patch tokens these bounds are far above EXP_SAFE_BOUND: 280 to 660 for the
+        shipped models), else None.
+
+        An embedded position is GELU(LN(.)): the normalised vector has norm <= sqrt(d), so after the LN's affine
+        map its norm is <= max|gamma| sqrt(d) + ||beta||, and |GELU(t)| <= |t| keeps it (padding copies positions).
+        A head's projection W_h x + b_h then has norm <= ||W_h||_2 (that bound) + ||b_h||; v_hat, a softmax average
+        of values, stays within the values' bound. Skips two passes over q and k per attention and one over the
+        inter-head correlations.
+        """
+        if self.patch != 1:
+            return None
+        scale = 1.0 / math.sqrt(self.to_q.out_features // self.heads)
+        query = _head_norm_bounds(self.to_q, self.heads, _embedding_norm_bound(self.embed_query)) * scale
+        context = _embedding_norm_bound(self.embed_context)
+        key, value = (_head_norm_bounds(linear, self.heads, context) for linear in (self.to_k, self.to_v))
+        return float((query * key).amax()) + self._largest_bias(), float(value.square().amax())
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x1.shape
         q, k, v, token_h, token_w = self._heads(x1, x2)
-        v_hat = softmax_product(self._logits(q, k), v, self._logit_bound(q, k))
+        bound = self._logit_bound(q, k)
+        if bound is not None and bound < EXP_SAFE_BOUND:
+            v_hat = chunked_attention(q, k, v, self._position_bias())
+        else:
+            v_hat = torch.softmax(self._logits(q, k), dim=-1) @ v
         v_hat = v_hat.transpose(1, 2).contiguous()  # (G, N, M, d')
         if self.inter_head:
             head_logits = v_hat @ v_hat.transpose(-1, -2)  # A of Eq. 4 before its softmax: (G, N, M, M)
-            # the largest |<v_m, v_n>| is the largest <v_m, v_m> (Cauchy-Schwarz): the diagonal's maximum
-            bound = float(head_logits.diagonal(dim1=-2, dim2=-1).amax()) if cpu_float_inference(v_hat) else None
-            v_hat = v_hat + softmax_product(head_logits, v_hat, bound, softmax_of_few)
+            v_hat = v_hat + softmax_product(head_logits, v_hat, self._head_logit_bound(head_logits), softmax_of_few)
         mixed = v_hat.reshape(v_hat.shape[0], v_hat.shape[1], -1)
 
         token_map = ungroup_tokens(mixed, self.grouping, self.window, batch, token_h, token_w)
         folded = F.pixel_shuffle(token_map, self.patch) if self.patch > 1 else token_map
         return conv_add(folded[..., :height, :width], self.post.weight, self.post.bias, x1)
+
+    def _head_logit_bound(self, head_logits: torch.Tensor) -> float | None:
+        """A bound of every |inter-head logit| on the CPU inference path (else None): from the weights where
+        `_weight_bounds` gives one, else the largest <v_m, v_m> (by Cauchy-Schwarz the largest |<v_m, v_n>|)."""
+        if not cpu_float_inference(head_logits):
+            return None
+        from_weights = self._weight_bounds()
+        if from_weights is not None:
+            return from_weights[1]
+        return float(head_logits.diagonal(dim1=-2, dim2=-1).amax())
 
     @torch.no_grad()
     def attention_weights(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -178,8 +217,8 @@ def softmax_product(
     With `bound`, a bound of every |logit| below EXP_SAFE_BOUND, the row maxima are not subtracted
     (softmax does not change under a shift, and exp can neither overflow nor vanish there): the
     logits are exponentiated in place and the product divided by the row sums afterwards: fewer
-    passes over the (groups, heads, N, N) maps (a clinical slice's window attention: 28.6 -> 21.1 ms,
-    bench/cpu_choices.py). Otherwise (bound None or too large) `softmax` then the product.
+    passes over the maps (used for the inter-head correlation; `chunked_attention` does the same for the
+    token correlations). Otherwise (bound None or too large) `softmax` then the product.
     """
     if bound is None or not bound < EXP_SAFE_BOUND:
         return softmax(logits) @ values
@@ -187,11 +226,51 @@ def softmax_product(
     return (weights @ values).div_(weights.sum(dim=-1, keepdim=True))
 
 
+def chunked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(q k^T + bias) v for (groups, heads, N, d) q, k, v, in chunks of groups whose q, k, v and correlations
+    take about CHUNK_BYTES, so each chunk's correlations stay in the CPU's cache from product to product; exp
+    without row maxima, so only where every |logit| is below EXP_SAFE_BOUND (the caller's bound; inference only).
+
+    Groups are attended independently, so the chunks give the same values as the whole (window attention of a
+    390 x 360 slice: 32.4 -> 19.6 ms on 2 cores, bench/cpu_choices.py), and the full correlation maps are never held.
+    """
+    groups, heads, queries, _ = q.shape
+    keys = k.shape[-2]
+    per_group = heads * (queries * (keys + q.shape[-1] + v.shape[-1]) + keys * (k.shape[-1] + v.shape[-1]))
+    chunk = max(1, CHUNK_BYTES // (q.element_size() * per_group))
+    out = torch.empty(groups, heads, queries, v.shape[-1], dtype=v.dtype, device=v.device)
+    k_transposed = k.transpose(-1, -2)
+    for start in range(0, groups, chunk):
+        part = slice(start, start + chunk)
+        weights = torch.matmul(q[part], k_transposed[part])
+        if bias is not None:
+            weights += bias
+        weights = weights.exp_()
+        torch.matmul(weights, v[part], out=out[part])
+        out[part].div_(weights.sum(dim=-1, keepdim=True))
+    return out
+
+
 def softmax_of_few(x: torch.Tensor) -> torch.Tensor:
     """Softmax over a short last axis (the M heads): a fifth of torch.softmax's time there on the CPU
     (bench/cpu_choices.py)."""
     x = (x - x.amax(dim=-1, keepdim=True)).exp()
     return x / x.sum(dim=-1, keepdim=True)
+
+
+def _embedding_norm_bound(embedding: nn.Sequential) -> torch.Tensor:
+    """Bound of the norm of one position's output of `pointwise_embedding` (conv, LN, GELU): see _weight_bounds."""
+    norm = embedding[1]
+    return norm.weight.abs().amax() * math.sqrt(norm.weight.numel()) + torch.linalg.vector_norm(norm.bias)
+
+
+def _head_norm_bounds(linear: nn.Linear, heads: int, input_bound: torch.Tensor) -> torch.Tensor:
+    """(heads,) bounds of the norm of each head's share of linear(x) for inputs of norm <= input_bound."""
+    weight = linear.weight.view(heads, -1, linear.in_features)
+    bias = linear.bias.view(heads, -1)
+    return torch.linalg.matrix_norm(weight, ord=2) * input_bound + torch.linalg.vector_norm(bias, dim=-1)
 
 
 def _per_token(feature_map: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
