@@ -7,10 +7,13 @@ Usage (from the repository root):
 The honest ratio: `seconds / (FLOPs / conv rate)`, where FLOPs are the network's on every whole
 slice with content (the work a whole-slice run has to do; skipping background counts as saved
 work) and the conv rate is this machine's float32 throughput on a 64 -> 64 3 x 3 convolution of a
-256 x 256 map (channels-last), measured in the same child process right before and after the run
-(the mean of both). A ratio of 1 means the volume took as long as its FLOPs take on that
-convolution. The machine's speed varies by tens of percent between minutes (shared host), so every
-run is repeated in interleaved rounds (--repeat) and the fastest is reported, with its own conv rate.
+256 x 256 map (channels-last), measured in the same child process right before the run, after each
+slice (the progress callback; that time is not counted in the run's seconds) and right after it: the
+mean of all samples, so the yardstick follows the machine's speed during the run. The ratio with
+the mean of the two samples at the ends alone is printed too. A ratio of 1 means the volume took as
+long as its FLOPs take on that convolution. The machine's speed varies by tens of percent between
+minutes (shared host), so every run is repeated in interleaved rounds (--repeat) and the fastest is
+reported, with its own conv rate.
 
 Each method runs in its own child process (so peak RSS is its own) on every --every-th slice of
 the volume (SimpleITK's strided slicing keeps their physical positions, so the T1 guide is the
@@ -24,6 +27,7 @@ T2's robust scale (normalize.py; tissue about 0 .. 1).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -57,10 +61,16 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(extensions) or 'no AVX2'})"
 
 
+@functools.cache
+def _yardstick() -> tuple[torch.nn.Conv2d, torch.Tensor]:
+    """The convolution of `conv_rate` and its input, made once per process."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    return conv, torch.rand(1, 64, 256, 256).contiguous(memory_format=torch.channels_last)
+
+
 def conv_rate(repeats: int = 8) -> float:
     """FLOP/s of a 64 -> 64 3 x 3 float32 convolution on a 1 x 64 x 256 x 256 channels-last map."""
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval().to(memory_format=torch.channels_last)
-    x = torch.rand(1, 64, 256, 256).contiguous(memory_format=torch.channels_last)
+    conv, x = _yardstick()
     with torch.inference_mode():
         conv(x)
         start = time.perf_counter()
@@ -105,19 +115,27 @@ def child(method: str, case: str, every: int, output: str) -> dict:
 
         load_runner("S", scale, True, None, "onnx", "fp32", "cpu")
     baseline = peak_rss()
-    rate_before = conv_rate()
+    rates, sampling = [conv_rate()], []
+
+    def sample_rate(_done: int, _total: int) -> None:  # after each slice: the conv rate, outside the timed work
+        sample_start = time.perf_counter()
+        rates.append(conv_rate())
+        sampling.append(time.perf_counter() - sample_start)
+
     start = time.perf_counter()
     if method == "bicubic":  # voxels (numpy, k-j-i order) on the output grid
         voxels = resample_to(part, output_grid(Grid.of(part), scale), sitk.sitkBSpline)
     else:
-        voxels = sitk.GetArrayFromImage(super_resolve(part, t1, scale, device="cpu", backend=method, slice_axis=2))
-    seconds = time.perf_counter() - start
+        voxels = sitk.GetArrayFromImage(super_resolve(part, t1, scale, device="cpu", backend=method, slice_axis=2,
+                                                      progress=sample_rate))
+    seconds = time.perf_counter() - start - sum(sampling)
     peak = peak_rss()
-    rate = (rate_before + conv_rate()) / 2
+    rates.append(conv_rate())
     np.save(output, voxels)
     arrays = int(np.prod(part.GetSize())) * 4 + voxels.astype(np.float32).nbytes  # float32 input and output voxels
-    return {"seconds": seconds, "peak": peak, "baseline": baseline, "arrays": arrays, "conv_rate": rate,
-            "slices_run": part.GetSize()[2], "total_slices": t2.GetSize()[2]}
+    return {"seconds": seconds, "peak": peak, "baseline": baseline, "arrays": arrays, "conv_rate": np.mean(rates),
+            "conv_rate_ends": (rates[0] + rates[-1]) / 2, "slices_run": part.GetSize()[2],
+            "total_slices": t2.GetSize()[2]}
 
 
 def nominal_flops(case: str) -> tuple[float, int]:
@@ -174,9 +192,9 @@ def main() -> None:
             flops, busy = nominal_flops(case)
             t2_scale = robust_scale(sitk.GetArrayFromImage(load_case(case)[0]))
             print(f"\n## {case}: Cohf-T S {flops / 1e12:.2f} TFLOP on its {busy} slices with content")
-            print("| code | method | s / volume | ratio to conv rate | x bicubic | conv rate GFLOP/s | "
-                  "peak RSS above in/out arrays GiB | max abs diff to this tree's torch |")
-            print("|---|---|---|---|---|---|---|---|")
+            print("| code | method | s / volume | ratio to conv rate | ratio, rate at the ends only | x bicubic | "
+                  "conv rate GFLOP/s | peak RSS above in/out arrays GiB | max abs diff to this tree's torch |")
+            print("|---|---|---|---|---|---|---|---|---|")
             runs = [(label, tree, method) for method in args.methods for label, tree in trees
                     if method != "bicubic" or tree == ROOT]
             results, outputs = {}, {}
@@ -191,14 +209,15 @@ def main() -> None:
             bicubic = results.get(("this tree", "bicubic"))
             for (label, method), result in results.items():
                 seconds = result["seconds"] * result["total_slices"] / result["slices_run"]
-                ratio = "-" if method == "bicubic" else f"{seconds / (flops / result['conv_rate']):.2f}"
+                ratio, ends = ("-" if method == "bicubic" else f"{seconds / (flops / result[key]):.2f}"
+                               for key in ("conv_rate", "conv_rate_ends"))
                 versus = "-" if bicubic is None else \
                     f"{seconds / (bicubic['seconds'] * bicubic['total_slices'] / bicubic['slices_run']):.1f}"
                 above = (result["peak"] - result["arrays"]) / 2**30
                 difference = "-" if reference is None or method == "bicubic" else \
                     f"{np.abs(np.load(outputs[label, method]) - reference).max() / t2_scale:.1e}"
-                print(f"| {label} | {method} | {seconds:.1f} | {ratio} | {versus} | {result['conv_rate'] / 1e9:.0f} | "
-                      f"{above:.2f} | {difference} |", flush=True)
+                print(f"| {label} | {method} | {seconds:.1f} | {ratio} | {ends} | {versus} | "
+                      f"{result['conv_rate'] / 1e9:.0f} | {above:.2f} | {difference} |", flush=True)
 
 
 if __name__ == "__main__":
