@@ -14,8 +14,8 @@ the two SR volumes in the same normalised units.
 --pad N zero-pads the LR T2 by N voxels on each in-plane side after the LR synthesis (an exactly
 zero background around the slice, as in a BraTS volume or a masked clinical one, which the engine's
 content box leaves out) and scores only the original extent; --central K keeps the K central axial
-slices (for time). The k-space synthesis leaves no exact zero inside the original extent, so
-without --pad the content box never applies to this subject.
+slices (for time). Without --pad the content box (LR samples above 2 % of the tissue scale)
+applies only where the k-space synthesis's ringing around the brain stays below that level.
 """
 
 from __future__ import annotations
