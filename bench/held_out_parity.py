@@ -2,7 +2,7 @@
 
 Usage (from the repository root):
     PYTHONPATH=. python bench/held_out_parity.py --baseline-tree DIR [--scales 2 3 4] [--threads 2]
-        [--pad 120 --central 40]
+        [--pad 120 --central 40] [--whole-slices]
 
 The protocol of `cohft-sr evaluate` (CohfTSuperResLib/evaluate.py) on the held-out subject
 mni/patient26: k-space LR synthesis of its HR T2 at each scale, every brain slice, PSNR pooled over
@@ -16,6 +16,7 @@ zero background around the slice, as in a BraTS volume or a masked clinical one,
 content box leaves out) and scores only the original extent; --central K keeps the K central axial
 slices (for time). Without --pad the content box (LR samples above 2 % of the tissue scale)
 applies only where the k-space synthesis's ringing around the brain stays below that level.
+--whole-slices runs both trees on whole slices (`whole_slices=True`, no content box).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def held_out_stacks(scale: int, pad: int, central: int | None) -> tuple[object, 
     return lr, t1, to_stack(hr, AXIS), extent
 
 
-def child(scale: int, folder: Path, pad: int, central: int | None) -> None:
+def child(scale: int, folder: Path, pad: int, central: int | None, whole_slices: bool) -> None:
     """SR stacks of this process's library, with and without the T1, saved as .npy in folder."""
     import torch
 
@@ -64,9 +65,10 @@ def child(scale: int, folder: Path, pad: int, central: int | None) -> None:
 
     torch.set_num_threads(int(os.environ.get("PARITY_THREADS", "2")))
     lr, t1, _hr, _extent = held_out_stacks(scale, pad, central)
+    options = {"whole_slices": True} if whole_slices else {}  # a tree from before the content box runs too
     for name, guide in (("t1", t1), ("no_t1", None)):
         np.save(folder / f"x{scale}_{name}.npy", to_stack(super_resolve(lr, guide, scale, device="cpu",
-                                                                         slice_axis=AXIS), AXIS))
+                                                                         slice_axis=AXIS, **options), AXIS))
 
 
 def main() -> None:
@@ -75,11 +77,12 @@ def main() -> None:
     parser.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pad", type=int, default=0, help="zero voxels added on each in-plane side of the LR T2")
+    parser.add_argument("--whole-slices", action="store_true", help="run the network on whole slices in both trees")
     parser.add_argument("--central", type=int, help="keep only this many central axial slices")
     parser.add_argument("--child", nargs=2, metavar=("SCALE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(int(args.child[0]), Path(args.child[1]), args.pad, args.central)
+        child(int(args.child[0]), Path(args.child[1]), args.pad, args.central, args.whole_slices)
         return
     from CohfTSuperResLib.evaluate import score
     from CohfTSuperResLib.normalize import robust_scale
@@ -97,6 +100,7 @@ def main() -> None:
                 folders[label].mkdir()
                 environment = {**os.environ, "PYTHONPATH": str(tree), "PARITY_THREADS": str(args.threads)}
                 options = ["--pad", str(args.pad)] + ([] if args.central is None else ["--central", str(args.central)])
+                options += ["--whole-slices"] if args.whole_slices else []
                 subprocess.run([sys.executable, __file__, "--baseline-tree", str(tree), "--child", str(scale),
                                 str(folders[label]), *options], check=True, env=environment, cwd=tree,
                                capture_output=True)
