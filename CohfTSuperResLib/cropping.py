@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from .model.partition import padded_length
 from .tiling import Tile
 
 CONTENT_THRESHOLD = 0.02
@@ -27,7 +28,7 @@ def _span(present: torch.Tensor, multiple: int, minimum: int, margin: int) -> tu
     indices = present.nonzero()
     first, last = int(indices[0]), int(indices[-1])
     needed = last - first + 1 + 2 * margin
-    size = max(-(-needed // multiple) * multiple, minimum)
+    size = padded_length(needed, multiple, minimum)
     if size >= length:
         return 0, length
     start = first - margin - (size - needed) // 2

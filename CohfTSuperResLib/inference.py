@@ -36,7 +36,7 @@ from .cropping import content_box
 from .devices import deterministic_kernels, resolve_device, working_memory_budget
 from .errors import InferenceCancelled, InferenceError, InputError, InputNote
 from .geometry import Grid, output_grid, resample_to, slab, to_slice_stack
-from .model.partition import pad_to_multiple
+from .model.partition import pad_to_multiple, padded_length
 from .normalize import denormalize, normalize
 from .options import BACKENDS, PRECISIONS, VARIANTS
 from .tiling import Tile, run_tiled, scaled
@@ -167,7 +167,7 @@ class _SliceEngine:
         self.progress(self.done, self.total)
         box = self._content_box(torch.from_numpy(stack))  # the union of every slice's box: the largest batch
         run_h, run_w = (height, width) if box is None else (box.height, box.width)
-        padded_h, padded_w = (max(-(-n // self.multiple) * self.multiple, self.minimum_side) for n in (run_h, run_w))
+        padded_h, padded_w = (padded_length(n, self.multiple, self.minimum_side) for n in (run_h, run_w))
         budget = working_memory_budget(device)
         self.plan = plan_batches(self.runner.config, padded_h, padded_w, budget, batch_size)
 

@@ -135,16 +135,18 @@ class BasicAttention(nn.Module):
             logits += bias.to(logits.dtype)
         return logits
 
-    def _logit_bound(self, q: torch.Tensor, k: torch.Tensor) -> float | None:
+    def _logit_bound(
+        self, q: torch.Tensor, k: torch.Tensor, from_weights: tuple[float, float] | None
+    ) -> float | None:
         """An upper bound of every |correlation logit| (Cauchy-Schwarz, plus the largest position bias) on the
         CPU inference path, else None (no host synchronisation in training or on a GPU).
 
-        From the weights alone where that bound is safe (`_weight_bounds`), else from the largest query and key norms.
+        From the weights alone (`from_weights`, `_weight_bounds`) where that bound is safe, else from the largest
+        query and key norms.
         """
         if not cpu_float_inference(q):
             return None
-        from_weights = self._weight_bounds()
-        if from_weights is not None and from_weights[0] < EXP_SAFE_BOUND:
+        if from_weights is not None and exp_is_safe(from_weights[0]):
             return from_weights[0]
         bound = float(torch.linalg.vector_norm(q, dim=-1).amax() * torch.linalg.vector_norm(k, dim=-1).amax())
         return bound + self._largest_bias()
@@ -174,27 +176,29 @@ class BasicAttention(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x1.shape
         q, k, v, token_h, token_w = self._heads(x1, x2)
-        bound = self._logit_bound(q, k)
-        if bound is not None and bound < EXP_SAFE_BOUND:
+        from_weights = self._weight_bounds() if cpu_float_inference(q) else None
+        if exp_is_safe(self._logit_bound(q, k, from_weights)):
             v_hat = chunked_attention(q, k, v, self._position_bias())
         else:
             v_hat = torch.softmax(self._logits(q, k), dim=-1) @ v
         v_hat = v_hat.transpose(1, 2).contiguous()  # (G, N, M, d')
         if self.inter_head:
             head_logits = v_hat @ v_hat.transpose(-1, -2)  # A of Eq. 4 before its softmax: (G, N, M, M)
-            v_hat = v_hat + softmax_product(head_logits, v_hat, self._head_logit_bound(head_logits), softmax_of_few)
+            bound = self._head_logit_bound(head_logits, from_weights)
+            v_hat = v_hat + softmax_product(head_logits, v_hat, bound, softmax_of_few)
         mixed = v_hat.reshape(v_hat.shape[0], v_hat.shape[1], -1)
 
         token_map = ungroup_tokens(mixed, self.grouping, self.window, batch, token_h, token_w)
         folded = F.pixel_shuffle(token_map, self.patch) if self.patch > 1 else token_map
         return conv_add(folded[..., :height, :width], self.post.weight, self.post.bias, x1)
 
-    def _head_logit_bound(self, head_logits: torch.Tensor) -> float | None:
+    def _head_logit_bound(
+        self, head_logits: torch.Tensor, from_weights: tuple[float, float] | None
+    ) -> float | None:
         """A bound of every |inter-head logit| on the CPU inference path (else None): from the weights where
-        `_weight_bounds` gives one, else the largest <v_m, v_m> (by Cauchy-Schwarz the largest |<v_m, v_n>|)."""
+        `_weight_bounds` gave one, else the largest <v_m, v_m> (by Cauchy-Schwarz the largest |<v_m, v_n>|)."""
         if not cpu_float_inference(head_logits):
             return None
-        from_weights = self._weight_bounds()
         if from_weights is not None:
             return from_weights[1]
         return float(head_logits.diagonal(dim1=-2, dim2=-1).amax())
@@ -204,6 +208,11 @@ class BasicAttention(nn.Module):
         """The correlation maps s of Eq. 3 (with the position bias), (groups, heads, N, N): for diagnostics."""
         q, k, _v, _h, _w = self._heads(x1, x2)
         return torch.softmax(self._logits(q.float(), k.float()), dim=-1)
+
+
+def exp_is_safe(bound: float | None) -> bool:
+    """Whether logits bounded by `bound` (None: no bound) can be exponentiated without their row maxima."""
+    return bound is not None and bound < EXP_SAFE_BOUND
 
 
 def softmax_product(
@@ -220,7 +229,7 @@ def softmax_product(
     passes over the maps (used for the inter-head correlation; `chunked_attention` does the same for the
     token correlations). Otherwise (bound None or too large) `softmax` then the product.
     """
-    if bound is None or not bound < EXP_SAFE_BOUND:
+    if not exp_is_safe(bound):
         return softmax(logits) @ values
     weights = logits.exp_()
     return (weights @ values).div_(weights.sum(dim=-1, keepdim=True))

@@ -15,6 +15,11 @@ import torch.nn.functional as F
 GROUPINGS = ("window", "dilated", "global")
 
 
+def padded_length(length: int, multiple: int, minimum: int = 0) -> int:
+    """`length` rounded up to a multiple of `multiple`, and to at least `minimum` (itself a multiple)."""
+    return max(-(-length // multiple) * multiple, minimum)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.Tensor:
     """Pad H and W at the bottom/right up to a multiple (and to at least `minimum`, itself a multiple): reflect where
     the map is large enough, else replicate.
@@ -23,11 +28,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.T
     engine gives the network sides of at least the largest multiple any block pads to (batching.size_multiple).
     """
     height, width = x.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
     if torch.compiler.is_compiling():
-        return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-    if minimum:
-        pad_h, pad_w = max(pad_h, minimum - height), max(pad_w, minimum - width)
+        return F.pad(x, (0, (-width) % multiple, 0, (-height) % multiple), mode="reflect")
+    pad_h, pad_w = padded_length(height, multiple, minimum) - height, padded_length(width, multiple, minimum) - width
     if pad_h == 0 and pad_w == 0:
         return x
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
