@@ -11,9 +11,11 @@ pack in memory, so both routes give the same batches.
 
 Stored per volume ``v``: ``hr_v`` and ``t1_v`` (N, H, W) float16 (T2 / its HR volume's robust scale,
 T1 / its own). The JSON header ``meta`` (bytes; no pickle anywhere) holds the format version, the
-volume names and roles ('train' or 'val'), and per volume the factors by which the T2 is further
-divided at each scale so that it is normalised like inference normalises an LR input
-(``pairs.lr_reference_factor``).
+volume names and roles ('train' or 'val'), per volume its voxel spacing in mm (slice, row, column;
+1 mm where a pack has none) and the factors by which the T2 is further divided at each scale so that
+it is normalised like inference normalises an LR input (``pairs.lr_reference_factor``). A pack volume
+holds consecutive slices (the guide randomisation reads neighbouring slices): a run of brain slices
+interrupted by a validation slab or a slice without brain is stored as separate volumes.
 """
 
 from __future__ import annotations
@@ -46,10 +48,16 @@ class PackVolume:
     t1: np.ndarray
     t2_factors: dict[int, float]
     has_t1: bool = True
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def normalised(self, scale: int) -> tuple[np.ndarray, np.ndarray]:
         """float32 (HR T2, T1) slices with the T2 normalised as inference normalises an x`scale` LR input."""
         return self.hr.astype(np.float32) / np.float32(self.t2_factors[scale]), self.t1.astype(np.float32)
+
+
+def consecutive_runs(index: np.ndarray) -> list[np.ndarray]:
+    """The sorted slice indices split where they are not consecutive."""
+    return [run for run in np.split(index, np.flatnonzero(np.diff(index) != 1) + 1) if run.size]
 
 
 def crop_box(mask: np.ndarray, multiple: int = CROP_MULTIPLE, margin: int = CROP_MARGIN) -> tuple[slice, slice]:
@@ -69,10 +77,10 @@ def crop_box(mask: np.ndarray, multiple: int = CROP_MULTIPLE, margin: int = CROP
 
 
 def _volume(name: str, role: str, hr: np.ndarray, t1: np.ndarray, factors: dict[int, float],
-            has_t1: bool) -> PackVolume:
+            has_t1: bool, spacing: tuple[float, float, float]) -> PackVolume:
     rows, cols = crop_box((hr > 0) | (t1 > 0))
     return PackVolume(name, role, hr[:, rows, cols].astype(np.float16), t1[:, rows, cols].astype(np.float16),
-                      dict(factors), has_t1)
+                      dict(factors), has_t1, spacing)
 
 
 def build_pack(manifest: str | Path, val_slices: int = 12, guard: int = 4,
@@ -99,10 +107,13 @@ def build_pack(manifest: str | Path, val_slices: int = 12, guard: int = 4,
             low, high = val_index.min() - guard, val_index.max() + guard
             parts = {"train": brain[(brain < low) | (brain > high)], "val": val_index}
         for role, index in parts.items():
-            if index.size:
+            runs = consecutive_runs(index)
+            for number, run in enumerate(runs, 1):
                 name = spec.subject if role == "train" or spec.role == "val" else f"{spec.subject} (val slab)"
-                volumes.append(_volume(name, role, pair.hr[index], pair.t1[index], pair.t2_factors,
-                                       spec.t1 is not None))
+                if len(runs) > 1:
+                    name += f" (part {number})"
+                volumes.append(_volume(name, role, pair.hr[run], pair.t1[run], pair.t2_factors,
+                                       spec.t1 is not None, pair.spacing))
         if log is not None:
             log(f"loaded {spec.subject} ({spec.role}): {pair.hr.shape[0]} slices of {pair.hr.shape[1]}x"
                 f"{pair.hr.shape[2]}, {len(brain)} with brain")
@@ -116,7 +127,7 @@ def write_pack(volumes: list[PackVolume], path: str | Path, source: dict[str, An
         raise InputError(f"a training pack is an .npz file, got {path.name}")
     meta = {"version": PACK_VERSION, "source": source or {},
             "volumes": [{"name": v.name, "role": v.role, "t2_factors": {str(k): f for k, f in v.t2_factors.items()},
-                         "has_t1": v.has_t1, "shape": list(v.hr.shape)} for v in volumes]}
+                         "has_t1": v.has_t1, "shape": list(v.hr.shape), "spacing": list(v.spacing)} for v in volumes]}
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     for number, volume in enumerate(volumes):
         arrays[f"hr_{number}"], arrays[f"t1_{number}"] = volume.hr, volume.t1
@@ -139,7 +150,8 @@ def read_pack(path: str | Path) -> tuple[list[PackVolume], dict[str, Any]]:
                 raise InputError(f"{path.name} is a training pack of version {meta.get('version')}; "
                                  f"this library reads version {PACK_VERSION}: rebuild it with `cohft-sr pack`")
             volumes = [PackVolume(entry["name"], entry["role"], stored[f"hr_{n}"], stored[f"t1_{n}"],
-                                  {int(k): float(f) for k, f in entry["t2_factors"].items()}, bool(entry["has_t1"]))
+                                  {int(k): float(f) for k, f in entry["t2_factors"].items()}, bool(entry["has_t1"]),
+                                  tuple(float(x) for x in entry.get("spacing", (1.0, 1.0, 1.0))))
                        for n, entry in enumerate(meta["volumes"])]
     except (OSError, ValueError, KeyError) as error:
         if isinstance(error, InputError):
@@ -152,7 +164,7 @@ def slice_sets(volumes: list[PackVolume], scale: int) -> tuple[SliceSet, SliceSe
     """Training and validation SliceSets of a pack at one scale."""
     sets = {"train": SliceSet(scale), "val": SliceSet(scale)}
     for volume in volumes:
-        sets[volume.role].add(volume.name, *volume.normalised(scale))
+        sets[volume.role].add(volume.name, *volume.normalised(scale), volume.spacing)
     return sets["train"], sets["val"]
 
 

@@ -25,7 +25,9 @@ inference normalises by. The training pack (``pack.py``) is built from these pai
 here is needed to train from a pack, and this module is the only one of the training data that
 needs SimpleITK.
 
-``python -m CohfTSuperResLib.pairs open-ms ROOT OUT.csv`` writes the project's open_ms manifest;
+``python -m CohfTSuperResLib.pairs open-ms ROOT OUT.csv`` writes the project's open_ms manifest,
+``python -m CohfTSuperResLib.pairs sources DATA OUT.csv`` the manifest of the split across the sources of
+``../shared/data`` (``source_specs``);
 ``python -m CohfTSuperResLib.pairs check MANIFEST`` prints the T1/T2 gradient correlation per pair.
 """
 
@@ -141,6 +143,23 @@ def open_ms_specs(root: str | Path) -> list[PairSpec]:
     return specs
 
 
+TRAINING_SOURCES = ("open_ms/mni/patient07", "open_ms/mni/patient19", "templates/icbm2009c_sym")
+SELECTION_SOURCE = "templates/mni152_fsl"
+REPORTING_SUBJECTS = ("open_ms/mni/patient26", "brats_gli/BraTS-GLI-00000-000")
+
+
+def source_specs(data: str | Path) -> list[PairSpec]:
+    """The project's split of ../shared/data across sources: two open_ms subjects and one template train,
+    another template (a source never trained on) selects checkpoints; REPORTING_SUBJECTS are never used
+    for either."""
+    data = Path(data).resolve()
+    specs = []
+    for name, role in [(name, "train") for name in TRAINING_SOURCES] + [(SELECTION_SOURCE, "val")]:
+        folder = data / name
+        specs.append(PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", subject=name, role=role))
+    return specs
+
+
 def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
     return (a.GetSize() == b.GetSize()
             and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
@@ -192,7 +211,8 @@ class LoadedPair:
 
     hr: the T2 divided by the robust scale of the HR volume; t1: the T1 divided by its own;
     brain: indices of the slices with brain; t2_factors[s]: divide hr by it to normalise the T2 by
-    its synthesised x s LR volume instead (what inference computes from an LR input).
+    its synthesised x s LR volume instead (what inference computes from an LR input); spacing: the voxel
+    spacing in mm of the stack's axes (slice, row, column).
     """
 
     spec: PairSpec
@@ -200,6 +220,7 @@ class LoadedPair:
     t1: np.ndarray
     brain: np.ndarray
     t2_factors: dict[int, float]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def lr_reference_factor(hr: np.ndarray, scale: int) -> float:
@@ -225,7 +246,10 @@ def load_pair(spec: PairSpec) -> LoadedPair:
     else:
         t1 = np.zeros_like(hr)
     factors = {scale: lr_reference_factor(hr, scale) for scale in SCALES}
-    return LoadedPair(spec, np.ascontiguousarray(hr), np.ascontiguousarray(t1), brain_slices(hr), factors)
+    spacing = t2.GetSpacing()
+    stack_spacing = (spacing[axis], *(spacing[k] for k in (2, 1, 0) if k != axis))
+    return LoadedPair(spec, np.ascontiguousarray(hr), np.ascontiguousarray(t1), brain_slices(hr), factors,
+                      stack_spacing)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,12 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("root", type=Path)
     make.add_argument("output", type=Path)
     make.add_argument("--mni-only", action="store_true", help="leave out the clinical studies")
+    sources = commands.add_parser("sources", help="write the manifest of the split across ../shared/data's sources")
+    sources.add_argument("root", type=Path)
+    sources.add_argument("output", type=Path)
     check = commands.add_parser("check", help="gradient correlation of T1 and T2 on the T2 grid, per pair")
     check.add_argument("manifest", type=Path)
     args = parser.parse_args(argv)
-    if args.command == "open-ms":
-        specs = open_ms_specs(args.root)
-        if args.mni_only:
+    if args.command in ("open-ms", "sources"):
+        specs = open_ms_specs(args.root) if args.command == "open-ms" else source_specs(args.root)
+        if args.command == "open-ms" and args.mni_only:
             specs = [spec for spec in specs if spec.subject.startswith("mni/")]
         write_manifest(specs, args.output)
         print(f"wrote {args.output}")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .degrade import kspace_crop
+from .guide_randomisation import GuideRandomisation
 
 BRAIN_LEVEL = 0.1  # normalised intensity above which a voxel counts as tissue
 BRAIN_FRACTION = 0.05  # a brain slice has at least this fraction of tissue voxels
@@ -55,19 +56,24 @@ def synthesise_lr(hr: np.ndarray, scale: int, noise: float = 0.0, rng: np.random
 
 @dataclass
 class SliceSet:
-    """Aligned, normalised slices of one or more volumes: LR (N, h, w), HR T2 and T1 (N, s*h, s*w) per volume."""
+    """Aligned, normalised slices of one or more volumes: LR (N, h, w), HR T2 and T1 (N, s*h, s*w) per volume,
+    consecutive slices of each volume, with its voxel spacing in mm (slice, row, column)."""
 
     scale: int
     lr: list[np.ndarray] = field(default_factory=list)
     hr: list[np.ndarray] = field(default_factory=list)
     t1: list[np.ndarray] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    spacings: list[tuple[float, float, float]] = field(default_factory=list)
 
-    def add(self, name: str, hr: np.ndarray, t1: np.ndarray) -> None:
-        """Add a volume's HR T2 and T1 slices (float32, H and W multiples of the scale); the LR is synthesised."""
+    def add(self, name: str, hr: np.ndarray, t1: np.ndarray,
+            spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+        """Add a volume's consecutive HR T2 and T1 slices (float32, H and W multiples of the scale); the LR is
+        synthesised."""
         if hr.shape[0] == 0:
             return
         self.names.append(name)
+        self.spacings.append(tuple(float(x) for x in spacing))
         self.hr.append(np.ascontiguousarray(hr, dtype=np.float32))
         self.t1.append(np.ascontiguousarray(t1, dtype=np.float32))
         self.lr.append(synthesise_lr(self.hr[-1], self.scale))
@@ -136,12 +142,17 @@ class IntensityAugmentation:
 
 
 class PatchSampler:
-    """Batches of random augmented patches; batch(iteration) depends only on (seed, rank, iteration)."""
+    """Batches of random augmented patches; batch(iteration) depends only on (seed, rank, iteration).
+
+    guide: the guide randomisation (guide_randomisation.py) applied to the T1 slab of each sample before
+    the intensity augmentation; the LR and HR T2 are never touched by it.
+    """
 
     def __init__(self, data: SliceSet, patch: int, batch_size: int, seed: int = 0, rank: int = 0,
-                 augment: bool = True, intensity: IntensityAugmentation | None = None) -> None:
+                 augment: bool = True, intensity: IntensityAugmentation | None = None,
+                 guide: GuideRandomisation | None = None) -> None:
         self.data, self.batch_size = data, batch_size
-        self.seed, self.rank, self.augment, self.intensity = seed, rank, augment, intensity
+        self.seed, self.rank, self.augment, self.intensity, self.guide = seed, rank, augment, intensity, guide
         self.index = data.slices()
         if not self.index:
             raise ValueError("no training slices")
@@ -164,6 +175,8 @@ class PatchSampler:
             lr, hr, t1 = self.data.lr[volume][index], self.data.hr[volume][index], self.data.t1[volume][index]
             flips = rng.integers(0, 2, size=3).astype(bool) if self.augment else np.zeros(3, bool)
             flips[2] &= square
+            if self.guide is not None:
+                t1 = self.guide.apply(self.data.t1[volume], index, self.data.spacings[volume], rng)
             if self.intensity is not None:
                 lr, hr, t1 = self.intensity.apply(hr, t1, scale, rng)
             best = None

@@ -141,7 +141,8 @@ def test_demo_runs_on_the_shipped_sample_by_default(weights, tmp_path, capsys):
     assert len(psnrs) == 2 and all(np.isfinite(psnrs))  # measured, printed with two decimals
     sample = read_sample()
     lr = sitk.ReadImage(str(tmp_path / "demo" / "lr_t2.nii.gz"))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(lr), sitk.GetArrayFromImage(sample["lr_t2"]))
+    shipped = sitk.GetArrayFromImage(sample["lr_t2"])  # made by the same synthesis, on another CPU: FFT rounding
+    np.testing.assert_allclose(sitk.GetArrayFromImage(lr), shipped, rtol=0, atol=1e-6 * np.abs(shipped).max())
     assert sitk.ReadImage(str(tmp_path / "demo" / "sr_t2.nii.gz")).GetSize() == sample["hr_t2"].GetSize()
 
 

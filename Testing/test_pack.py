@@ -52,8 +52,11 @@ def small_manifest(open_ms: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def test_pack_split_roles_guard_and_float16(small_manifest: Path) -> None:
     volumes = build_pack(small_manifest, val_slices=6, guard=3)
+    # the split volume's training slices lie on both sides of its validation slab: two runs of consecutive slices
     assert [(v.name, v.role) for v in volumes] == [
-        ("patient07", "train"), ("patient19", "train"), ("patient19 (val slab)", "val")]
+        ("patient07", "train"), ("patient19 (part 1)", "train"), ("patient19 (part 2)", "train"),
+        ("patient19 (val slab)", "val")]
+    assert all(v.spacing == (1.0, 1.0, 1.0) for v in volumes)
     assert all(v.hr.dtype == np.float16 and v.t1.dtype == np.float16 and v.has_t1 for v in volumes)
     assert all(v.hr.shape[1] % 12 == 0 and v.hr.shape[2] % 12 == 0 for v in volumes)
     assert volumes[0].hr.shape[0] == 4
@@ -62,13 +65,13 @@ def test_pack_split_roles_guard_and_float16(small_manifest: Path) -> None:
     brain = pair.brain
     middle = len(brain) // 2
     val_index = brain[middle - 3:middle + 3]  # the central run of brain slices ...
-    train_index = brain[(brain < val_index.min() - 3) | (brain > val_index.max() + 3)]  # ... and a guard band
-    for volume, index in ((volumes[2], val_index), (volumes[1], train_index)):
+    below, above = brain[brain < val_index.min() - 3], brain[brain > val_index.max() + 3]  # ... and a guard band
+    for volume, index in ((volumes[3], val_index), (volumes[1], below), (volumes[2], above)):
         rows, cols = crop_box((pair.hr[index] > 0) | (pair.t1[index] > 0))
         np.testing.assert_array_equal(volume.hr, pair.hr[index][:, rows, cols].astype(np.float16))
         np.testing.assert_array_equal(volume.t1, pair.t1[index][:, rows, cols].astype(np.float16))
         assert volume.t2_factors == pytest.approx(pair.t2_factors)
-    assert min(abs(int(i) - int(j)) for i in train_index for j in val_index) == 4
+    assert min(abs(int(i) - int(j)) for i in np.concatenate([below, above]) for j in val_index) == 4
 
 
 def test_pack_round_trip_and_slice_sets(small_manifest: Path, tmp_path: Path) -> None:
@@ -77,12 +80,13 @@ def test_pack_round_trip_and_slice_sets(small_manifest: Path, tmp_path: Path) ->
     again, meta = read_pack(path)
     assert meta["version"] == 1 and meta["source"] == {"manifest": "m.csv"}
     for a, b in zip(volumes, again):
-        assert (a.name, a.role, a.has_t1) == (b.name, b.role, b.has_t1)
+        assert (a.name, a.role, a.has_t1, a.spacing) == (b.name, b.role, b.has_t1, b.spacing)
         np.testing.assert_array_equal(a.hr, b.hr)
         np.testing.assert_array_equal(a.t1, b.t1)
         assert a.t2_factors == pytest.approx(b.t2_factors)
     train, val = slice_sets(again, 3)
-    assert train.names == ["patient07", "patient19"] and val.names == ["patient19 (val slab)"]
+    assert train.names == ["patient07", "patient19 (part 1)", "patient19 (part 2)"]
+    assert val.names == ["patient19 (val slab)"]
     hr, t1 = again[0].normalised(3)
     np.testing.assert_array_equal(train.hr[0], hr)
     np.testing.assert_allclose(train.lr[0], synthesise_lr(hr, 3), atol=1e-6)

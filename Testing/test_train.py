@@ -72,9 +72,11 @@ def test_tiny_run_writes_a_loadable_best_model_and_logs(manifest: Path, tmp_path
     assert summary["data"]["train_slices"] == 2 and summary["data"]["val_slices"] == 2
     val = _rows(out / "val_log.csv")
     assert [int(r["iteration"]) for r in val] == [2, 4]
-    best = max(val, key=lambda r: float(r["val_psnr"]))
+    best = max(val, key=lambda r: float(r["val_score"]))  # the mean of the registered and moved-T1 PSNRs
+    assert float(best["val_score"]) == pytest.approx((float(best["val_psnr"]) + float(best["val_psnr_moved_t1"])) / 2)
     assert summary["best"]["iteration"] == int(best["iteration"]) == metadata["iteration"]
     assert summary["best"]["val_psnr"] == pytest.approx(float(best["val_psnr"]))
+    assert summary["guide_randomisation"]["misregistration"] > 0
     log = _rows(out / "train_log.csv")
     assert [int(r["iteration"]) for r in log] == [1, 2, 3, 4]
     assert all(float(r["loss_total"]) > 0 and float(r["sec_per_it"]) > 0 for r in log)

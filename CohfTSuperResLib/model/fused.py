@@ -4,8 +4,8 @@ torch's eager CPU path writes a convolution's output, then reads it again for th
 the residual addition that follows; oneDNN can apply either on the fly. torch exposes this as
 `torch.ops.mkldnn._convolution_pointwise` (what torch.compile uses on the CPU), an internal
 operator: it is used only for float32 CPU tensors without autograd, tracing or autocast, and only
-after a probe on a small input matched the unfused result. Otherwise the plain operations run,
-with the same result (the probe asks for an exact match).
+after a probe on a small input matched the unfused result up to rounding (oneDNN may sum in another
+order). Otherwise the plain operations run.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _fused_conv_add(
 
 @functools.cache
 def _operator_works() -> bool:
-    """True when the fused operator exists here and reproduces the plain operations exactly on a probe."""
+    """True when the fused operator exists here and reproduces the plain operations on a probe, up to rounding."""
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(1, 4, 9, 7, generator=generator).contiguous(memory_format=torch.channels_last)
     other = torch.rand(1, 4, 9, 7, generator=generator).contiguous(memory_format=torch.channels_last)
@@ -45,8 +45,8 @@ def _operator_works() -> bool:
         with torch.inference_mode():
             plain = F.conv2d(x, weight, bias, padding=1)
             return bool(
-                torch.equal(_fused_conv_leaky(x, weight, bias, 0.2), F.leaky_relu(plain, 0.2))
-                and torch.equal(_fused_conv_add(x, weight, bias, other), plain + other)
+                torch.allclose(_fused_conv_leaky(x, weight, bias, 0.2), F.leaky_relu(plain, 0.2), rtol=1e-5, atol=1e-5)
+                and torch.allclose(_fused_conv_add(x, weight, bias, other), plain + other, rtol=1e-5, atol=1e-5)
             )
     except (RuntimeError, AttributeError, NotImplementedError, TypeError):
         return False
