@@ -154,7 +154,7 @@ class CohfTSuperResParameterNode:
 class CohfTSuperResJob:
     """Everything one run needs, taken from the scene on the main thread (the checked images are copies)."""
 
-    checked: object  # CohfTSuperResLib.inference.InputCheck
+    checked: object  # CohfTSuperResLib.inference.engine.InputCheck
     options: dict  # variant, model_path, device, backend, precision, batch_size (library names)
     t2NodeID: str
     outputNodeID: str | None
@@ -220,8 +220,8 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def documents() -> dict[str, pathlib.Path]:
         """Files a user can open from the module: the model card and the sample data's licence and attribution."""
-        from CohfTSuperResLib.models_registry import models_dir
-        from CohfTSuperResLib.sample_data import sample_dir
+        from CohfTSuperResLib.weights.registry import models_dir
+        from CohfTSuperResLib.data.sample_data import sample_dir
 
         return {"Model card": models_dir() / "MODEL_CARD.md", "Data licence": sample_dir() / "README.md"}
 
@@ -249,8 +249,8 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
                 sliceAxis: int | None = None) -> CohfTSuperResJob:
         """Check the nodes, the model and the device, copy the nodes into SimpleITK images in world space and run the
         library's input check on them, once (main thread; inputs untouched). t1Node None: a model without T1."""
-        from CohfTSuperResLib.devices import resolve_device
-        from CohfTSuperResLib.checks import check_inputs
+        from CohfTSuperResLib.inference.devices import resolve_device
+        from CohfTSuperResLib.inference.input_checks import check_inputs
 
         problem = self.inputProblem(t2Node, t1Node, outputNode, requireT1=False)
         if problem:
@@ -279,7 +279,7 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def runInProcess(job: CohfTSuperResJob, progressCallback=None, cancelCallback=None):
         """The library's super-resolution of a prepared job in this process (no MRML touched)."""
-        from CohfTSuperResLib.inference import super_resolve_checked
+        from CohfTSuperResLib.inference.engine import super_resolve_checked
 
         return super_resolve_checked(job.checked, progress=progressCallback, cancel=cancelCallback, **job.options)
 
@@ -655,8 +655,8 @@ class CohfTSuperResTest(ScriptedLoadableModuleTest):
         self._superResolveAndCompare(logic, t2Node, t1Node, truthNode)
 
     def _superResolveAndCompare(self, logic, t2Node, t1Node, truthNode):
-        from CohfTSuperResLib.normalize import robust_scale
-        from CohfTSuperResLib.synthetic import bicubic_volume
+        from CohfTSuperResLib.imageio.normalize import robust_scale
+        from CohfTSuperResLib.data.synthetic_volumes import bicubic_volume
 
         before = [nodes.voxelCopy(node.GetImageData()) for node in (t2Node, t1Node)]
         self.delayDisplay("Super-resolving x2" + (" in Slicer's process" if self.inProcess else " in a child process"))

@@ -1,5 +1,5 @@
 """`python -m CohfTSuperResLib ...` is `cohft-sr ...` (for a Python without the console script, e.g. Slicer's)."""
 
-from .cli import main
+from CohfTSuperResLib.cli import main
 
 raise SystemExit(main())

@@ -20,13 +20,14 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import LIBRARY_ERRORS, InputError, InputNote
-from .options import BACKENDS, OUTPUT_SUFFIXES, PRECISIONS, SCALES, SLICE_AXES, VARIANTS
+from CohfTSuperResLib import __version__
+from CohfTSuperResLib.errors import LIBRARY_ERRORS, InputError, InputNote
+from CohfTSuperResLib.options import BACKENDS, OUTPUT_SUFFIXES, PRECISIONS, SCALES, SLICE_AXES, VARIANTS
 
 PROG = "cohft-sr"
 DEBUG_ENV = "COHFT_SR_DEBUG"
-DELEGATED = {"train": "train", "evaluate": "evaluate", "pack": "pack"}  # subcommand -> module with its own main(argv)
+# subcommand -> module with its own main(argv)
+DELEGATED = {"train": "training.train", "evaluate": "evaluation.evaluate", "pack": "data.pack"}
 SIGNAL_STATUS = {signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
@@ -205,8 +206,8 @@ def _progress_bar(description: str, json_lines: bool = False) -> tuple[Callable[
 
 def _super_resolve_file(args: argparse.Namespace, t2: Path, t1: Path | None, output: Path) -> None:
     """Check the output, read, super-resolve and write one case, holding the output's lock throughout."""
-    from .inference import super_resolve
-    from .volume_io import OutputLock, check_output, read_volume, write_volume
+    from CohfTSuperResLib.inference.engine import super_resolve
+    from CohfTSuperResLib.imageio.volumes import OutputLock, check_output, read_volume, write_volume
 
     check_output(output, (t2, t1), args.overwrite)
     if t1 is not None and t1.exists() and t2.exists() and os.path.samefile(t1, t2):
@@ -234,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.t1 is not None or args.output is not None:
         raise InputError("--t1 and --output come from the manifest's columns in cohort mode; do not pass them")
-    from .cohort import read_manifest, shard
+    from CohfTSuperResLib.inference.cohort import read_manifest, shard
 
     cases = shard(read_manifest(args.manifest))
     failed: list[str] = []
@@ -262,7 +263,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import PANELS, SOURCES, run_demo
+    from CohfTSuperResLib.evaluation.demo import PANELS, SOURCES, run_demo
 
     update, close = _progress_bar("phantom" if args.phantom else "sample")
     try:
@@ -282,16 +283,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .info import info_lines
+    from CohfTSuperResLib.info import info_lines
 
     print("\n".join(info_lines()))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .models_registry import find_model
-    from .onnx_backend import export_onnx
-    from .weights import load_model
+    from CohfTSuperResLib.weights.registry import find_model
+    from CohfTSuperResLib.inference.onnx_export import export_onnx
+    from CohfTSuperResLib.weights.storage import load_model
 
     if args.output.suffix != ".onnx":
         raise InputError(f"the ONNX output must end in .onnx, got {args.output.name}")

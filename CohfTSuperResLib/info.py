@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 
-from . import __version__
-from .devices import device_summary
-from .models_registry import models_dir, shipped_models
+from CohfTSuperResLib import __version__
+from CohfTSuperResLib.inference.devices import device_summary
+from CohfTSuperResLib.weights.registry import models_dir, shipped_models
 
 PACKAGES = ("torch", "numpy", "SimpleITK", "safetensors", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript")
 

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import torch
 
 from CohfTSuperResLib.model import CohfTConfig, CohfTNet
-from CohfTSuperResLib.weights import save_weights
+from CohfTSuperResLib.weights.storage import save_weights
 
 TINY = dict(dim=8, stages=1, rrdbs_per_stage=1, rdbs_per_rrdb=1, convs_per_rdb=2)
 

@@ -65,7 +65,7 @@ def weights(tmp_path_factory) -> Path:
     import torch
 
     from CohfTSuperResLib.model import build_model
-    from CohfTSuperResLib.weights import save_weights
+    from CohfTSuperResLib.weights.storage import save_weights
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "random_S_x2.safetensors"
@@ -99,7 +99,7 @@ T1_TRANSFORM_RAS[:3, 3] = (4.0, -7.5, 11.0)
 def images(open_ms):
     """Truth in world space as SimpleITK (LPS): LR T2 (int16, 1 x 1 x 3 mm) and HR T1 (float32, 0.5 x 0.5 x 3 mm)
     from real slices of mni/patient07 on an oblique grid; the T2 degraded in-plane by 2 in k-space."""
-    from CohfTSuperResLib.degrade import degrade
+    from CohfTSuperResLib.data.degradations import degrade
 
     voxels = {}
     for name in ("t1", "t2"):

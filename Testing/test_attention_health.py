@@ -14,12 +14,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib.diagnostics import attention_report, normalised_entropy, qk_rms, summary
-from CohfTSuperResLib.losses import CohfTLoss
+from CohfTSuperResLib.training.attention_health import attention_report, normalised_entropy, qk_rms, summary
+from CohfTSuperResLib.training.losses import CohfTLoss
 from CohfTSuperResLib.model import build_model
-from CohfTSuperResLib.normalize import robust_scale
-from CohfTSuperResLib.slices import PatchSampler, SliceSet, brain_slices
-from CohfTSuperResLib.train import make_optimizer, parameter_groups
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.data.patches import PatchSampler, SliceSet, brain_slices
+from CohfTSuperResLib.training.train import make_optimizer, parameter_groups
 
 SHIPPED_LR = 6e-4  # the learning rate the shipped models were trained with
 STEPS = 120

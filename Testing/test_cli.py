@@ -115,7 +115,7 @@ def test_info(capsys):
 
 
 def test_demo_needs_a_model_then_runs_on_the_phantom(weights, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("CohfTSuperResLib.models_registry.models_dir", lambda: tmp_path / "no_models")
+    monkeypatch.setattr("CohfTSuperResLib.weights.registry.models_dir", lambda: tmp_path / "no_models")
     assert main(["demo", "--phantom", "-o", str(tmp_path / "demo")]) == 1
     assert "--model PATH" in _one_error_line(capsys)
     assert main(["demo", "--phantom", "-o", str(tmp_path / "demo"), "--model", str(weights), "--device", "cpu"]) == 0
@@ -131,7 +131,7 @@ def test_demo_needs_a_model_then_runs_on_the_phantom(weights, tmp_path, capsys, 
 
 def test_demo_runs_on_the_shipped_sample_by_default(weights, tmp_path, capsys):
     """Without --phantom the demo reads the real sample slab (no outside data) and its x2 input is the shipped LR T2."""
-    from CohfTSuperResLib.sample_data import read_sample
+    from CohfTSuperResLib.data.sample_data import read_sample
 
     assert main(["demo", "-o", str(tmp_path / "demo"), "--model", str(weights), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
@@ -148,17 +148,17 @@ def test_demo_runs_on_the_shipped_sample_by_default(weights, tmp_path, capsys):
 
 def test_train_and_evaluate_are_delegated(monkeypatch):
     calls = []
-    for name in ("train", "evaluate"):
-        module = types.ModuleType(f"CohfTSuperResLib.{name}")
+    for name, path in (("train", "training.train"), ("evaluate", "evaluation.evaluate")):
+        module = types.ModuleType(f"CohfTSuperResLib.{path}")
         module.main = lambda argv, name=name: calls.append((name, argv)) or 3
-        monkeypatch.setitem(sys.modules, f"CohfTSuperResLib.{name}", module)
+        monkeypatch.setitem(sys.modules, f"CohfTSuperResLib.{path}", module)
     assert main(["train", "--epochs", "2"]) == 3
     assert main(["evaluate", "--help"]) == 3
     assert calls == [("train", ["--epochs", "2"]), ("evaluate", ["--help"])]
 
 
 def test_demo_caption_font_draws_text_and_refuses_unknown_characters():
-    from CohfTSuperResLib.panel_text import FONT, caption, text_mask
+    from CohfTSuperResLib.evaluation.panel_text import FONT, caption, text_mask
 
     mask = text_mask("Hi", zoom=1)
     assert mask.shape == (9, 12)
@@ -182,7 +182,7 @@ def test_output_equal_to_an_input_is_refused_with_overwrite(files, weights, tmp_
 
 
 def test_a_second_run_on_the_same_output_is_refused(files, weights, tmp_path, capsys):
-    from CohfTSuperResLib.volume_io import OutputLock
+    from CohfTSuperResLib.imageio.volumes import OutputLock
 
     output = tmp_path / "sr.nii.gz"
     with OutputLock(output):  # what another run holds while it works
@@ -193,14 +193,14 @@ def test_a_second_run_on_the_same_output_is_refused(files, weights, tmp_path, ca
 
 
 def test_png_output_is_refused_before_the_run(files, weights, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("CohfTSuperResLib.inference.super_resolve", lambda *a, **k: pytest.fail("inference ran"))
+    monkeypatch.setattr("CohfTSuperResLib.inference.engine.super_resolve", lambda *a, **k: pytest.fail("inference ran"))
     assert main(["run", "--t2", str(files["t2"]), "--t1", str(files["t1"]), "-o", str(tmp_path / "sr.png"),
                  "--model", str(weights), "--device", "cpu"]) == 1
     assert "cannot write sr.png" in _one_error_line(capsys)
 
 
 def test_cohort_row_with_an_unexpected_error_does_not_stop_the_others(files, weights, tmp_path, capsys, monkeypatch):
-    import CohfTSuperResLib.inference as inference
+    import CohfTSuperResLib.inference.engine as inference
 
     real = inference.super_resolve
     calls = []
@@ -223,7 +223,7 @@ def test_cohort_row_with_an_unexpected_error_does_not_stop_the_others(files, wei
 
 SLOW_WRITE = """
 import sys, time
-import CohfTSuperResLib.volume_io as volume_io
+import CohfTSuperResLib.imageio.volumes as volume_io
 real = volume_io.sitk.WriteImage
 def slow_write(image, path, useCompression=False):
     real(image, path, useCompression)

@@ -118,7 +118,7 @@ def test_installed_tree_imports_the_library_and_finds_the_models(manifest, tmp_p
         shutil.copyfile(src, target)
     qt_scripted = tmp_path / QT_SCRIPTED
     code = (
-        "import json, CohfTSuperResLib, CohfTSuperResLib.models_registry as r, CohfTSuperResLib.sample_data as d;"
+        "import json, CohfTSuperResLib, CohfTSuperResLib.weights.registry as r, CohfTSuperResLib.data.sample_data as d;"
         "print(json.dumps([CohfTSuperResLib.__file__, str(r.models_dir()), [str(m.path) for m in r.shipped_models()],"
         " [str(p) for p in d.sample_files().paths.values()]]))"
     )
@@ -144,11 +144,11 @@ def test_check_fails_on_a_missing_or_an_unlisted_file(tmp_path):
         elif (ROOT / part).is_file():
             source.mkdir(exist_ok=True)
             shutil.copyfile(ROOT / part, source / part)
-    (source / "CohfTSuperResLib" / "tiling.py").unlink()
+    (source / "CohfTSuperResLib" / "inference" / "tiling.py").unlink()
     process, _ = evaluate(source, tmp_path / "missing")
     assert process.returncode != 0 and "tiling.py" in process.stderr
 
-    shutil.copyfile(ROOT / "CohfTSuperResLib" / "tiling.py", source / "CohfTSuperResLib" / "tiling.py")
+    shutil.copyfile(ROOT / "CohfTSuperResLib" / "inference" / "tiling.py", source / "CohfTSuperResLib" / "inference" / "tiling.py")
     process, parsed = evaluate(source, tmp_path / "complete")
     before = unlisted(source, parsed)  # empty, unless the library grew since CMakeLists.txt was updated
     (source / "CohfTSuperResLib" / "new_feature.py").write_text("")

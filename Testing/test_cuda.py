@@ -8,11 +8,11 @@ import warnings
 import pytest
 import torch
 
-from CohfTSuperResLib.backends import TorchRunner
-from CohfTSuperResLib.batching import run_in_batches
-from CohfTSuperResLib.devices import deterministic_kernels
+from CohfTSuperResLib.inference.backends import TorchRunner
+from CohfTSuperResLib.inference.batching import run_in_batches
+from CohfTSuperResLib.inference.devices import deterministic_kernels
 from CohfTSuperResLib.model import build_model
-from CohfTSuperResLib.models_registry import find_model
+from CohfTSuperResLib.weights.registry import find_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from CohfTSuperResLib.degrade import crop_to_multiple, degrade, kspace_crop, zero_fill_upsample
-from CohfTSuperResLib.normalize import normalize, robust_scale
+from CohfTSuperResLib.data.degradations import crop_to_multiple, degrade, kspace_crop, zero_fill_upsample
+from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
 
 SCALES = (2, 3, 4)
 

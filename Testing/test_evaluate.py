@@ -11,14 +11,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib import evaluate
-from CohfTSuperResLib.pairs import to_stack
-from CohfTSuperResLib.slices import brain_slices
-from CohfTSuperResLib.degrade import degrade
+from CohfTSuperResLib.evaluation import evaluate
+from CohfTSuperResLib.data.pairs import to_stack
+from CohfTSuperResLib.data.patches import brain_slices
+from CohfTSuperResLib.data.degradations import degrade
 from CohfTSuperResLib.model import build_model
-from CohfTSuperResLib.normalize import robust_scale
-from CohfTSuperResLib.upsample import upsample_cubic
-from CohfTSuperResLib.weights import save_weights
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.model.upsample import upsample_cubic
+from CohfTSuperResLib.weights.storage import save_weights
 
 
 @pytest.fixture(scope="module")

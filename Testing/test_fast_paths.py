@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from inference_helpers import guide_for, save_tiny, volume
 
-from CohfTSuperResLib import onnx_cache
-from CohfTSuperResLib.allocator import reuse_freed_memory
-from CohfTSuperResLib.backends import TorchRunner
-from CohfTSuperResLib.cropping import content_box
-from CohfTSuperResLib.inference import super_resolve
+from CohfTSuperResLib.inference import onnx_cache
+from CohfTSuperResLib.inference.allocator import reuse_freed_memory
+from CohfTSuperResLib.inference.backends import TorchRunner
+from CohfTSuperResLib.inference.cropping import content_box
+from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.model.adain import PointwiseAdaIN, channel_stats
 from CohfTSuperResLib.model import attention as attention_module
 from CohfTSuperResLib.model.attention import EXP_SAFE_BOUND, BasicAttention, softmax_product

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.geometry import (
+from CohfTSuperResLib.inference.geometry import (
     Grid, check_coverage, check_slice_axis, coverage, from_slice_stack, output_grid, resample_to, slab, to_slice_stack,
 )
 

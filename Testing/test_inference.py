@@ -10,12 +10,12 @@ import SimpleITK as sitk
 import torch
 from inference_helpers import guide_for, save_tiny, tiny_model, volume
 
-from CohfTSuperResLib import inference
-from CohfTSuperResLib.backends import TorchRunner
-from CohfTSuperResLib.batching import run_in_batches, slice_bytes
+from CohfTSuperResLib.inference import engine as inference
+from CohfTSuperResLib.inference.backends import TorchRunner
+from CohfTSuperResLib.inference.batching import run_in_batches, slice_bytes
 from CohfTSuperResLib.errors import InferenceCancelled, InputError, WeightsError
-from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.tiling import run_tiled
+from CohfTSuperResLib.inference.engine import super_resolve
+from CohfTSuperResLib.inference.tiling import run_tiled
 
 torch.set_num_threads(1)
 
@@ -152,7 +152,7 @@ def test_missing_t1_and_missing_weights(pair, weights, tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="not found"):
         super_resolve(*pair, 2, model_path=tmp_path / "absent.safetensors", device="cpu")
     monkeypatch.setenv("COHFT_SR_MODELS", str(tmp_path))
-    monkeypatch.setattr("CohfTSuperResLib.models_registry.models_dir", lambda: tmp_path)
+    monkeypatch.setattr("CohfTSuperResLib.weights.registry.models_dir", lambda: tmp_path)
     with pytest.raises(WeightsError, match="model_path"):
         super_resolve(*pair, 2, device="cpu")
 

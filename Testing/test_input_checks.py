@@ -13,9 +13,9 @@ import torch
 from inference_helpers import guide_for, save_tiny, volume
 
 from CohfTSuperResLib.errors import InputError, InputNote
-from CohfTSuperResLib.checks import check_inputs
-from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.synthetic import lr_volume
+from CohfTSuperResLib.inference.input_checks import check_inputs
+from CohfTSuperResLib.inference.engine import super_resolve
+from CohfTSuperResLib.data.synthetic_volumes import lr_volume
 
 torch.set_num_threads(1)
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from CohfTSuperResLib.degrade import crop_to_multiple, degrade
-from CohfTSuperResLib.gradient import gradient_magnitude
-from CohfTSuperResLib.losses import CohfTLoss
-from CohfTSuperResLib.metrics import psnr, ssim
-from CohfTSuperResLib.normalize import normalize, robust_scale
-from CohfTSuperResLib.upsample import upsample_cubic
+from CohfTSuperResLib.data.degradations import crop_to_multiple, degrade
+from CohfTSuperResLib.model.gradient import gradient_magnitude
+from CohfTSuperResLib.training.losses import CohfTLoss
+from CohfTSuperResLib.evaluation.metrics import psnr, ssim
+from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
+from CohfTSuperResLib.model.upsample import upsample_cubic
 
 
 def _skimage_ssim(pred: np.ndarray, target: np.ndarray, data_range: float) -> float:

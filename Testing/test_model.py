@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from CohfTSuperResLib.gradient import gradient_magnitude
+from CohfTSuperResLib.model.gradient import gradient_magnitude
 from CohfTSuperResLib.model import SCALES, VARIANTS, build_model, count_parameters
 from CohfTSuperResLib.model.attention import BasicAttention
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from CohfTSuperResLib.normalize import MIN_POSITIVE_VOXELS, denormalize, normalize, robust_scale
+from CohfTSuperResLib.imageio.normalize import MIN_POSITIVE_VOXELS, denormalize, normalize, robust_scale
 
 
 def test_scale_is_percentile_of_positive_voxels(mni_slices: dict[str, np.ndarray]) -> None:

@@ -11,14 +11,14 @@ from inference_helpers import guide_for, save_tiny, tiny_model, volume
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from CohfTSuperResLib.batching import input_multiple, size_multiple  # noqa: E402
+from CohfTSuperResLib.inference.batching import input_multiple, size_multiple  # noqa: E402
 from CohfTSuperResLib.errors import InputError, WeightsError  # noqa: E402
-from CohfTSuperResLib.inference import super_resolve  # noqa: E402
+from CohfTSuperResLib.inference.engine import super_resolve  # noqa: E402
 from CohfTSuperResLib.model import build_model  # noqa: E402
 from CohfTSuperResLib.model.partition import pad_to_multiple  # noqa: E402
-from CohfTSuperResLib.normalize import normalize, robust_scale  # noqa: E402
-from CohfTSuperResLib.onnx_backend import OnnxRunner, cached_export, export_onnx, onnx_providers  # noqa: E402
-from CohfTSuperResLib.weights import sha256_of  # noqa: E402
+from CohfTSuperResLib.imageio.normalize import normalize, robust_scale  # noqa: E402
+from CohfTSuperResLib.inference.onnx_export import OnnxRunner, cached_export, export_onnx, onnx_providers  # noqa: E402
+from CohfTSuperResLib.weights.storage import sha256_of  # noqa: E402
 
 torch.set_num_threads(1)
 PARITY = 1e-4  # max abs difference, normalised intensity units

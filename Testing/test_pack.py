@@ -13,9 +13,9 @@ import pytest
 import SimpleITK as sitk
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.pack import build_pack, crop_box, read_pack, slice_sets, write_pack
-from CohfTSuperResLib.pairs import PairSpec, load_pair, write_manifest
-from CohfTSuperResLib.slices import synthesise_lr
+from CohfTSuperResLib.data.pack import build_pack, crop_box, read_pack, slice_sets, write_pack
+from CohfTSuperResLib.data.pairs import PairSpec, load_pair, write_manifest
+from CohfTSuperResLib.data.patches import synthesise_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_training_from_a_pack_needs_no_simpleitk(small_manifest: Path, tmp_path:
     pack = write_pack(build_pack(small_manifest, val_slices=6, guard=3), tmp_path / "pack.npz")
     code = (
         "import sys; sys.modules['SimpleITK'] = None\n"  # any import of SimpleITK now fails
-        "from CohfTSuperResLib.train import main\n"
+        "from CohfTSuperResLib.training.train import main\n"
         f"main(['--pack', {str(pack)!r}, '--out', {str(tmp_path / 'run')!r}, '--scale', '2', '--iterations', '2',"
         " '--batch-size', '2', '--patch', '16', '--threads', '1', '--no-progress'])\n"
     )

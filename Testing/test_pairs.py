@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CohfTSuperResLib.degrade import degrade
+from CohfTSuperResLib.data.degradations import degrade
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.geometry import acquisition_axis
-from CohfTSuperResLib.normalize import robust_scale
-from CohfTSuperResLib.pairs import (
+from CohfTSuperResLib.inference.geometry import acquisition_axis
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.data.pairs import (
     SLICE_MULTIPLE,
     PairSpec,
     load_pair,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CohfTSuperResLib.phantom import brain_phantom
+from CohfTSuperResLib.data.phantom import brain_phantom
 
 
 @pytest.mark.parametrize("slices", [1, 2, 3, 12])

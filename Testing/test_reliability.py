@@ -15,10 +15,11 @@ import SimpleITK as sitk
 import torch
 from inference_helpers import guide_for, save_tiny, tiny_model, volume
 
-from CohfTSuperResLib import models_registry, volume_io
+from CohfTSuperResLib.weights import registry as models_registry
+from CohfTSuperResLib.imageio import volumes as volume_io
 from CohfTSuperResLib.errors import InputError, WeightsError
-from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.weights import load_model, save_weights, sha256_of
+from CohfTSuperResLib.inference.engine import super_resolve
+from CohfTSuperResLib.weights.storage import load_model, save_weights, sha256_of
 
 torch.set_num_threads(1)
 LIBRARY = Path(__file__).resolve().parents[1] / "CohfTSuperResLib"
@@ -155,7 +156,7 @@ def test_tampered_shipped_model_is_refused(tmp_path, monkeypatch):
 
 def test_onnx_model_of_the_wrong_scale_is_refused(tmp_path):
     pytest.importorskip("onnxruntime")
-    from CohfTSuperResLib.onnx_backend import export_onnx
+    from CohfTSuperResLib.inference.onnx_export import export_onnx
 
     path = export_onnx(tiny_model(3), tmp_path / "x3.onnx")
     t2 = volume((1, 12, 12))

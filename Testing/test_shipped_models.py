@@ -16,13 +16,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.metrics import psnr
-from CohfTSuperResLib.models_registry import MANIFEST_NAME, available_models, models_dir, shipped_models
-from CohfTSuperResLib.normalize import robust_scale
+from CohfTSuperResLib.inference.engine import super_resolve
+from CohfTSuperResLib.evaluation.metrics import psnr
+from CohfTSuperResLib.weights.registry import MANIFEST_NAME, available_models, models_dir, shipped_models
+from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.options import SCALES
-from CohfTSuperResLib.synthetic import bicubic_volume, lr_volume, trim_in_plane
-from CohfTSuperResLib.weights import sha256_of
+from CohfTSuperResLib.data.synthetic_volumes import bicubic_volume, lr_volume, trim_in_plane
+from CohfTSuperResLib.weights.storage import sha256_of
 
 torch.set_num_threads(2)
 SHIPPED = Path(__file__).resolve().parents[1] / "Resources" / "Models"
@@ -135,7 +135,7 @@ def test_the_t1_guide_beats_no_guide_at_x4(held_out_psnr):
 def test_demo_runs_on_the_shipped_model_and_beats_bicubic(tmp_path):
     """The README's first command: the real sample slab (held out from training) at x2 with the shipped model,
     at least 2 dB over bicubic (the issue-11 bar at x2; measured +4.20 dB)."""
-    from CohfTSuperResLib.demo import run_demo
+    from CohfTSuperResLib.evaluation.demo import run_demo
 
     result = run_demo(tmp_path, 2, device="cpu")
     assert result.source == "sample"

@@ -19,7 +19,7 @@ UI_FILE = ROOT / "CohfTSuperRes" / "Resources" / "UI" / "CohfTSuperRes.ui"
 def shipped(monkeypatch):
     """Pretend these (variant, scale, use_t1) models ship (the real list changes with retraining)."""
     def use(models):
-        monkeypatch.setattr("CohfTSuperResLib.models_registry.available_models", lambda: list(models))
+        monkeypatch.setattr("CohfTSuperResLib.weights.registry.available_models", lambda: list(models))
     return use
 
 
@@ -27,7 +27,7 @@ def shipped(monkeypatch):
 
 
 def test_offer_comes_from_the_shipped_models(module):
-    from CohfTSuperResLib.models_registry import available_models
+    from CohfTSuperResLib.weights.registry import available_models
 
     offer = module.CohfTSuperResLogic.offer()
     assert offer.models == tuple(available_models()) and offer.problem is None
@@ -52,7 +52,7 @@ def test_a_damaged_model_list_is_a_reason_not_a_crash(module, monkeypatch):
     def damaged():
         raise WeightsError("the model list models.json is damaged (JSONDecodeError: ...); reinstall")
 
-    monkeypatch.setattr("CohfTSuperResLib.models_registry.available_models", damaged)
+    monkeypatch.setattr("CohfTSuperResLib.weights.registry.available_models", damaged)
     assert module.choices.offer().models == ()
     assert module.choices.modelProblem("S", 2, True).startswith("The model list models.json is damaged")
 
@@ -86,7 +86,7 @@ def test_an_onnx_file_is_described_by_its_metadata(module, tmp_path):
     pytest.importorskip("onnxscript")
     from inference_helpers import tiny_model
 
-    from CohfTSuperResLib.onnx_backend import export_onnx
+    from CohfTSuperResLib.inference.onnx_export import export_onnx
 
     path = export_onnx(tiny_model(2, use_t1=False), tmp_path / "tiny_x2_noT1.onnx")
     assert module.choices.describeWeightsFile(path) == module.choices.WeightsFileInfo(2, False)

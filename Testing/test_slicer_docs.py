@@ -41,7 +41,7 @@ def _exit(code: int) -> None:
 
 
 def test_the_documented_batch_script_runs_and_reports_bad_cases(module, scene, images, tmp_path, monkeypatch, capsys):
-    from CohfTSuperResLib.models_registry import available_models
+    from CohfTSuperResLib.weights.registry import available_models
 
     if ("S", 2, True) not in available_models():
         pytest.skip("no shipped S x2 model with T1")

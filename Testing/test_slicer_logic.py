@@ -47,8 +47,8 @@ def library_result(tmp_path: Path, t2: sitk.Image, t1: sitk.Image, weights: Path
 
     NRRD and MetaImage keep the geometry in double precision (NIfTI would round it to float32).
     """
-    from CohfTSuperResLib.inference import super_resolve
-    from CohfTSuperResLib.volume_io import read_volume
+    from CohfTSuperResLib.inference.engine import super_resolve
+    from CohfTSuperResLib.imageio.volumes import read_volume
 
     sitk.WriteImage(t2, str(tmp_path / "t2.nrrd"))
     sitk.WriteImage(t1, str(tmp_path / "t1.mha"))
@@ -219,7 +219,7 @@ def test_t2_under_transform_output_in_world_space_and_existing_output_reused(mod
 def test_prepare_checks_once_with_the_library_and_reports_its_notes(module, scene, images, monkeypatch):
     """prepare() calls the library's one input check (check_inputs) exactly once; its notes and warnings reach
     the job's messages (here: a T2 whose thickest voxel axis is 0, and a T1 covering half of it)."""
-    import CohfTSuperResLib.checks as checks
+    import CohfTSuperResLib.inference.input_checks as checks
 
     t2, t1 = images
     thick_first = sitk.PermuteAxes(t2, [2, 0, 1])  # 3 mm voxels along axis 0 now
@@ -303,7 +303,7 @@ CASES = [
 def test_bad_input_raises_clear_error_and_changes_nothing(module, scene, images, case, monkeypatch):
     from CohfTSuperResLib.errors import InputError, WeightsError
 
-    monkeypatch.setattr("CohfTSuperResLib.models_registry.available_models", lambda: [("S", 2, True)])
+    monkeypatch.setattr("CohfTSuperResLib.weights.registry.available_models", lambda: [("S", 2, True)])
     (t2_node, t1_node, output), message = _bad_cases(scene, images)[case]
     volumes = [node for node in (t2_node, t1_node, output) if node is not None and node.IsA("vtkMRMLVolumeNode")]
     before = [snapshot(node) for node in volumes if node.GetImageData() is not None]
@@ -377,8 +377,8 @@ def test_missing_packages_are_reported_not_installed(module, installed, monkeypa
 
 def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weights, tmp_path, monkeypatch):
     monkeypatch.setenv("COHFT_SR_CACHE", str(tmp_path / "cache"))
-    from CohfTSuperResLib.file_integrity import sha256_of
-    from CohfTSuperResLib.onnx_cache import cached_path, record
+    from CohfTSuperResLib.imageio.file_integrity import sha256_of
+    from CohfTSuperResLib.inference.onnx_cache import cached_path, record
 
     logic = module.CohfTSuperResLogic
     onnx_names = {"onnx", "onnxscript"}

@@ -57,7 +57,7 @@ def test_self_test_without_torch_tests_what_it_can_and_says_what_it_skipped():
 def test_sample_data_is_registered_with_checked_local_files(module, tmp_path, monkeypatch):
     """The keyword arguments given to SampleData.SampleDataLogic.registerCustomSampleDataSource, and the download
     step that Slicer's Sample Data module does with them (urlretrieve into its cache, then the sha256 check)."""
-    from CohfTSuperResLib.sample_data import sample_files
+    from CohfTSuperResLib.data.sample_data import sample_files
 
     registered = []
     sample_data = types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
@@ -81,7 +81,7 @@ def test_a_damaged_sample_is_not_registered_and_says_why(module, tmp_path, monke
     registered = []
     monkeypatch.setitem(sys.modules, "SampleData", types.SimpleNamespace(SampleDataLogic=types.SimpleNamespace(
         registerCustomSampleDataSource=lambda **kwargs: registered.append(kwargs))))
-    monkeypatch.setattr("CohfTSuperResLib.sample_data.sample_dir", lambda: tmp_path)
+    monkeypatch.setattr("CohfTSuperResLib.data.sample_data.sample_dir", lambda: tmp_path)
     module.samples.registerSampleData()
     assert registered == [] and "sample data not registered: the sample data is not installed" in caplog.text
 
@@ -99,7 +99,7 @@ def test_sample_files_are_checked_against_their_sha256(tmp_path, monkeypatch):
     import shutil
 
     from CohfTSuperResLib.errors import InputError
-    from CohfTSuperResLib.sample_data import sample_dir, sample_files
+    from CohfTSuperResLib.data.sample_data import sample_dir, sample_files
 
     copy = tmp_path / "SampleData"
     shutil.copytree(sample_dir(), copy)
@@ -110,6 +110,6 @@ def test_sample_files_are_checked_against_their_sha256(tmp_path, monkeypatch):
         handle.write(b"\x00")
     with pytest.raises(InputError, match="patient26_slab_T1.nii.gz fails its checksum"):
         sample_files()
-    monkeypatch.setattr("CohfTSuperResLib.sample_data.sample_dir", lambda: tmp_path / "nowhere")
+    monkeypatch.setattr("CohfTSuperResLib.data.sample_data.sample_dir", lambda: tmp_path / "nowhere")
     with pytest.raises(InputError, match="sample data is not installed .*cohft-sr demo --phantom"):
         sample_files()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CohfTSuperResLib.degrade import degrade
-from CohfTSuperResLib.normalize import robust_scale
-from CohfTSuperResLib.pairs import to_stack
-from CohfTSuperResLib.slices import (
+from CohfTSuperResLib.data.degradations import degrade
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.data.pairs import to_stack
+from CohfTSuperResLib.data.patches import (
     IntensityAugmentation,
     PatchSampler,
     SliceSet,

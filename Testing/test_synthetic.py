@@ -6,11 +6,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib.degrade import degrade
-from CohfTSuperResLib.geometry import Grid, output_grid
-from CohfTSuperResLib.pairs import to_stack
-from CohfTSuperResLib.synthetic import bicubic_volume, lr_volume, trim_in_plane
-from CohfTSuperResLib.upsample import upsample_cubic
+from CohfTSuperResLib.data.degradations import degrade
+from CohfTSuperResLib.inference.geometry import Grid, output_grid
+from CohfTSuperResLib.data.pairs import to_stack
+from CohfTSuperResLib.data.synthetic_volumes import bicubic_volume, lr_volume, trim_in_plane
+from CohfTSuperResLib.model.upsample import upsample_cubic
 
 
 def test_synthesised_lr_is_the_kspace_degradation_on_the_dft_grid() -> None:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from CohfTSuperResLib.batching import plan_batches, size_multiple, slice_bytes
+from CohfTSuperResLib.inference.batching import plan_batches, size_multiple, slice_bytes
 from CohfTSuperResLib.model import build_model
 from CohfTSuperResLib.model.partition import pad_to_multiple
-from CohfTSuperResLib.normalize import normalize, robust_scale
-from CohfTSuperResLib.tiling import blend_weights, overlap_for, plan_tiles, run_tiled, tile_starts
+from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
+from CohfTSuperResLib.inference.tiling import blend_weights, overlap_for, plan_tiles, run_tiled, tile_starts
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(100, 30, 8), (30, 30, 8), (20, 30, 8), (61, 30, 15), (210, 60, 15)])

@@ -14,12 +14,12 @@ import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file
 
-from CohfTSuperResLib import train
-from CohfTSuperResLib.pairs import read_manifest, write_manifest
+from CohfTSuperResLib.training import train
+from CohfTSuperResLib.data.pairs import read_manifest, write_manifest
 from CohfTSuperResLib.model import build_model
 from CohfTSuperResLib.errors import WeightsError
-from CohfTSuperResLib.models_registry import find_model
-from CohfTSuperResLib.weights import load_model, read_metadata, save_weights, sha256_of
+from CohfTSuperResLib.weights.registry import find_model
+from CohfTSuperResLib.weights.storage import load_model, read_metadata, save_weights, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 OPEN_MS = ROOT.parent / "shared" / "data" / "open_ms"
@@ -38,7 +38,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pairs[subject] = [sitk.ReadImage(str(OPEN_MS / "mni" / subject / f"{name}.nii.gz"))[67:115, 85:133, 88:90]
                               for name in ("t2", "t1")]
     else:
-        from CohfTSuperResLib.phantom import brain_phantom
+        from CohfTSuperResLib.data.phantom import brain_phantom
 
         for seed, subject in enumerate(("a", "b")):
             pairs[subject] = list(brain_phantom(size=48, slices=2, seed=seed))
@@ -104,7 +104,7 @@ def test_resume_continues_exactly(manifest: Path, tmp_path: Path) -> None:
 
 
 def test_pack_and_manifest_train_the_same(manifest: Path, tmp_path: Path) -> None:
-    from CohfTSuperResLib.pack import main as pack_main
+    from CohfTSuperResLib.data.pack import main as pack_main
 
     assert pack_main(["--manifest", str(manifest), "--out", str(tmp_path / "p.npz")]) == 0
     _run(manifest, tmp_path / "from_manifest", "--iterations", "2")
@@ -179,7 +179,7 @@ def test_distributed_two_cpu_ranks_end_with_identical_weights(manifest: Path, tm
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "CohfTSuperResLib.train", "--manifest", str(manifest), "--out", str(out), *TINY,
+               "-m", "CohfTSuperResLib.training.train", "--manifest", str(manifest), "--out", str(out), *TINY,
                "--iterations", "3"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

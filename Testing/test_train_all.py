@@ -9,8 +9,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from CohfTSuperResLib.pack import build_pack, write_pack
-from CohfTSuperResLib.phantom import brain_phantom
+from CohfTSuperResLib.data.pack import build_pack, write_pack
+from CohfTSuperResLib.data.phantom import brain_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 

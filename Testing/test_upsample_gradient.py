@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from CohfTSuperResLib.gradient import GRADIENT_EPS, gradient_magnitude
-from CohfTSuperResLib.upsample import upsample_cubic
+from CohfTSuperResLib.model.gradient import GRADIENT_EPS, gradient_magnitude
+from CohfTSuperResLib.model.upsample import upsample_cubic
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

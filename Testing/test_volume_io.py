@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CohfTSuperResLib import volume_io
+from CohfTSuperResLib.imageio import volumes as volume_io
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.file_integrity import check_volume_file
+from CohfTSuperResLib.imageio.file_integrity import check_volume_file
 
 SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 

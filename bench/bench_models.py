@@ -6,7 +6,7 @@ import torch
 
 from CohfTSuperResLib.errors import WeightsError
 from CohfTSuperResLib.model import CohfTNet, build_model
-from CohfTSuperResLib.models_registry import find_model
+from CohfTSuperResLib.weights.registry import find_model
 
 
 def network(variant: str, scale: int) -> tuple[CohfTNet, str]:

@@ -105,13 +105,13 @@ def peak_rss() -> int:
 
 def child(method: str, case: str, every: int, output: str) -> dict:
     """Run one method in this process on every `every`-th slice; save its output; report time, memory, conv rate."""
-    from CohfTSuperResLib.geometry import Grid, output_grid, resample_to
-    from CohfTSuperResLib.inference import super_resolve
+    from CohfTSuperResLib.inference.geometry import Grid, output_grid, resample_to
+    from CohfTSuperResLib.inference.engine import super_resolve
 
     t2, t1, scale = load_case(case)
     part = t2[:, :, ::every]
     if method == "onnx":  # the export of the shipped model (cached per tree) happens outside the timing
-        from CohfTSuperResLib.backends import load_runner
+        from CohfTSuperResLib.inference.backends import load_runner
 
         load_runner("S", scale, True, None, "onnx", "fp32", "cpu")
     baseline = peak_rss()
@@ -142,7 +142,7 @@ def nominal_flops(case: str) -> tuple[float, int]:
     """The network's FLOPs on every whole slice with content (padded to the size multiple), and that slice count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from CohfTSuperResLib.batching import size_multiple
+    from CohfTSuperResLib.inference.batching import size_multiple
     from CohfTSuperResLib.model import build_model
 
     t2, _t1, scale = load_case(case)
@@ -185,7 +185,7 @@ def main() -> None:
     trees = [("this tree", ROOT)] + ([("baseline", args.baseline_tree.resolve())] if args.baseline_tree else [])
     print(f"# CPU: {cpu_name()}; {os.cpu_count()} logical cores, {args.threads} threads; torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}; every {args.every}th slice run, time scaled to the volume")
-    from CohfTSuperResLib.normalize import robust_scale
+    from CohfTSuperResLib.imageio.normalize import robust_scale
 
     with tempfile.TemporaryDirectory() as folder:
         for case in args.cases:

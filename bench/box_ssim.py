@@ -22,10 +22,10 @@ from held_out_parity import AXIS, held_out_stacks
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.normalize import robust_scale
-from CohfTSuperResLib.pairs import to_stack
-from CohfTSuperResLib.slices import brain_slices
+from CohfTSuperResLib.inference.engine import super_resolve
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.data.pairs import to_stack
+from CohfTSuperResLib.data.patches import brain_slices
 
 HEAD_LEVEL = 0.02  # the content box's threshold (cropping.py), here on the HR target
 

@@ -22,10 +22,10 @@ import torch
 
 from benchmark import load_case
 
-from CohfTSuperResLib.batching import input_multiple, size_multiple
-from CohfTSuperResLib.cropping import content_box
+from CohfTSuperResLib.inference.batching import input_multiple, size_multiple
+from CohfTSuperResLib.inference.cropping import content_box
 from CohfTSuperResLib.model import build_model
-from CohfTSuperResLib.normalize import normalize, robust_scale
+from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
 
 
 def box_fraction(slices: torch.Tensor, multiple: int, minimum: int, threshold: float, margin: int) -> float:

@@ -59,7 +59,7 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 def shipped_inputs() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """The shipped S x2 network (channels-last) and a random 390 x 360 LR slice with its HR T1."""
-    from CohfTSuperResLib.models_registry import find_model
+    from CohfTSuperResLib.weights.registry import find_model
 
     network = find_model("S", 2, True).load("cpu").eval().to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(0)
@@ -68,7 +68,7 @@ def shipped_inputs() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def allocator_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor) -> None:
-    from CohfTSuperResLib.allocator import reuse_freed_memory
+    from CohfTSuperResLib.inference.allocator import reuse_freed_memory
 
     forward = lambda: network.super_resolve_image(lr, t1)  # noqa: E731
     plain = best_ms(forward, 3)
@@ -78,7 +78,7 @@ def allocator_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor) 
 
 
 def dense_block_rows() -> None:
-    from CohfTSuperResLib.allocator import reuse_freed_memory
+    from CohfTSuperResLib.inference.allocator import reuse_freed_memory
     from CohfTSuperResLib.model.rrdb import ResidualDenseBlock
 
     torch.manual_seed(0)
@@ -93,7 +93,7 @@ def dense_block_rows() -> None:
 
 
 def attention_rows() -> None:
-    from CohfTSuperResLib.allocator import reuse_freed_memory
+    from CohfTSuperResLib.inference.allocator import reuse_freed_memory
     from CohfTSuperResLib.model.adain import channel_stats
     from CohfTSuperResLib.model.attention import chunked_attention, softmax_of_few, softmax_product
 
@@ -129,7 +129,7 @@ def attention_rows() -> None:
 
 
 def batch_row() -> None:
-    from CohfTSuperResLib.allocator import reuse_freed_memory
+    from CohfTSuperResLib.inference.allocator import reuse_freed_memory
 
     conv = torch.nn.Conv2d(16, 16, 3, padding=1).eval().to(memory_format=torch.channels_last)
     flops = 2 * 16 * 16 * 9 * HEIGHT * WIDTH
@@ -144,7 +144,7 @@ def batch_row() -> None:
 def softmax_forward_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor, pairs: int = 8) -> None:
     import statistics
 
-    from CohfTSuperResLib.allocator import reuse_freed_memory
+    from CohfTSuperResLib.inference.allocator import reuse_freed_memory
     from CohfTSuperResLib.model import attention
 
     safe_bound = attention.EXP_SAFE_BOUND

@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from CohfTSuperResLib.backends import TorchRunner
-from CohfTSuperResLib.batching import plan_batches, run_in_batches, size_multiple
-from CohfTSuperResLib.devices import deterministic_kernels, working_memory_budget
-from CohfTSuperResLib.metrics import psnr
+from CohfTSuperResLib.inference.backends import TorchRunner
+from CohfTSuperResLib.inference.batching import plan_batches, run_in_batches, size_multiple
+from CohfTSuperResLib.inference.devices import deterministic_kernels, working_memory_budget
+from CohfTSuperResLib.evaluation.metrics import psnr
 from CohfTSuperResLib.model.partition import pad_to_multiple
-from CohfTSuperResLib.pack import read_pack, slice_sets
-from CohfTSuperResLib.upsample import upsample_cubic
+from CohfTSuperResLib.data.pack import read_pack, slice_sets
+from CohfTSuperResLib.model.upsample import upsample_cubic
 
 from bench_models import network
 
@@ -186,7 +186,7 @@ def onnx_rows() -> list[dict]:
     providers = onnxruntime.get_available_providers()
     row: dict = {"onnxruntime": onnxruntime.__version__, "providers": providers}
     if "CUDAExecutionProvider" in providers:
-        from CohfTSuperResLib.onnx_backend import OnnxRunner, export_onnx
+        from CohfTSuperResLib.inference.onnx_export import OnnxRunner, export_onnx
 
         model, _source = network("S", 2)
         path = export_onnx(model, Path("/tmp/cohft_S_x2.onnx"))

@@ -3,7 +3,7 @@
 Usage: PYTHONPATH=. python bench/guide_robustness.py [--guided W.safetensors ...] [--no-t1 W.safetensors ...]
        [--scales 2 3 4] [--every 1] [--json out.json] [--threads 2]
 Without --guided: the shipped guided model of each scale; without --no-t1: the shipped no-T1 model of the
-same scale. Protocol: CohfTSuperResLib/guide_cases.py (subjects never used for training or selection:
+same scale. Protocol: CohfTSuperResLib/evaluation/guide_cases.py (subjects never used for training or selection:
 open_ms mni/patient26 and BraTS-GLI-00000-000). Prints one row per subject and scale: PSNR of bicubic,
 the no-T1 model and each guide case, then the T1's benefit (registered - no-T1) and each case's margin
 over the no-T1 model.
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from CohfTSuperResLib.guide_cases import (BICUBIC, FOREIGN_SOURCE, NO_T1, REGISTERED, Subject, evaluate_subject,
+from CohfTSuperResLib.evaluation.guide_cases import (BICUBIC, FOREIGN_SOURCE, NO_T1, REGISTERED, Subject, evaluate_subject,
                                           guide_cases, reporting_subjects)
-from CohfTSuperResLib.models_registry import find_model
-from CohfTSuperResLib.weights import load_model
+from CohfTSuperResLib.weights.registry import find_model
+from CohfTSuperResLib.weights.storage import load_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

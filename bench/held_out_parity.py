@@ -4,7 +4,7 @@ Usage (from the repository root):
     PYTHONPATH=. python bench/held_out_parity.py --baseline-tree DIR [--scales 2 3 4] [--threads 2]
         [--pad 120 --central 40] [--whole-slices]
 
-The protocol of `cohft-sr evaluate` (CohfTSuperResLib/evaluate.py) on the held-out subject
+The protocol of `cohft-sr evaluate` (CohfTSuperResLib/evaluation/evaluate.py) on the held-out subject
 mni/patient26: k-space LR synthesis of its HR T2 at each scale, every brain slice, PSNR pooled over
 the brain slices and mean SSIM, data range 1 after division by the HR T2's robust scale. Each tree
 runs the shipped S models with and without the T1 through `super_resolve` (torch, CPU) in its own
@@ -40,9 +40,9 @@ def held_out_stacks(scale: int, pad: int, central: int | None) -> tuple[object, 
     held-out subject at `scale`, as `cohft-sr evaluate` makes them, after the optional slab cut and LR padding."""
     import SimpleITK as sitk
 
-    from CohfTSuperResLib.pairs import to_stack
-    from CohfTSuperResLib.synthetic import lr_volume, trim_in_plane
-    from CohfTSuperResLib.volume_io import read_volume
+    from CohfTSuperResLib.data.pairs import to_stack
+    from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
+    from CohfTSuperResLib.imageio.volumes import read_volume
 
     hr = read_volume(SUBJECT / "t2.nii.gz", float32=True)
     if central is not None:
@@ -60,8 +60,8 @@ def child(scale: int, folder: Path, pad: int, central: int | None, whole_slices:
     """SR stacks of this process's library, with and without the T1, saved as .npy in folder."""
     import torch
 
-    from CohfTSuperResLib.inference import super_resolve
-    from CohfTSuperResLib.pairs import to_stack
+    from CohfTSuperResLib.inference.engine import super_resolve
+    from CohfTSuperResLib.data.pairs import to_stack
 
     torch.set_num_threads(int(os.environ.get("PARITY_THREADS", "2")))
     lr, t1, _hr, _extent = held_out_stacks(scale, pad, central)
@@ -84,9 +84,9 @@ def main() -> None:
     if args.child:
         child(int(args.child[0]), Path(args.child[1]), args.pad, args.central, args.whole_slices)
         return
-    from CohfTSuperResLib.evaluate import score
-    from CohfTSuperResLib.normalize import robust_scale
-    from CohfTSuperResLib.slices import brain_slices
+    from CohfTSuperResLib.evaluation.evaluate import score
+    from CohfTSuperResLib.imageio.normalize import robust_scale
+    from CohfTSuperResLib.data.patches import brain_slices
 
     trees = {"this tree": ROOT, "baseline": args.baseline_tree.resolve()}
     print("| scale | model | PSNR this tree | PSNR baseline | difference dB | SSIM this tree | SSIM baseline | "

@@ -31,12 +31,12 @@ class _Calibration:
     """onnxruntime CalibrationDataReader over padded LR / T1 slices of the training subject."""
 
     def __init__(self, scale: int, slices: int = 8) -> None:
-        from CohfTSuperResLib.geometry import Grid, output_grid, resample_to
+        from CohfTSuperResLib.inference.geometry import Grid, output_grid, resample_to
         from CohfTSuperResLib.model.partition import pad_to_multiple
-        from CohfTSuperResLib.normalize import normalize, robust_scale
-        from CohfTSuperResLib.pairs import to_stack
-        from CohfTSuperResLib.synthetic import lr_volume, trim_in_plane
-        from CohfTSuperResLib.volume_io import read_volume
+        from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
+        from CohfTSuperResLib.data.pairs import to_stack
+        from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
+        from CohfTSuperResLib.imageio.volumes import read_volume
 
         hr = trim_in_plane(read_volume(TRAINING_SUBJECT / "t2.nii.gz", float32=True), scale, AXIS)
         lr = lr_volume(hr, scale, AXIS)
@@ -59,11 +59,11 @@ class _Calibration:
 
 def score_on_held_out(model: Path, scale: int) -> tuple[dict, float]:
     """Held-out metrics (pooled PSNR, mean SSIM) of an ONNX model, and the seconds its volume took."""
-    from CohfTSuperResLib.evaluate import score
-    from CohfTSuperResLib.inference import super_resolve
-    from CohfTSuperResLib.normalize import robust_scale
-    from CohfTSuperResLib.pairs import to_stack
-    from CohfTSuperResLib.slices import brain_slices
+    from CohfTSuperResLib.evaluation.evaluate import score
+    from CohfTSuperResLib.inference.engine import super_resolve
+    from CohfTSuperResLib.imageio.normalize import robust_scale
+    from CohfTSuperResLib.data.pairs import to_stack
+    from CohfTSuperResLib.data.patches import brain_slices
 
     lr, t1, hr_stack, (rows, cols) = held_out_stacks(scale, 0, None)
     start = time.perf_counter()
@@ -83,8 +83,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from CohfTSuperResLib.models_registry import find_model
-    from CohfTSuperResLib.onnx_backend import export_onnx
+    from CohfTSuperResLib.weights.registry import find_model
+    from CohfTSuperResLib.inference.onnx_export import export_onnx
 
     with tempfile.TemporaryDirectory() as folder:
         float_path, int8_path = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"

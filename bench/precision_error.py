@@ -15,9 +15,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.normalize import robust_scale
-from CohfTSuperResLib.weights import save_weights
+from CohfTSuperResLib.inference.engine import super_resolve
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.weights.storage import save_weights
 
 from bench_models import network
 

@@ -107,8 +107,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from CohfTSuperResLib import geometry, inference
-    from CohfTSuperResLib.backends import TorchRunner
+    from CohfTSuperResLib.inference import geometry
+    from CohfTSuperResLib.inference import engine as inference
+    from CohfTSuperResLib.inference.backends import TorchRunner
 
     start = time.perf_counter()
     t2, t1, scale = load_case(args.case)

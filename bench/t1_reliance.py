@@ -23,15 +23,15 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib.evaluate import baselines, score
-from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.models_registry import find_model, shipped_models
-from CohfTSuperResLib.normalize import robust_scale
-from CohfTSuperResLib.pairs import to_stack
-from CohfTSuperResLib.slices import brain_slices
-from CohfTSuperResLib.synthetic import lr_volume, trim_in_plane
-from CohfTSuperResLib.volume_io import read_volume
-from CohfTSuperResLib.weights import WeightsError, load_model
+from CohfTSuperResLib.evaluation.evaluate import baselines, score
+from CohfTSuperResLib.inference.engine import super_resolve
+from CohfTSuperResLib.weights.registry import find_model, shipped_models
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.data.pairs import to_stack
+from CohfTSuperResLib.data.patches import brain_slices
+from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
+from CohfTSuperResLib.imageio.volumes import read_volume
+from CohfTSuperResLib.weights.storage import WeightsError, load_model
 
 MNI = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_ms" / "mni"
 AXIS = 2

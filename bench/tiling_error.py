@@ -16,9 +16,9 @@ import SimpleITK as sitk
 import torch
 
 from CohfTSuperResLib.model.partition import pad_to_multiple
-from CohfTSuperResLib.normalize import normalize, robust_scale
-from CohfTSuperResLib.tiling import overlap_for, run_tiled
-from CohfTSuperResLib.upsample import upsample_cubic
+from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
+from CohfTSuperResLib.inference.tiling import overlap_for, run_tiled
+from CohfTSuperResLib.model.upsample import upsample_cubic
 
 from bench_models import network
 

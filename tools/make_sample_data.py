@@ -8,7 +8,7 @@ mni/patient26 (never used for training or model selection), cropped in-plane aro
 
 - the HR T2 of the slab, 1 x 1 x 3 mm: the truth that the demo and the self-test compare with;
 - the LR T2, 2 x 2 x 3 mm: the HR T2 reduced x2 in-plane by the paper's k-space protocol
-  (CohfTSuperResLib.synthetic.lr_volume), float32 as synthesised: a clinical-like thick-slice T2;
+  (CohfTSuperResLib.data.synthetic_volumes.lr_volume), float32 as synthesised: a clinical-like thick-slice T2;
 - the registered HR T1, 1 mm isotropic, covering the slab's full thickness.
 
 The HR volumes are stored as int16 after rounding to whole units (the source is float32 with values
@@ -30,9 +30,9 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from CohfTSuperResLib.sample_data import MANIFEST_NAME, SAMPLE_SCALE  # noqa: E402
-from CohfTSuperResLib.synthetic import lr_volume  # noqa: E402
-from CohfTSuperResLib.volume_io import write_png  # noqa: E402
+from CohfTSuperResLib.data.sample_data import MANIFEST_NAME, SAMPLE_SCALE  # noqa: E402
+from CohfTSuperResLib.data.synthetic_volumes import lr_volume  # noqa: E402
+from CohfTSuperResLib.imageio.volumes import write_png  # noqa: E402
 
 SUBJECT = "mni/patient26"
 FIRST_SLICE = 53  # axial voxel index k of the slab's first slice (MNI grid, 1 mm)

@@ -20,8 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from CohfTSuperResLib.models_registry import MANIFEST_NAME
-from CohfTSuperResLib.weights import load_model, sha256_of
+from CohfTSuperResLib.weights.registry import MANIFEST_NAME
+from CohfTSuperResLib.weights.storage import load_model, sha256_of
 
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 
@@ -51,7 +51,7 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, evaluation: d
         },
         "held_out": {
             "subject": subject["subject"], "brain_slices": subject["brain_slices"],
-            "protocol": "cohft-sr evaluate (CohfTSuperResLib/evaluate.py docstring)",
+            "protocol": "cohft-sr evaluate (CohfTSuperResLib/evaluation/evaluate.py docstring)",
             "metrics": {key: subject["metrics"][key] for key in ("zero_fill", "bicubic", "cohft_no_t1", "cohft")
                         if key in subject["metrics"]},
             "this_model": method,

@@ -42,7 +42,7 @@ def command(name: str, args: argparse.Namespace) -> list[str]:
     """The `cohft-sr train` command line of one run."""
     scale, flags = RUNS[name]
     out = args.out / name
-    argv = [sys.executable, "-m", "CohfTSuperResLib.train", "--pack", str(args.pack), "--out", str(out),
+    argv = [sys.executable, "-m", "CohfTSuperResLib.training.train", "--pack", str(args.pack), "--out", str(out),
             "--scale", str(scale), *SHARED, *flags, "--lr", str(args.lr), "--device", args.device,
             "--time-budget-minutes", str(args.minutes), "--checkpoint-minutes", str(args.checkpoint_minutes),
             "--batch-size", str(args.batch_size)]

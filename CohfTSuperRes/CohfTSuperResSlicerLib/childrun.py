@@ -233,7 +233,7 @@ class ChildRun:
         return True
 
     def _readResult(self) -> None:
-        from CohfTSuperResLib.volume_io import read_volume
+        from CohfTSuperResLib.imageio.volumes import read_volume
 
         try:
             self.image = read_volume(self.folder / "sr.nrrd")

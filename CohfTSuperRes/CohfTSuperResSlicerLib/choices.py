@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from CohfTSuperResLib import models_registry
+from CohfTSuperResLib.weights import registry as models_registry
 from CohfTSuperResLib.errors import WeightsError
 from CohfTSuperResLib.options import SCALES, VARIANTS
-from CohfTSuperResLib.weights_header import CONFIG_KEY, read_metadata, stored_config
+from CohfTSuperResLib.weights.header import CONFIG_KEY, read_metadata, stored_config
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from CohfTSuperResLib.file_integrity import sha256_of
-from CohfTSuperResLib.onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, is_trusted
+from CohfTSuperResLib.imageio.file_integrity import sha256_of
+from CohfTSuperResLib.inference.onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, is_trusted
 
 MINIMUM_TORCH = "2.2"
 # The lower bounds of pyproject.toml (a test checks that both agree; pyproject is not installed in Slicer)
@@ -82,7 +82,7 @@ def onnxExportNeeded(weightsSha256: str | None) -> bool:
 def weightsSha256(variant: str, scale: int, useT1: bool, modelPath=None) -> str | None:
     """sha256 of the .safetensors model a run would use (None for an .onnx file or when none exists)."""
     from CohfTSuperResLib.errors import WeightsError
-    from CohfTSuperResLib.models_registry import find_model
+    from CohfTSuperResLib.weights.registry import find_model
 
     if modelPath is not None and str(modelPath) not in ("", "."):
         path = Path(modelPath)

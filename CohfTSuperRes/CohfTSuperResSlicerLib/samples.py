@@ -1,4 +1,4 @@
-"""The project's sample data (CohfTSuperResLib.sample_data) in Slicer: registered in the Sample Data module,
+"""The project's sample data (CohfTSuperResLib.data.sample_data) in Slicer: registered in the Sample Data module,
 or loaded straight into a scene (self-test, scripts)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.sample_data import read_sample, sample_files
+from CohfTSuperResLib.data.sample_data import read_sample, sample_files
 
 CATEGORY = "Cohf-T super-resolution"
 SAMPLE_NAME = "CohfTSuperResBrainSlab"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cohft_net import CohfTNet
-from .config import SCALES, VARIANTS, CohfTConfig, variant_config
+from CohfTSuperResLib.model.cohft_net import CohfTNet
+from CohfTSuperResLib.model.config import SCALES, VARIANTS, CohfTConfig, variant_config
 
 __all__ = ["CohfTConfig", "CohfTNet", "SCALES", "VARIANTS", "build_model", "count_parameters"]
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import conv_of_concatenation
+from CohfTSuperResLib.model.fused import conv_of_concatenation
 
 STATS_EPS = 1e-5
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import conv_add, cpu_float_inference
-from .layers import LayerNorm2d, pointwise_embedding
-from .partition import group_head_tokens, pad_to_multiple, ungroup_tokens
+from CohfTSuperResLib.model.fused import conv_add, cpu_float_inference
+from CohfTSuperResLib.model.layers import LayerNorm2d, pointwise_embedding
+from CohfTSuperResLib.model.partition import group_head_tokens, pad_to_multiple, ungroup_tokens
 
 LOCALITY_SLOPES = (2.0, 1.0, 0.5, 0.25)  # initial logit penalty per token of distance, head by head (cycled)
 EXP_SAFE_BOUND = 60.0  # exp(+-60) neither overflows nor underflows float32, even summed over thousands of tokens

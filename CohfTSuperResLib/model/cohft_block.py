@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adain import PointwiseAdaIN
-from .attention import BasicAttention
-from .config import CohfTConfig
-from .layers import ResidualMLP
+from CohfTSuperResLib.model.adain import PointwiseAdaIN
+from CohfTSuperResLib.model.attention import BasicAttention
+from CohfTSuperResLib.model.config import CohfTConfig
+from CohfTSuperResLib.model.layers import ResidualMLP
 
 
 class CohfTBlock(nn.Module):

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..gradient import gradient_magnitude
-from ..upsample import upsample_cubic
-from .cohft_block import CohfTBlock
-from .config import CohfTConfig
-from .fused import conv_of_concatenation
-from .rrdb import RRDB
+from CohfTSuperResLib.model.gradient import gradient_magnitude
+from CohfTSuperResLib.model.upsample import upsample_cubic
+from CohfTSuperResLib.model.cohft_block import CohfTBlock
+from CohfTSuperResLib.model.config import CohfTConfig
+from CohfTSuperResLib.model.fused import conv_of_concatenation
+from CohfTSuperResLib.model.rrdb import RRDB
 
 
 def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from ..options import SCALES, VARIANTS as VARIANT_NAMES
+from CohfTSuperResLib.options import SCALES, VARIANTS as VARIANT_NAMES
 
 ADAIN_MODULATIONS = ("pixel", "channel")
 CROSS_POSITIONS = ("none", "local")

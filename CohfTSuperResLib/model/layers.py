@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import conv_add
+from CohfTSuperResLib.model.fused import conv_add
 
 
 class LayerNorm2d(nn.Module):

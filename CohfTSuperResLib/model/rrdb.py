@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import can_fuse, conv_add, conv_leaky
+from CohfTSuperResLib.model.fused import can_fuse, conv_add, conv_leaky
 
 RESIDUAL_SCALE = 0.2
 

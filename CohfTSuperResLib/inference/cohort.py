@@ -1,0 +1,85 @@
+"""Cohort mode of `cohft-sr run`: the CSV manifest of cases and its split across torchrun ranks."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from CohfTSuperResLib.errors import InputError
+
+REQUIRED_COLUMNS = ("t2", "output")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the manifest: LR T2, optional T1, SR output path, and the row's line number in the CSV."""
+
+    t2: Path
+    t1: Path | None
+    output: Path
+    line: int = 0
+
+
+def read_manifest(path: str | Path) -> list[Case]:
+    """Cases of a CSV with a header naming columns t2, output and optionally t1; paths relative to the CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a column name
+            cases = _cases(csv.DictReader(handle), path)
+    except UnicodeDecodeError as error:
+        raise InputError(f"manifest {path.name} is not UTF-8 text: {error}") from error
+    check_outputs(cases, path.name)
+    return cases
+
+
+def _cases(reader: csv.DictReader, path: Path) -> list[Case]:
+    """The rows of an open manifest as Cases."""
+    columns = [name.strip() for name in reader.fieldnames or []]
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        raise InputError(
+            f"manifest {path.name} lacks column(s) {', '.join(missing)} (header: {', '.join(columns)})"
+        )
+    cases = []
+    for line, row in enumerate(reader, start=2):
+        row = {key.strip(): (value or "").strip() for key, value in row.items() if key}
+        if not row["t2"] or not row["output"]:
+            raise InputError(f"manifest {path.name}, line {line}: t2 and output must not be empty")
+        t1 = row.get("t1") or None
+        guide = None if t1 is None else path.parent / t1
+        cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"], line))
+    return cases
+
+
+def check_outputs(cases: list[Case], name: str) -> None:
+    """InputError when two rows write the same output, or a row's output is any row's T2 or T1 (it would destroy it)."""
+    inputs = {}
+    for case in cases:
+        for source in (case.t2, case.t1):
+            if source is not None:
+                inputs.setdefault(source.resolve(), case.line)
+    written: dict[Path, int] = {}
+    for case in cases:
+        output = case.output.resolve()
+        if output in written:
+            raise InputError(f"manifest {name}: lines {written[output]} and {case.line} write the same output "
+                             f"{case.output.name}")
+        if output in inputs:
+            raise InputError(f"manifest {name}, line {case.line}: the output {case.output.name} is an input of line "
+                             f"{inputs[output]}; writing it would destroy that input")
+        written[output] = case.line
+
+
+def shard(cases: list[Case]) -> list[Case]:
+    """This process's share: every WORLD_SIZE-th case from index RANK (torchrun's variables; all when unset)."""
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError as error:
+        raise InputError(f"RANK and WORLD_SIZE must be integers: {error}") from error
+    if world < 1 or not 0 <= rank < world:
+        raise InputError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world}")
+    return cases[rank::world]

@@ -1,0 +1,270 @@
+"""Volume super-resolution: SimpleITK LR T2 (+ registered HR T1) in, SR T2 on the DFT output grid out.
+
+Pipeline (details in docs/inference.md):
+1. validate the volumes and options before any model is loaded (``check_inputs``: InputError /
+   WeightsError with the reason; the acquisition axis is the thickest voxel axis unless given);
+2. output grid = LR grid with in-plane spacing / s and size x s (geometry.py);
+3. robust-normalise T2 and T1 each by its own 99.5th percentile (normalize.py);
+4. slice by slice along `slice_axis`, in batches sized from the device's free
+   memory (batching.py), with freed memory kept in the process (allocator.py):
+   resample the T1 of the batch's slab onto the output grid, cut the batch's
+   content box (cropping.py; the cubic upsampling around it), pad to the network's
+   input multiple (batching.py), run the network on it whole, or on overlapping blended tiles
+   where it does not fit (tiling.py);
+5. back to T2 units, float32; exactly 0 wherever the cubic upsampling of the
+   input is exactly 0 (every LR sample in its support is 0), and all-zero
+   slices are not run at all; a NaN / Inf network output is an InferenceError,
+   never a returned volume.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from CohfTSuperResLib.inference.allocator import reuse_freed_memory
+from CohfTSuperResLib.inference.backends import Runner, load_runner
+from CohfTSuperResLib.inference.batching import input_multiple, plan_batches, run_in_batches, size_multiple
+from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
+from CohfTSuperResLib.inference.cropping import content_box
+from CohfTSuperResLib.inference.devices import deterministic_kernels, resolve_device, working_memory_budget
+from CohfTSuperResLib.errors import InferenceCancelled, InferenceError, InputError, InputNote
+from CohfTSuperResLib.inference.geometry import Grid, output_grid, resample_to, slab, to_slice_stack
+from CohfTSuperResLib.model.partition import pad_to_multiple, padded_length
+from CohfTSuperResLib.imageio.normalize import denormalize, normalize
+from CohfTSuperResLib.options import BACKENDS, PRECISIONS, VARIANTS
+from CohfTSuperResLib.inference.tiling import Tile, run_tiled, scaled
+from CohfTSuperResLib.model.upsample import upsample_cubic
+from CohfTSuperResLib.inference.validation import check_choice
+
+__all__ = ["InputCheck", "check_inputs", "super_resolve", "super_resolve_checked"]
+
+
+def super_resolve(
+    t2: sitk.Image,
+    t1: sitk.Image | None,
+    scale: int = 2,
+    *,
+    variant: str = "S",
+    model_path: str | Path | None = None,
+    device: str = "auto",
+    backend: str = "torch",
+    precision: str = "fp32",
+    batch_size: int | None = None,
+    slice_axis: int | None = None,
+    whole_slices: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> sitk.Image:
+    """Super-resolve the LR T2 volume in-plane by `scale`, guided by the registered HR T1.
+
+    t2: LR T2 (any scalar pixel type; 3-D, or one 2-D slice with a 2-D T1). t1: T1 in its own geometry (resampled here
+    onto the output grid in physical space; zero outside its extent), or None
+    for a model trained without T1. model_path: .safetensors weights (or .onnx
+    with backend='onnx'); None uses the shipped model for (variant, scale).
+    device: 'auto' (CUDA, MPS, CPU), 'cpu', 'cuda[:N]', 'mps'. backend: 'torch'
+    or 'onnx'. precision: 'fp32', 'bf16' or 'fp16' (torch autocast).
+    batch_size: slices per batch (None: one on the CPU, from free memory on a GPU). slice_axis: voxel
+    axis of the acquisition (0, 1, 2; None: the thickest axis, said in an InputNote warning).
+    whole_slices: run the network on every whole slice instead of the box around the head (the
+    samples above 2% of the tissue scale, cropping.py; slower on slices with much background; the
+    difference is measured in docs/benchmarks.md). progress(done, total) is called as slices
+    finish; cancel() returning True stops with InferenceCancelled. Returns the float32 SR T2 in the
+    input's units on the output grid.
+    Errors: InputError, WeightsError, InferenceError, InferenceCancelled (errors.py).
+    """
+    checked = check_inputs(t2, t1, scale, slice_axis)
+    for note in checked.notes:
+        warnings.warn(note, InputNote, stacklevel=2)
+    for concern in checked.warnings:
+        warnings.warn(concern, RuntimeWarning, stacklevel=2)
+    return super_resolve_checked(checked, variant=variant, model_path=model_path, device=device, backend=backend,
+                                 precision=precision, batch_size=batch_size, whole_slices=whole_slices,
+                                 progress=progress, cancel=cancel)
+
+
+def super_resolve_checked(
+    checked: InputCheck,
+    *,
+    variant: str = "S",
+    model_path: str | Path | None = None,
+    device: str = "auto",
+    backend: str = "torch",
+    precision: str = "fp32",
+    batch_size: int | None = None,
+    whole_slices: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> sitk.Image:
+    """``super_resolve`` of volumes that ``check_inputs`` accepted (its notes and warnings are the caller's to show)."""
+    check_choice(variant, VARIANTS, "model variant")
+    check_choice(backend, BACKENDS, "backend")
+    check_choice(precision, PRECISIONS, "precision")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InputError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    scale, slice_axis = checked.scale, checked.slice_axis
+    torch_device = resolve_device(device)
+    runner = load_runner(variant, scale, checked.t1 is not None, model_path, backend, precision, device)
+    lr_grid = Grid.of(checked.t2)
+    engine = _SliceEngine(runner, scale, slice_axis, output_grid(lr_grid, scale, slice_axis), progress, cancel,
+                          whole_slices)
+    guide = None if checked.t1 is None else (checked.t1, checked.t1_scale)
+    with deterministic_kernels(torch_device), reuse_freed_memory():
+        sr_voxels = engine.run(normalize(checked.t2_voxels, checked.t2_scale), checked.t2_scale, guide, batch_size,
+                               torch_device)
+    result = engine.grid.image_from_array(sr_voxels)
+    return result[:, :, 0] if checked.single_slice else result
+
+
+class _SliceEngine:
+    """Runs the network over every slice of one normalised volume and assembles the SR volume."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        scale: int,
+        slice_axis: int,
+        grid: Grid,
+        progress: Callable[[int, int], None] | None,
+        cancel: Callable[[], bool] | None,
+        whole_slices: bool = False,
+    ) -> None:
+        self.runner = runner
+        self.whole_slices = whole_slices
+        self.scale = scale
+        self.slice_axis = slice_axis
+        self.grid = grid
+        self.progress = progress or (lambda done, total: None)
+        self.cancel = cancel or (lambda: False)
+        self.multiple = input_multiple(runner.config)
+        self.minimum_side = size_multiple(runner.config)
+
+    def run(
+        self,
+        voxels: np.ndarray,
+        t2_scale: float,
+        guide: tuple[sitk.Image, float] | None,
+        batch_size: int | None,
+        device: torch.device,
+    ) -> np.ndarray:
+        """SR voxels in T2 units (SimpleITK order, output grid) of normalised LR voxels.
+
+        guide: the T1 image and its robust scale, or None for a model without T1.
+        """
+        self.guide = guide
+        stack = to_slice_stack(voxels, self.slice_axis)
+        count, height, width = stack.shape
+        volume = np.zeros(tuple(reversed(self.grid.size)), dtype=np.float32)
+        out = to_slice_stack(volume, self.slice_axis)
+        busy = [index for index in range(count) if np.any(stack[index])]
+        self.done, self.total = count - len(busy), count
+        self.progress(self.done, self.total)
+        box = self._content_box(torch.from_numpy(stack))  # the union of every slice's box: the largest batch
+        run_h, run_w = (height, width) if box is None else (box.height, box.width)
+        padded_h, padded_w = (padded_length(n, self.multiple, self.minimum_side) for n in (run_h, run_w))
+        budget = working_memory_budget(device)
+        self.plan = plan_batches(self.runner.config, padded_h, padded_w, budget, batch_size)
+
+        def run_batch(indices: Sequence[int], batch_device: torch.device) -> None:
+            self._check_cancel()
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as an error
+                result = denormalize(self._batch(stack, indices, batch_device), t2_scale)
+            broken = int(np.count_nonzero(~np.isfinite(result)))
+            if broken:
+                raise InferenceError(
+                    f"the network gave {broken:,} NaN or Inf voxel(s) in slices {min(indices)}-{max(indices)}: the "
+                    "weights are unusable for this input (damaged, diverged, or the intensities out of range); "
+                    "nothing was written"
+                )
+            out[list(indices)] = result
+            self.done += len(indices)
+            self.progress(self.done, self.total)
+
+        # on the CPU one slice at a time unless batch_size says otherwise: a batch runs no faster per voxel there
+        # (docs/benchmarks.md), takes more memory, and runs the network on the union of its slices' content boxes
+        batch = 1 if batch_size is None and device.type == "cpu" else self.plan.batch_size
+        run_in_batches(self._largest_first(stack, busy) if batch == 1 else busy, batch, device, run_batch)
+        return volume
+
+    def _largest_first(self, stack: np.ndarray, indices: Sequence[int]) -> list[int]:
+        """The slices `indices` by decreasing area of the map the network runs on (ties in order).
+
+        Freed memory stays in the process during a run (allocator.py); when each slice's box is a little larger
+        than the last, no freed block fits the next slice's maps and the heap grows. Largest first, every later
+        slice fits in what the first one freed: peak RSS above the input and output arrays on the mni240 x4
+        benchmark (bench/benchmark.py, every 4th slice) 1.81 GiB in slice order, 0.92 and 0.95 GiB largest first.
+        """
+
+        def area(index: int) -> int:
+            box = self._content_box(torch.from_numpy(stack[index : index + 1]))
+            return stack[index].size if box is None else box.height * box.width
+
+        return sorted(indices, key=area, reverse=True)
+
+    def _check_cancel(self) -> None:
+        if self.cancel():
+            raise InferenceCancelled("super-resolution cancelled; nothing was returned")
+
+    def _batch(self, stack: np.ndarray, indices: Sequence[int], device: torch.device) -> np.ndarray:
+        """SR (B, s*h, s*w) of the slices `indices` of the LR stack: the network on their content box (cropping.py),
+        the cubic upsampling around it, 0 where every LR sample the cubic upsampling reads is 0."""
+        lr = torch.from_numpy(np.ascontiguousarray(stack[list(indices)]))[:, None]
+        guide = None if self.guide is None else self._guide(indices)
+        box = self._content_box(lr)
+        if box is None:
+            sr = self._network(lr, guide, device)
+        else:
+            rows, cols = slice(box.top, box.top + box.height), slice(box.left, box.left + box.width)
+            hr_box = scaled(box, self.scale)
+            hr_rows = slice(hr_box.top, hr_box.top + hr_box.height)
+            hr_cols = slice(hr_box.left, hr_box.left + hr_box.width)
+            sr = upsample_cubic(lr, self.scale)
+            sr[..., hr_rows, hr_cols] = self._network(
+                lr[..., rows, cols], None if guide is None else guide[..., hr_rows, hr_cols], device
+            )
+        return torch.where(_foreground(lr, self.scale), sr, 0.0)[:, 0].numpy()
+
+    def _content_box(self, lr: torch.Tensor) -> Tile | None:
+        """Where the network runs on these LR slices: their content box, or None for whole slices."""
+        return None if self.whole_slices else content_box(lr, self.multiple, self.minimum_side)
+
+    def _network(self, lr: torch.Tensor, guide: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """The network's SR (B, 1, s*h, s*w) of (B, 1, h, w) LR slices: padded to the input multiple and minimum
+        side (batching.py), whole or in tiles."""
+        height, width = lr.shape[-2:]
+        lr_padded = pad_to_multiple(lr, self.multiple, self.minimum_side)
+        if guide is not None:
+            guide = pad_to_multiple(guide, self.scale * self.multiple, self.scale * self.minimum_side)
+        if self.plan.tile is None:
+            sr = self.runner.run(lr_padded, guide, device)
+        else:
+            sr = run_tiled(
+                lambda lr_tile, t1_tile: self.runner.run(lr_tile, t1_tile, device),
+                lr_padded, guide, self.scale, self.plan.tile, self.plan.overlap, self._check_cancel,
+            )
+        return sr[..., : self.scale * height, : self.scale * width]
+
+    def _guide(self, indices: Sequence[int]) -> torch.Tensor:
+        """Normalised T1 of the slices `indices`, resampled onto the output grid: (B, 1, s*h, s*w)."""
+        t1, t1_scale = self.guide
+        first, last = min(indices), max(indices) + 1
+        voxels = resample_to(t1, slab(self.grid, first, last, self.slice_axis))
+        slices = to_slice_stack(voxels, self.slice_axis)[[index - first for index in indices]]
+        return torch.from_numpy(normalize(np.ascontiguousarray(slices), t1_scale))[:, None]
+
+
+def _foreground(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Boolean HR mask (B,1,s*h,s*w): False where every LR sample in the cubic kernel's support is 0.
+
+    An HR sample x reads LR samples floor(x/s)-1 .. floor(x/s)+2 (Keys support |t| < 2),
+    so the mask is a 4-wide max filter of (lr != 0), repeated s times on each axis.
+    """
+    nonzero = (lr != 0).float()
+    support = F.max_pool2d(F.pad(nonzero, (1, 2, 1, 2)), kernel_size=4, stride=1)
+    return support.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1) > 0

@@ -1,0 +1,505 @@
+"""`cohft-sr train`: train a Cohf-T model on paired (T2, T1) slices from a manifest or a training pack.
+
+Data: ``--manifest`` (see ``pairs.py``: manifest format, registration, slicing, normalisation) is
+turned into a training pack in memory, ``--pack`` reads one written by ``cohft-sr pack`` (numpy and
+torch only; see ``pack.py``). Both give the same slices. Patches (``slices.py``): aligned LR / HR / T1
+patches of ``--patch`` LR samples a side, or whole slices where the slices are smaller; LR
+synthesised by the paper's k-space protocol after intensity augmentation (gamma, bias field,
+k-space noise; ``--no-intensity-augment`` turns it off) and dihedral augmentation. A guided model's T1
+is randomised (``guide_randomisation.py``: misregistration, resolution loss, intensity remapping,
+dropout; ``--guide-randomisation`` names the parts, ``none`` turns it off) so that the network learns
+to use the guide only where the LR T2 agrees with it.
+
+Validation and selection: a guided model is validated with the registered T1 and with the same T1
+moved by one voxel along both in-plane axes (about 1.4 mm on 1 mm data); ``best.safetensors`` is the
+checkpoint with the best mean of the two PSNRs (``val_score``), so a model that only gains from a
+perfect guide is not preferred. A model without T1 is selected on its PSNR.
+
+Optimisation (Sec. 4.2 of the paper, in iterations): the lr halved every ``--lr-halve-every``
+iterations, batch 4, the loss of Sec. 3.1 (alpha 0.95, lambda 0.5). ``--optimizer adamw``
+(default): decoupled weight decay, none on biases, normalisation parameters, attention query / key
+projections and position biases. ``--optimizer adam`` is the paper's text: Adam with an L2 term of
+``--weight-decay`` on every parameter, which walks the attention's query / key weights to zero
+(the collapse found in release 0.1.0's models). The network's switches (``--cross-position``,
+``--adain-modulation``, ``--no-guide-input``, ...) are stored in the weights' header.
+
+Outputs in ``--out``: ``checkpoint/`` (model + optimiser state + RNG, safetensors and JSON, no pickle;
+``--resume`` continues from it exactly), ``best.safetensors`` (the checkpoint with the best
+validation PSNR, loadable by ``weights.load_model``), ``last.safetensors``, ``train_log.csv``,
+``val_log.csv`` (with the attention health of ``diagnostics.py``), ``run.json`` (arguments, data,
+hardware, times).
+
+Fine-tuning: ``--init WEIGHTS`` starts from a weights file (or ``--init shipped``: the shipped
+model of ``--variant`` / ``--scale`` / ``--no-t1``) instead of random weights, with a fresh optimiser;
+the file's network must be the one the flags describe. ``--resume`` takes precedence (the
+checkpoint already holds the fine-tuned weights) and keeps the record of the starting weights.
+
+Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m CohfTSuperResLib.training.train ...`` (or
+``torchrun ... $(which cohft-sr) train ...``): DistributedDataParallel, each rank samples its
+own patches (seeded by seed, rank and iteration), so the effective batch is N x --batch-size;
+rank 0 validates and writes. Backend NCCL on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from CohfTSuperResLib.training.checkpoint import load_checkpoint, save_checkpoint
+from CohfTSuperResLib.inference.devices import resolve_device
+from CohfTSuperResLib.training.attention_health import attention_report, summary
+from CohfTSuperResLib.errors import InputError, WeightsError
+from CohfTSuperResLib.training.losses import CohfTLoss
+from CohfTSuperResLib.evaluation.metrics import psnr, ssim
+from CohfTSuperResLib.model import CohfTNet, build_model, count_parameters
+from CohfTSuperResLib.model.attention import BasicAttention
+from CohfTSuperResLib.model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
+from CohfTSuperResLib.model.layers import LayerNorm2d
+from CohfTSuperResLib.weights.registry import find_model
+from CohfTSuperResLib.options import SCALES, VARIANTS
+from CohfTSuperResLib.data.pack import PackVolume, build_pack, read_pack, slice_sets
+from CohfTSuperResLib.data.guide_randomisation import GUIDE_PARTS, GuideRandomisation
+from CohfTSuperResLib.data.patches import IntensityAugmentation, PatchSampler, SliceSet
+from CohfTSuperResLib.weights.storage import load_model, save_weights, sha256_of
+
+OPTIMIZERS = ("adamw", "adam")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cohft-sr train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", type=Path, help="CSV/JSON of (t2, t1[, transforms], role)")
+    source.add_argument("--pack", type=Path, help="training pack written by `cohft-sr pack` (no SimpleITK needed)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, best model)")
+    parser.add_argument("--variant", choices=VARIANTS, default="S")
+    parser.add_argument("--scale", type=int, choices=SCALES, default=2)
+    parser.add_argument("--no-t1", action="store_true", help="train the network without the T1 guide")
+    parser.add_argument("--no-inter-head", action="store_true", help="ablation: no inter-head correlation")
+    parser.add_argument("--no-adain", action="store_true", help="ablation: no AdaIN")
+    parser.add_argument("--adain-modulation", choices=ADAIN_MODULATIONS, default="channel",
+                        help="AdaIN gamma/beta per pixel and channel, or one map for all channels (paper's text)")
+    parser.add_argument("--cross-position", choices=CROSS_POSITIONS, default="local",
+                        help="inter-modality attention: 'local' windows with a relative position bias, or "
+                             "'none' (paper's text: all tokens, no position)")
+    parser.add_argument("--no-guide-input", action="store_true",
+                        help="no direct T1 path into the input gate (the paper's network)")
+    parser.add_argument("--patch", type=int, default=64,
+                        help="LR patch side; slices smaller than that are used whole")
+    parser.add_argument("--batch-size", type=int, default=4, help="patches per step and rank")
+    parser.add_argument("--iterations", type=int, default=200_000, help="total iterations (stop there)")
+    parser.add_argument("--time-budget-minutes", type=float, default=None,
+                        help="stop cleanly after this much training time in this invocation (then validate, export)")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
+                        help="adamw: decoupled decay, not on biases / norms / query-key / position; "
+                             "adam: the paper's Adam with L2 on everything")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--lr-halve-every", type=int, default=50_000, help="halve the lr every this many iterations")
+    parser.add_argument("--alpha", type=float, default=0.95)
+    parser.add_argument("--lam", type=float, default=0.5)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", action="store_true", help="no dihedral augmentation")
+    parser.add_argument("--no-intensity-augment", action="store_true",
+                        help="no gamma / bias-field / k-space-noise augmentation")
+    parser.add_argument("--guide-randomisation", default="all",
+                        help=f"comma-separated parts of the T1 randomisation of guided models ({', '.join(GUIDE_PARTS)}),"
+                             " 'all' or 'none'")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint + validate this often")
+    parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N iterations")
+    parser.add_argument("--val-slices", type=int, default=12, help="slab size of a 'split' volume's validation")
+    parser.add_argument("--val-max-slices", type=int, default=None, help="validate on at most this many slices")
+    parser.add_argument("--log-every", type=int, default=20)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--init", default=None, metavar="WEIGHTS",
+                        help="fine-tune: start from this .safetensors file, or 'shipped' for the shipped model "
+                             "of --variant/--scale/--no-t1 (fresh optimiser)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's state (tensor names, dtypes, shapes and bytes, in name order): equal iff identical."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        tensor = value.detach().cpu().clone(memory_format=torch.contiguous_format)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weights; none on biases, normalisation parameters, attention query / key
+    projections and position biases (decay pulls those towards uniform attention)."""
+    exempt: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, LayerNorm2d):
+            exempt.update(id(p) for p in module.parameters())
+        elif isinstance(module, BasicAttention):
+            exempt.update(id(p) for p in (*module.to_q.parameters(), *module.to_k.parameters()))
+            if module.relative_bias is not None:
+                exempt.add(id(module.relative_bias))
+    decay, plain = [], []
+    for name, parameter in model.named_parameters():
+        (plain if id(parameter) in exempt or name.endswith(".bias") else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """'adamw' (decoupled decay on parameter_groups) or 'adam' (the paper's text: L2 on every parameter)."""
+    if kind == "adamw":
+        return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {kind!r}; use one of {OPTIMIZERS}")
+
+
+def training_volumes(args: argparse.Namespace, log: Any) -> tuple[list[PackVolume], str]:
+    """The pack's volumes (read, or built from the manifest) and a name of the source for messages."""
+    if args.pack is not None:
+        volumes, _meta = read_pack(args.pack)
+        return volumes, str(args.pack)
+    return build_pack(args.manifest, args.val_slices, log=log), str(args.manifest)
+
+
+def load_initial_weights(model: CohfTNet, source: str, variant: str) -> dict[str, str]:
+    """Copy the weights of a file, or of the shipped model ('shipped') of this variant and config, into model.
+
+    Raises WeightsError when the file is missing, damaged or holds another network. Returns a record
+    of where the weights came from (path and sha256).
+    """
+    config = model.config
+    if source == "shipped":
+        shipped = find_model(variant, config.scale, config.use_t1)
+        initial, path, digest = shipped.load(), shipped.path, shipped.sha256  # load() checked this sha256
+    else:
+        path = Path(source)
+        initial, digest = load_model(path), sha256_of(path)
+    wanted, found = config.to_dict(), initial.config.to_dict()
+    if found != wanted:
+        differences = ", ".join(f"{name} {found[name]} (flags: {wanted[name]})" for name in wanted
+                                if found[name] != wanted[name])
+        raise WeightsError(f"--init {path.name} holds another network than the flags describe: {differences}")
+    model.load_state_dict(initial.state_dict())
+    return {"source": source, "path": str(path), "sha256": digest}
+
+
+def lr_at(iteration: int, base: float, halve_every: int) -> float:
+    return base * 0.5 ** (iteration // max(1, halve_every))
+
+
+class _Distributed:
+    def __init__(self, device_arg: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = resolve_device(device_arg)  # under torchrun, the GPU of this process's LOCAL_RANK
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.enabled = self.world > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def agree(self, flags: list[int]) -> list[int]:
+        """Rank 0's flags on every rank."""
+        if not self.enabled:
+            return flags
+        tensor = torch.tensor(flags, dtype=torch.int64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(tensor, 0)
+        return [int(x) for x in tensor.tolist()]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def moved_one_voxel(t1: np.ndarray) -> np.ndarray:
+    """The slice's content moved by one voxel down and right (zero filled): the validation's misregistered T1."""
+    moved = np.zeros_like(t1)
+    moved[1:, 1:] = t1[:-1, :-1]
+    return moved
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, data: SliceSet, use_t1: bool, device: torch.device, max_slices: int | None,
+             bf16: bool = False) -> dict[str, float]:
+    """Mean PSNR / SSIM (data range 1 on the normalised scale) over whole validation slices, for a guided model
+    also the PSNR with the T1 moved by one voxel in-plane; val_score is what checkpoints are selected on."""
+    was_training = model.training
+    model.eval()
+    scores_p, scores_s, scores_moved = [], [], []
+    pairs = data.slices()
+    if max_slices is not None and len(pairs) > max_slices:
+        pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, max_slices).round()]
+
+    def predict(lr: np.ndarray, t1: np.ndarray | None) -> np.ndarray:
+        lr_t = _on_device(torch.from_numpy(lr)[None, None], device)
+        t1_t = None if t1 is None else _on_device(torch.from_numpy(np.ascontiguousarray(t1))[None, None], device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            sr, _ = model(lr_t, t1_t)
+        return sr.float()[0, 0].cpu().numpy()
+
+    for volume, index in pairs:
+        lr, hr, t1 = data.lr[volume][index], data.hr[volume][index], data.t1[volume][index]
+        sr = predict(lr, t1 if use_t1 else None)
+        scores_p.append(psnr(sr, hr, 1.0))
+        scores_s.append(ssim(sr, hr, 1.0))
+        if use_t1:
+            scores_moved.append(psnr(predict(lr, moved_one_voxel(t1)), hr, 1.0))
+    model.train(was_training)
+    metrics = {"val_psnr": float(np.mean(scores_p)), "val_ssim": float(np.mean(scores_s)), "val_slices": len(pairs)}
+    if use_t1:
+        metrics["val_psnr_moved_t1"] = float(np.mean(scores_moved))
+    metrics["val_score"] = float(np.mean([metrics["val_psnr"], metrics.get("val_psnr_moved_t1", metrics["val_psnr"])]))
+    return metrics
+
+
+def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x on the device in channels-last layout (the convolutions' fastest; the model is channels-last too)."""
+    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def attention_health(model: CohfTNet, data: SliceSet, use_t1: bool, device: torch.device) -> dict[str, float]:
+    """diagnostics.summary of the attention modules on the middle validation slice."""
+    volume, index = data.slices()[data.num_slices // 2]
+    lr = _on_device(torch.from_numpy(data.lr[volume][index])[None, None], device)
+    t1 = _on_device(torch.from_numpy(data.t1[volume][index])[None, None], device) if use_t1 else None
+    report = attention_report(model, lr, t1)
+    collapsed = [row.name for row in report if row.collapsed or (row.cross_modal and row.uniform)]
+    if collapsed:
+        _log(f"warning: attention collapsed (query/key weights near zero, or uniform inter-modality attention) in "
+             f"{', '.join(collapsed)}")
+    return {key: round(value, 6) for key, value in summary(report).items()}
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)"
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or resume) training; return the summary written to run.json."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # Weights that decay towards zero become subnormal floats, which x86 CPUs compute tens of times slower
+    # (measured: a run with the paper's L2 decay slowed from 0.6 to over 6 s per iteration); flush them to zero.
+    torch.set_flush_denormal(True)
+    env = _Distributed(args.device)
+    try:
+        summary = _train_on(env, args)
+        # Every rank waits here before the group is torn down: a rank that closed its connections while rank 0
+        # was still writing the results aborted in CI ("terminate called without an active exception").
+        env.barrier()
+        return summary
+    finally:
+        env.close()
+
+
+def _train_on(env: _Distributed, args: argparse.Namespace) -> dict[str, Any]:
+    device = env.device
+    out: Path = args.out
+    log = _log if env.main else (lambda _message: None)
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+    use_t1 = not args.no_t1
+    started = time.time()
+    volumes, source = training_volumes(args, log)
+    missing = sorted({volume.name for volume in volumes if not volume.has_t1})
+    if use_t1 and missing:
+        raise InputError(f"{source}: no t1 for {missing}; give one or train with --no-t1")
+    train_data, val_data = slice_sets(volumes, args.scale)
+    if val_data.num_slices == 0:
+        raise InputError(f"{source}: no validation slices; mark a row with role 'val' or 'split'")
+    log(f"data: {train_data.num_slices} training slices from {len(train_data.names)} volumes, "
+        f"{val_data.num_slices} validation slices ({time.time() - started:.0f} s)")
+    torch.manual_seed(args.seed)
+    model = build_model(args.variant, args.scale, use_t1=use_t1, inter_head=not args.no_inter_head,
+                        adain=not args.no_adain, adain_modulation=args.adain_modulation,
+                        cross_position=args.cross_position, guide_input=not args.no_guide_input)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, args.optimizer, args.lr, args.weight_decay)
+    state: dict[str, Any] = {"iteration": 0, "best_val_score": -math.inf, "train_seconds": 0.0, "best": None}
+    if args.resume:
+        state = load_checkpoint(out / "checkpoint", model, optimizer)
+        log(f"resumed from iteration {state['iteration']}")
+    elif args.init is not None:
+        state["init"] = load_initial_weights(model, args.init, args.variant)
+        log(f"starting from {state['init']['path']} (sha256 {state['init']['sha256'][:12]}...)")
+    net = model
+    if env.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    criterion = CohfTLoss(args.alpha, args.lam)
+    guide = guide_randomisation(args.guide_randomisation) if use_t1 else None
+    sampler = PatchSampler(train_data, args.patch, args.batch_size, seed=args.seed, rank=env.rank,
+                           augment=not args.no_augment,
+                           intensity=None if args.no_intensity_augment else IntensityAugmentation(), guide=guide)
+    log(f"model {args.variant} x{args.scale} {'with' if use_t1 else 'without'} T1: "
+        f"{count_parameters(model):,} parameters, device {_hardware(device)}, world size {env.world}; "
+        f"LR patches of {sampler.patch_shape[0]} x {sampler.patch_shape[1]}; guide randomisation: "
+        f"{', '.join(guide.active) if guide is not None and guide.active else 'none'}")
+
+    def checkpoint(iteration: int) -> dict[str, float]:
+        metrics = {}
+        if env.main:
+            metrics = validate(model, val_data, use_t1, device, args.val_max_slices, args.bf16)
+            metrics.update(attention_health(model, val_data, use_t1, device))
+            if metrics["val_score"] > state["best_val_score"]:
+                state["best_val_score"] = metrics["val_score"]
+                state["best"] = {"iteration": iteration, **metrics}
+                save_weights(model, out / "best.safetensors", _weights_metadata(args, iteration, metrics))
+            state["iteration"] = iteration
+            save_checkpoint(out / "checkpoint", model, optimizer, state)
+            _append_csv(out / "val_log.csv", {"iteration": iteration, "train_seconds": round(state["train_seconds"], 1),
+                                              **metrics, "best_val_score": state["best_val_score"]})
+            moved = f", moved T1 {metrics['val_psnr_moved_t1']:.3f} dB" if "val_psnr_moved_t1" in metrics else ""
+            log(f"iteration {iteration}: val PSNR {metrics['val_psnr']:.3f} dB{moved}, SSIM {metrics['val_ssim']:.4f} "
+                f"(best score {state['best_val_score']:.3f} at {state['best']['iteration']})")
+        env.barrier()
+        return metrics
+
+    iteration = int(state["iteration"])
+    loop_start = time.time()
+    last_checkpoint = time.time()
+    budget = None if args.time_budget_minutes is None else 60.0 * args.time_budget_minutes
+    progress = None
+    if env.main and not args.no_progress:
+        from tqdm import tqdm
+        progress = tqdm(total=args.iterations, initial=iteration, unit="it", mininterval=5 if sys.stderr.isatty()
+                        else 60, file=sys.stderr, dynamic_ncols=True)
+    running: dict[str, float] = {}
+    count = 0
+    step_start = time.time()
+    window_seconds = state["train_seconds"]  # training time (no checkpoints) at the last log row
+    model.train()
+    while True:
+        now = time.time()
+        stop = iteration >= args.iterations or (budget is not None and now - loop_start >= budget)
+        save = (now - last_checkpoint >= 60.0 * args.checkpoint_minutes
+                or (args.checkpoint_every is not None and iteration > 0 and iteration % args.checkpoint_every == 0
+                    and iteration != state.get("iteration")))
+        stop, save = env.agree([int(stop), int(save)])
+        if stop:
+            break
+        if save:
+            state["train_seconds"] += time.time() - step_start
+            checkpoint(iteration)
+            last_checkpoint = step_start = time.time()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(iteration, args.lr, args.lr_halve_every)
+        lr_patch, hr_patch, t1_patch = (_on_device(x, device) for x in sampler.batch(iteration))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            sr, grad = net(lr_patch, t1_patch if use_t1 else None)
+        parts = criterion.components(sr.float(), grad.float(), hr_patch)
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        optimizer.step()
+        iteration += 1
+        for key in ("total", "mse_image", "ssim_image"):
+            running[key] = running.get(key, 0.0) + float(parts[key].detach())
+        count += 1
+        if progress is not None:
+            progress.update(1)
+        if env.main and iteration % args.log_every == 0:
+            trained = state["train_seconds"] + time.time() - step_start
+            row = {"iteration": iteration, "lr": optimizer.param_groups[0]["lr"],
+                   **{f"loss_{k}" if k == "total" else k: v / count for k, v in running.items()},
+                   "train_seconds": round(trained, 1), "sec_per_it": round((trained - window_seconds) / count, 4)}
+            window_seconds = trained
+            _append_csv(out / "train_log.csv", row)
+            if progress is not None:
+                progress.set_postfix(loss=f"{row['loss_total']:.4f}", refresh=False)
+            running, count = {}, 0
+    state["train_seconds"] += time.time() - step_start
+    if progress is not None:
+        progress.close()
+    final = checkpoint(iteration)
+    digests = [state_digest(model)]
+    if env.enabled:
+        gathered: list[Any] = [None] * env.world
+        dist.all_gather_object(gathered, digests[0])
+        digests = gathered
+    summary: dict[str, Any] = {}
+    if env.main:
+        save_weights(model, out / "last.safetensors", _weights_metadata(args, iteration, final))
+        summary = {
+            "command": "cohft-sr " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cohft-sr")
+            else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "iterations": iteration, "train_seconds": round(state["train_seconds"], 1),
+            "best": state["best"], "final": {"iteration": iteration, **final}, "init": state.get("init"),
+            "hardware": _hardware(device), "world_size": env.world, "torch": torch.__version__,
+            "rank_weights_sha256": digests,
+            "guide_randomisation": None if guide is None else guide.to_dict(),
+            "data": {"train_volumes": train_data.names, "train_slices": train_data.num_slices,
+                     "val_volumes": val_data.names, "val_slices": val_data.num_slices},
+        }
+        (out / "run.json").write_text(json.dumps(summary, indent=1))
+        if len(set(digests)) > 1:
+            log(f"warning: the ranks ended with different weights: {digests}")
+        log(f"done: {iteration} iterations, {state['train_seconds'] / 60:.1f} min of training, "
+            f"best val score {state['best_val_score']:.3f} dB at iteration {state['best']['iteration']}")
+    return summary
+
+
+def guide_randomisation(parts: str) -> GuideRandomisation:
+    """The GuideRandomisation of a --guide-randomisation value ('all', 'none' or a comma-separated list)."""
+    names = [part.strip() for part in parts.split(",") if part.strip()]
+    try:
+        return GuideRandomisation.only(names)
+    except ValueError as error:
+        raise InputError(f"--guide-randomisation: {error}") from error
+
+
+def _weights_metadata(args: argparse.Namespace, iteration: int, metrics: dict[str, float]) -> dict[str, Any]:
+    return {"iteration": iteration, "validation": metrics, "guide_randomisation": args.guide_randomisation,
+            "normalisation": "per-volume 99.5th percentile of positive voxels; T2 scale of the (synthesised) LR "
+                             "T2 volume, as inference computes it; T1 scale of the T1 volume",
+            "grid": "DFT: LR sample j at HR sample s*j", "patch": args.patch, "seed": args.seed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Model weights on disk: safetensors only (no pickle), with the network config and a sha256 check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from CohfTSuperResLib.errors import WeightsError
+from CohfTSuperResLib.imageio.file_integrity import sha256_of
+from CohfTSuperResLib.model import CohfTConfig, CohfTNet
+from CohfTSuperResLib.weights.header import CONFIG_KEY, read_metadata, stored_config
+
+__all__ = ["CONFIG_KEY", "WeightsError", "config_of", "load_model", "read_metadata", "save_weights", "sha256_of"]
+
+
+def save_weights(
+    model: CohfTNet, path: str | Path, metadata: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32
+) -> str:
+    """Write the model's state as safetensors (config in the header metadata); return the file's sha256."""
+    header = {CONFIG_KEY: json.dumps(model.config.to_dict())}
+    header.update({key: json.dumps(value) for key, value in (metadata or {}).items()})
+    tensors = {name: value.detach().to("cpu", dtype).contiguous() for name, value in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    save_file(tensors, str(temporary), metadata=header)
+    temporary.replace(path)
+    return sha256_of(path)
+
+
+def config_of(metadata: dict[str, Any], name: str) -> CohfTConfig:
+    """The network configuration stored in a weights (or ONNX) file's metadata; WeightsError when absent or impossible."""
+    stored = stored_config(metadata, name)
+    try:
+        return CohfTConfig.from_dict(stored)
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"{name} describes an impossible Cohf-T network: {error}") from error
+
+
+def load_model(path: str | Path, expected_sha256: str | None = None, device: str | torch.device = "cpu") -> CohfTNet:
+    """Build the network described in a weights file and load its float32 weights, in eval mode.
+
+    Raises WeightsError for a missing file, a sha256 that differs from the expected
+    one, a file that is not valid safetensors, or tensors that do not fit the config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"model weights not found: {path}")
+    if expected_sha256 is not None:
+        actual = sha256_of(path)
+        if actual != expected_sha256:
+            raise WeightsError(
+                f"model weights {path.name} fail their checksum (sha256 {actual[:12]}..., expected "
+                f"{expected_sha256[:12]}...): the file is corrupt or was changed; reinstall it"
+            )
+    config = config_of(read_metadata(path), path.name)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"cannot read model weights {path}: {error}") from error
+    try:
+        model = CohfTNet(config)
+        model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise WeightsError(f"model weights {path.name} do not fit the Cohf-T network: {error}") from error
+    broken = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
+    if broken:
+        raise WeightsError(
+            f"model weights {path.name} hold NaN or Inf values in {len(broken)} tensor(s) ({broken[0]}, ...): "
+            "the file is damaged or the training diverged; use another weights file"
+        )
+    return model.to(device).eval()
