@@ -4,6 +4,7 @@ cache key follows the graph code."""
 
 from __future__ import annotations
 
+import copy
 import platform
 
 import numpy as np
@@ -18,10 +19,13 @@ from CohfTSuperResLib.inference.allocator import reuse_freed_memory
 from CohfTSuperResLib.inference.backends import TorchRunner
 from CohfTSuperResLib.inference.cropping import content_box
 from CohfTSuperResLib.inference.engine import super_resolve
+from CohfTSuperResLib.inference import fast_attention as attention_module
+from CohfTSuperResLib.inference.fast_attention import EXP_SAFE_BOUND, softmax_product
+from CohfTSuperResLib.inference.fast_paths import FAST_CLASSES, accelerate, channels_last_stats
+from CohfTSuperResLib.inference.fused_ops import can_fuse, conv_of_concatenation
+from CohfTSuperResLib.model import build_model
 from CohfTSuperResLib.model.adain import PointwiseAdaIN, channel_stats
-from CohfTSuperResLib.model import attention as attention_module
-from CohfTSuperResLib.model.attention import EXP_SAFE_BOUND, BasicAttention, softmax_product
-from CohfTSuperResLib.model.fused import can_fuse, conv_of_concatenation
+from CohfTSuperResLib.model.attention import BasicAttention
 from CohfTSuperResLib.model.partition import group_head_tokens, group_tokens
 from CohfTSuperResLib.model.rrdb import ResidualDenseBlock
 
@@ -34,14 +38,15 @@ def test_fused_dense_block_equals_the_concatenating_one(channels, growth, convs)
     block = ResidualDenseBlock(channels, growth, convs).eval()
     for parameter in block.parameters():
         torch.nn.init.normal_(parameter, std=0.2)
+    fast = accelerate(copy.deepcopy(block))
     x = torch.randn(2, channels, 19, 23).contiguous(memory_format=torch.channels_last)
-    plain = block(x).detach()  # autograd on: the concatenating path
-    assert torch.equal(plain, block._forward_concatenating(x).detach())
+    plain = block(x).detach()  # the reference: concatenations
+    assert torch.equal(plain, fast(x).detach())  # autograd on: the fast class defers to the reference
     with torch.inference_mode():
-        fused = block._forward_fused(x)
-        dispatched = block(x)
+        fused = fast(x)
+        reference = block(x)
     assert torch.allclose(fused, plain, atol=1e-5, rtol=1e-5)
-    assert torch.allclose(dispatched, plain, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(reference, plain, atol=1e-5, rtol=1e-5)
 
 
 def test_fusion_only_for_cpu_float32_inference():
@@ -143,7 +148,7 @@ def test_onnx_cache_key_follows_the_graph_code(monkeypatch):
 def test_channel_statistics_do_not_depend_on_the_memory_layout():
     x = torch.randn(2, 5, 31, 17) * 3 + 1
     plain = channel_stats(x)
-    channels_last = channel_stats(x.contiguous(memory_format=torch.channels_last))
+    channels_last = channels_last_stats(x.contiguous(memory_format=torch.channels_last))
     for a, b in zip(plain, channels_last, strict=True):
         assert a.shape == b.shape == (2, 5, 1, 1)
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
@@ -173,16 +178,19 @@ def test_adain_single_sample_path_equals_the_batched_formula():
     """One sample takes the path with mu1 and sigma1 / sigma2 folded into the heads; two samples the formula as
     written: the same values up to rounding."""
     torch.manual_seed(0)
-    adain = PointwiseAdaIN(16, 2).eval()
-    for head in (adain.to_gamma, adain.to_beta):
+    reference = PointwiseAdaIN(16, 2).eval()
+    for head in (reference.to_gamma, reference.to_beta):
         torch.nn.init.normal_(head.weight, std=0.05)
         torch.nn.init.normal_(head.bias, std=0.1)
+    adain = accelerate(copy.deepcopy(reference))
     x1 = (torch.randn(1, 16, 12, 10) * 2 + 1).contiguous(memory_format=torch.channels_last)
     x2 = (torch.randn(1, 16, 24, 20) * 0.5 - 3).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         single = adain(x1, x2)
         batched = adain(x1.repeat(2, 1, 1, 1), x2.repeat(2, 1, 1, 1))
+        written = reference(x1, x2)
     torch.testing.assert_close(single[0], batched[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(single, written, rtol=1e-5, atol=1e-5)
 
 
 def test_softmax_product_without_row_maxima_equals_softmax_then_product():
@@ -205,16 +213,21 @@ def test_attention_inference_path_equals_the_training_path(grouping, patch, posi
     """CPU inference skips the softmax's row maxima where the logits are provably small; with autograd on (as in
     training) the stable softmax runs: the same output up to rounding, also for logits too large to skip them."""
     torch.manual_seed(0)
-    attention = BasicAttention(16, 4, patch, grouping, 6, position=position).eval()
+    reference = BasicAttention(16, 4, patch, grouping, 6, position=position).eval()
+    attention = accelerate(copy.deepcopy(reference))
     x = torch.randn(1, 16, 60, 30).contiguous(memory_format=torch.channels_last)
     for gain in (1.0, 40.0):  # 40: logits far above the bound, the stable path everywhere
         with torch.no_grad():
-            for layer in (attention.to_q, attention.to_k):
-                layer.weight.mul_(gain)
+            for module in (attention, reference):
+                for layer in (module.to_q, module.to_k):
+                    layer.weight.mul_(gain)
         training_path = attention(x, x).detach()
         with torch.inference_mode():
             inference_path = attention(x, x)
+            written = reference(x, x)
         torch.testing.assert_close(inference_path, training_path, rtol=1e-5, atol=1e-5)
+        # the reference divides the logits by sqrt(d'), the fast path scales q: sharp softmaxes amplify the rounding
+        torch.testing.assert_close(inference_path, written, rtol=1e-4, atol=1e-4)
 
 
 def test_chunked_attention_equals_the_whole_softmax_product(monkeypatch):
@@ -234,7 +247,7 @@ def test_weight_bounds_hold_and_select_the_chunked_path(grouping, monkeypatch):
     """The logit and inter-head bounds from the weights alone hold for any input, also a huge, a constant and a
     one-hot map; at the trained models' scale they are below the safe bound, so the chunked path runs."""
     torch.manual_seed(0)
-    attention = BasicAttention(16, 4, 1, grouping, 6).eval()
+    attention = accelerate(BasicAttention(16, 4, 1, grouping, 6).eval())
     with torch.no_grad():
         for norm in (attention.embed_query[1], attention.embed_context[1]):
             norm.weight.uniform_(-1.5, 1.5)
@@ -255,7 +268,7 @@ def test_weight_bounds_hold_and_select_the_chunked_path(grouping, monkeypatch):
                                 args[0] @ args[1].transpose(-1, -2), args[2], None))
         attention(x, x)
     assert calls == [1]
-    assert BasicAttention(16, 4, 5, "window", 6)._weight_bounds() is None  # patch tokens: bounds from the data
+    assert accelerate(BasicAttention(16, 4, 5, "window", 6))._weight_bounds() is None  # patch tokens: from the data
 
 
 def test_engine_runs_one_slice_batches_largest_box_first(tmp_path, monkeypatch):
@@ -279,3 +292,22 @@ def test_engine_runs_one_slice_batches_largest_box_first(tmp_path, monkeypatch):
     assert order != sorted(order)
     for index in range(4):  # each output slice from its own input slice: brightest where its head is
         assert result[index][90, 120] > 0.5 * (100.0 + index)
+
+
+@pytest.mark.parametrize(("scale", "use_t1"), [(2, True), (4, True), (3, False)])
+def test_accelerated_network_equals_the_reference_network(scale, use_t1):
+    """Every module with a fast path is swapped, and the whole network gives the reference's output."""
+    torch.manual_seed(0)
+    reference = build_model("S", scale, use_t1=use_t1).eval()
+    with torch.no_grad():
+        for name, parameter in reference.named_parameters():
+            if "to_gamma" in name or "to_beta" in name:  # zero at initialisation: give AdaIN's heads some weight
+                parameter.normal_(std=0.05)
+    fast = accelerate(copy.deepcopy(reference))
+    assert not [m for m in fast.modules() if type(m) in FAST_CLASSES]  # no module left with the reference class
+    assert {type(m) for m in fast.modules()} & set(FAST_CLASSES.values())
+    lr = torch.rand(1, 1, 30, 36).contiguous(memory_format=torch.channels_last)
+    t1 = torch.rand(1, 1, 30 * scale, 36 * scale).contiguous(memory_format=torch.channels_last) if use_t1 else None
+    with torch.inference_mode():
+        expected = reference.super_resolve_image(lr, t1)
+        torch.testing.assert_close(fast.super_resolve_image(lr, t1), expected, rtol=1e-4, atol=1e-5)

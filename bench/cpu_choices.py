@@ -6,7 +6,9 @@ Usage (from the repository root):
 Rows (milliseconds, best of several runs, shipped S x2 model on a 390 x 360 LR slice where a
 network is involved; max abs difference between A and B in the network's output units):
 - one forward pass with glibc's default malloc against freed memory kept (allocator.py);
-- a residual dense block at LR and HR size, concatenating against fused (model/fused.py);
+- one forward pass of the reference network (model/) against the one with the CPU fast paths swapped in
+  (inference/fast_paths.py), alternating call by call: medians and the median of the pairs' ratios;
+- a residual dense block at LR and HR size, concatenating against fused (inference/fast_paths.py);
 - window attention of the real shape, scaled_dot_product_attention against written out;
 - the same attention, softmax then product against exp in place and division after (softmax_product);
 - the same attention, exp in place and division after on all groups at once against chunks of groups
@@ -58,10 +60,12 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def shipped_inputs() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The shipped S x2 network (channels-last) and a random 390 x 360 LR slice with its HR T1."""
+    """The shipped S x2 network (channels-last, CPU fast paths swapped in, as the engine runs it) and a random
+    390 x 360 LR slice with its HR T1."""
+    from CohfTSuperResLib.inference.fast_paths import accelerate
     from CohfTSuperResLib.weights.registry import find_model
 
-    network = find_model("S", 2, True).load("cpu").eval().to(memory_format=torch.channels_last)
+    network = accelerate(find_model("S", 2, True).load("cpu").eval().to(memory_format=torch.channels_last))
     generator = torch.Generator().manual_seed(0)
     lr = channels_last(torch.rand(1, 1, HEIGHT, WIDTH, generator=generator))
     return network, lr, channels_last(torch.rand(1, 1, 2 * HEIGHT, 2 * WIDTH, generator=generator))
@@ -77,25 +81,62 @@ def allocator_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor) 
     row("S x2 forward, 390 x 360 LR", "glibc default", plain, "freed memory kept", kept)
 
 
-def dense_block_rows() -> None:
+def alternating(first: Callable[[], torch.Tensor], second: Callable[[], torch.Tensor],
+                pairs: int) -> tuple[list[float], list[float], float]:
+    """Milliseconds of `pairs` calls of each, alternating call by call after one warm-up of each (the machine's
+    speed drifts), and the largest difference of their results."""
+    first(), second()
+    times: tuple[list[float], list[float]] = ([], [])
+    results = []
+    for _ in range(pairs):
+        results = []
+        for function, kept in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            results.append(function())
+            kept.append(1000 * (time.perf_counter() - start))
+    return times[0], times[1], (results[0] - results[1]).abs().max().item()
+
+
+def fast_paths_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor, pairs: int = 8) -> None:
+    import copy
+    import statistics
+
     from CohfTSuperResLib.inference.allocator import reuse_freed_memory
+    from CohfTSuperResLib.model import CohfTNet
+
+    reference = CohfTNet(network.config).eval().to(memory_format=torch.channels_last)
+    reference.load_state_dict(copy.deepcopy(network.state_dict()))
+    with reuse_freed_memory():
+        plain, fast, difference = alternating(lambda: reference.super_resolve_image(lr, t1),
+                                              lambda: network.super_resolve_image(lr, t1), pairs)
+    row("S x2 forward, 390 x 360 LR (medians)", "reference (model/)", statistics.median(plain),
+        "fast paths", statistics.median(fast), difference)
+    print(f"| the same, median of the {pairs} pairs' ratios | | | "
+          f"{statistics.median(a / b for a, b in zip(plain, fast, strict=True)):.3f} | |")
+
+
+def dense_block_rows() -> None:
+    import copy
+
+    from CohfTSuperResLib.inference.allocator import reuse_freed_memory
+    from CohfTSuperResLib.inference.fast_paths import accelerate
     from CohfTSuperResLib.model.rrdb import ResidualDenseBlock
 
     torch.manual_seed(0)
     block = ResidualDenseBlock(16, 16, 3).eval().to(memory_format=torch.channels_last)
-    concatenating = block._forward_concatenating
+    fast = accelerate(copy.deepcopy(block))
     with reuse_freed_memory():
         for scale in (1, 2):
             x = channels_last(torch.randn(1, 16, scale * HEIGHT, scale * WIDTH))
-            a, b = best_ms(lambda: concatenating(x)), best_ms(lambda: block._forward_fused(x))
+            a, b = best_ms(lambda: block(x)), best_ms(lambda: fast(x))
             row(f"dense block (16, 3 convs), {scale * HEIGHT} x {scale * WIDTH}", "concatenating", a, "fused", b,
-                (concatenating(x) - block._forward_fused(x)).abs().max().item())
+                (block(x) - fast(x)).abs().max().item())
 
 
 def attention_rows() -> None:
     from CohfTSuperResLib.inference.allocator import reuse_freed_memory
-    from CohfTSuperResLib.model.adain import channel_stats
-    from CohfTSuperResLib.model.attention import chunked_attention, softmax_of_few, softmax_product
+    from CohfTSuperResLib.inference.fast_attention import chunked_attention, softmax_of_few, softmax_product
+    from CohfTSuperResLib.inference.fast_paths import channels_last_stats
 
     generator = torch.Generator().manual_seed(0)
     groups = HEIGHT * WIDTH // 36
@@ -124,8 +165,8 @@ def attention_rows() -> None:
     hr = channels_last(torch.randn(1, 16, 2 * HEIGHT, 2 * WIDTH, generator=generator))
     reduce_hw = lambda: torch.var_mean(hr, dim=(-2, -1), keepdim=True, unbiased=False)  # noqa: E731
     row(f"channel statistics, 16 x {2 * HEIGHT} x {2 * WIDTH}", "var_mean over H x W", best_ms(reduce_hw),
-        "channels-last rows", best_ms(lambda: channel_stats(hr)),
-        (reduce_hw()[1] - channel_stats(hr)[0]).abs().max().item())
+        "channels-last rows", best_ms(lambda: channels_last_stats(hr)),
+        (reduce_hw()[1] - channels_last_stats(hr)[0]).abs().max().item())
 
 
 def batch_row() -> None:
@@ -144,26 +185,23 @@ def batch_row() -> None:
 def softmax_forward_row(network: torch.nn.Module, lr: torch.Tensor, t1: torch.Tensor, pairs: int = 8) -> None:
     import statistics
 
+    from CohfTSuperResLib.inference import fast_attention as attention
     from CohfTSuperResLib.inference.allocator import reuse_freed_memory
-    from CohfTSuperResLib.model import attention
 
     safe_bound = attention.EXP_SAFE_BOUND
     lr, t1 = channels_last(lr[..., :330]), channels_last(t1[..., :660])
 
-    def timed(bound: float) -> tuple[float, torch.Tensor]:
-        attention.EXP_SAFE_BOUND = bound  # 0: no logit is below it, the stable softmax everywhere
-        start = time.perf_counter()
-        result = network.super_resolve_image(lr, t1)
-        return 1000 * (time.perf_counter() - start), result
+    def with_bound(bound: float) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            attention.EXP_SAFE_BOUND = bound  # 0: no logit is below it, the stable softmax everywhere
+            return network.super_resolve_image(lr, t1)
+        return run
 
     try:
         with reuse_freed_memory():
-            timed(0.0), timed(safe_bound)
-            runs = [(timed(0.0), timed(safe_bound)) for _ in range(pairs)]
+            stable, without, difference = alternating(with_bound(0.0), with_bound(safe_bound), pairs)
     finally:
         attention.EXP_SAFE_BOUND = safe_bound
-    stable, without = ([run[i][0] for run in runs] for i in (0, 1))
-    difference = (runs[-1][0][1] - runs[-1][1][1]).abs().max().item()
     row("S x2 forward, 390 x 330 LR (medians)", "stable softmax", statistics.median(stable),
         "bounds, no row maxima, chunks", statistics.median(without), difference)
     print(f"| the same, median of the {pairs} pairs' ratios | | | "
@@ -194,6 +232,7 @@ def main() -> None:
     with torch.inference_mode():
         network, lr, t1 = shipped_inputs()
         allocator_row(network, lr, t1)
+        fast_paths_row(network, lr, t1)
         dense_block_rows()
         attention_rows()
         batch_row()

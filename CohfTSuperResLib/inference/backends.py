@@ -15,9 +15,10 @@ from typing import Protocol
 import torch
 
 from CohfTSuperResLib.errors import InputError, WeightsError
+from CohfTSuperResLib.inference.fast_paths import accelerate
+from CohfTSuperResLib.inference.onnx_export import OnnxRunner, cached_export
 from CohfTSuperResLib.model import CohfTConfig, CohfTNet
 from CohfTSuperResLib.weights.registry import ShippedModel, find_model
-from CohfTSuperResLib.inference.onnx_export import OnnxRunner, cached_export
 from CohfTSuperResLib.weights.storage import load_model, sha256_of
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # keyed by options.PRECISIONS
@@ -32,10 +33,11 @@ class Runner(Protocol):
 
 
 class TorchRunner:
-    """A CohfTNet in eval mode, moved to whichever device a batch asks for."""
+    """A CohfTNet in eval mode with the CPU fast paths swapped in (fast_paths.py; they defer to the reference network
+    on other devices and precisions), moved to whichever device a batch asks for."""
 
     def __init__(self, network: CohfTNet, precision: str = "fp32") -> None:
-        self.network = network.eval()
+        self.network = accelerate(network.eval())
         self.config = network.config
         self.dtype = AUTOCAST_DTYPES[precision]
 

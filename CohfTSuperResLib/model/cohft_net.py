@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from CohfTSuperResLib.model.gradient import gradient_magnitude
-from CohfTSuperResLib.model.upsample import upsample_cubic
 from CohfTSuperResLib.model.cohft_block import CohfTBlock
 from CohfTSuperResLib.model.config import CohfTConfig
-from CohfTSuperResLib.model.fused import conv_of_concatenation
+from CohfTSuperResLib.model.gradient import gradient_magnitude
+from CohfTSuperResLib.model.layers import ConcatConv
 from CohfTSuperResLib.model.rrdb import RRDB
+from CohfTSuperResLib.model.upsample import upsample_cubic
 
 
 def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -36,7 +36,7 @@ class _Stage(nn.Module):
             *(RRDB(dim, config.rdbs_per_rrdb, config.convs_per_rdb) for _ in range(config.rrdbs_per_stage))
         )
         self.structure = _conv3x3(dim, dim)
-        self.merge = _conv3x3(2 * dim, dim)
+        self.merge = ConcatConv(2 * dim, dim, 3, padding=1)
         self.select = _conv3x3(dim, 1)
         self.block = CohfTBlock(config)
 
@@ -45,8 +45,8 @@ class _Stage(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         extracted = self.trunk(features)
         structure = self.structure(extracted)
-        prior = self.block(conv_of_concatenation([prior, structure], self.merge.weight, self.merge.bias), t1_context)
-        features = torch.addcmul(extracted, torch.sigmoid(self.select(structure)), prior)
+        prior = self.block(self.merge(prior, structure), t1_context)
+        features = torch.addcmul(extracted, torch.sigmoid(self.select(structure)), prior)  # E + sigmoid(.) * P'
         return features, prior
 
 
@@ -81,7 +81,7 @@ class CohfTNet(nn.Module):
         self.image_up = _Upsampler(config.dim, config.scale)
         self.prior_up = _Upsampler(config.dim, config.scale)
         self.to_gradient = _conv3x3(config.dim, 1)
-        self.to_image = _conv3x3(2 * config.dim, 1)
+        self.to_image = ConcatConv(2 * config.dim, 1, 3, padding=1)
 
     @property
     def scale(self) -> int:
@@ -112,7 +112,7 @@ class CohfTNet(nn.Module):
         for stage in self.stages:
             features, prior = stage(features, prior, t1_context)
         prior_hr = self.prior_up(prior)
-        image = conv_of_concatenation([self.image_up(features), prior_hr], self.to_image.weight, self.to_image.bias)
+        image = self.to_image(self.image_up(features), prior_hr)
         return image + upsample_cubic(lr_t2, self.scale), prior_hr
 
     def check_inputs(self, lr_t2: torch.Tensor, hr_t1: torch.Tensor | None) -> None:

@@ -1,12 +1,11 @@
-"""Small building blocks shared by the network: channel LayerNorm, residual MLP."""
+"""Small building blocks shared by the network: channel LayerNorm, q/kv embedding, residual MLP, convolution of a
+concatenation."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from CohfTSuperResLib.model.fused import conv_add
 
 
 class LayerNorm2d(nn.Module):
@@ -48,8 +47,11 @@ class ResidualMLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        *inner, last = self.body
-        hidden = x
-        for layer in inner:
-            hidden = layer(hidden)
-        return conv_add(hidden, last.weight, last.bias, x)
+        return x + self.body(x)
+
+
+class ConcatConv(nn.Conv2d):
+    """A convolution of the channel concatenation of its inputs: conv(X1 || X2 || ...)."""
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.cat(parts, dim=1))

@@ -1,4 +1,4 @@
-"""A convolution and the operation after it in one oneDNN call, for inference on the CPU.
+"""A convolution and the operation after it in one oneDNN call, for inference on the CPU (fast_paths.py).
 
 torch's eager CPU path writes a convolution's output, then reads it again for the LeakyReLU or
 the residual addition that follows; oneDNN can apply either on the fly. torch exposes this as
