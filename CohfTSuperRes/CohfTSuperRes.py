@@ -2,23 +2,20 @@
 
 All computation happens in the CohfTSuperResLib library (installed beside this file); the helpers in
 CohfTSuperResSlicerLib/ move volumes between MRML and SimpleITK, decide which choices can run, handle
-the Python packages and run the library's command line in a child process. This file holds:
+the Python packages and run the library's command line in a child process (runs.SceneRun). This file holds:
 
 - CohfTSuperRes: module description (and the sample data's registration);
 - CohfTSuperResParameterNode: the GUI state, saved with the scene;
-- CohfTSuperResWidget: the GUI (Qt and CTK are imported only inside it);
 - CohfTSuperResLogic: everything scripts need, free of Qt and of the parameter node;
-- CohfTSuperResRun: one child-process run of the GUI, polled from a QTimer;
+- CohfTSuperResWidget: the GUI (Qt and CTK are imported only inside it);
 - CohfTSuperResTest: the self-test on the shipped sample data.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import logging
-import os
 import pathlib
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,35 +36,12 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-try:
-    from slicer.i18n import tr as _
-except ImportError:  # slicer-core has no translation support
-
-    def _(text):
-        return text
-
-
-def _ensureLibraryImportable() -> None:
-    """Put the folder holding CohfTSuperResLib on sys.path when it is not importable yet.
-
-    Installed extension: the library sits beside this file (qt-scripted-modules/), which Slicer
-    already has on sys.path. Source tree: it sits one folder up.
-    """
-    if importlib.util.find_spec("CohfTSuperResLib") is not None:
-        return
-    here = os.path.dirname(os.path.abspath(__file__))
-    for folder in (here, os.path.dirname(here)):
-        if os.path.isfile(os.path.join(folder, "CohfTSuperResLib", "__init__.py")):
-            sys.path.append(folder)
-            return
-
-
-_ensureLibraryImportable()
-
-from CohfTSuperResLib.errors import InferenceCancelled, WeightsError  # noqa: E402  (torch-free)
-from CohfTSuperResLib.options import BACKENDS, DEVICES, SCALES, VARIANTS  # noqa: E402
-from CohfTSuperResSlicerLib import childrun, choices, dependencies, nodes, samples  # noqa: E402
-from CohfTSuperResSlicerLib.nodes import VolumeNodeError  # noqa: E402,F401  (part of the module's API)
+from CohfTSuperResLib.errors import InferenceCancelled, WeightsError  # torch-free
+from CohfTSuperResLib.options import BACKENDS, DEVICES, SCALES, VARIANTS, RunOptions
+from CohfTSuperResSlicerLib import choices, dependencies, nodes, samples
+from CohfTSuperResSlicerLib.nodes import VolumeNodeError
+from CohfTSuperResSlicerLib.runs import SceneRun, formatSeconds
+from CohfTSuperResSlicerLib.text import _
 
 POLL_INTERVAL_MS = 200  # the GUI reads the child's progress this often
 
@@ -126,11 +100,9 @@ class CohfTSuperResParameterNode:
     """GUI state saved with the scene.
 
     inputT2: the LR T2 volume. useT1 / guideT1: whether to use the registered HR T1, and which.
-    outputVolume: where the result goes (None: a new volume). modelPath: a weights file of the
-    user's ('': the shipped model of variant and scale; kept in step with its path field by the widget,
-    because parameterNodeWrapper binds that field to pathlib.Path only, which shows '.' when empty).
-    showResult: show the result in the slice views. scale, variant, device, backend: as in
-    CohfTSuperResLogic.process.
+    outputVolume: where the result goes (None: a new volume). modelPath: a weights file of the user's (None:
+    the shipped model of variant and scale; kept in step with its path field by the widget). showResult: show
+    the result in the slice views. scale, variant, device, backend: as in options.RunOptions.
     """
 
     inputT2: vtkMRMLScalarVolumeNode
@@ -139,10 +111,15 @@ class CohfTSuperResParameterNode:
     outputVolume: vtkMRMLScalarVolumeNode
     scale: Annotated[int, Choice(list(SCALES))] = 2
     variant: Annotated[str, Choice(list(VARIANTS))] = "S"
-    modelPath: str = ""
+    modelPath: pathlib.Path | None = None
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     backend: Annotated[str, Choice(list(BACKENDS))] = "torch"
     showResult: bool = True
+
+    def runOptions(self) -> RunOptions:
+        """The run's options from the GUI state."""
+        return RunOptions(scale=self.scale, variant=self.variant, model_path=self.modelPath, device=self.device,
+                          backend=self.backend)
 
 
 #
@@ -154,8 +131,8 @@ class CohfTSuperResParameterNode:
 class CohfTSuperResJob:
     """Everything one run needs, taken from the scene on the main thread (the checked images are copies)."""
 
-    checked: object  # CohfTSuperResLib.inference.engine.InputCheck
-    options: dict  # variant, model_path, device, backend, precision, batch_size (library names)
+    checked: object  # CohfTSuperResLib.inference.input_checks.InputCheck
+    options: RunOptions  # with the checked scale and slice axis
     t2NodeID: str
     outputNodeID: str | None
     outputName: str
@@ -170,11 +147,12 @@ class CohfTSuperResJob:
 class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
     """Super-resolution of volume nodes; usable from the Python console and `Slicer --python-script`.
 
-    Nothing here imports Qt or uses the parameter node. process() runs synchronously, by default in a
-    child process (inProcess=True runs the library in this process); startProcessing() starts a child
-    process and returns at once. Errors are the library's (errors.LIBRARY_ERRORS): VolumeNodeError (an
-    InputError) for unusable nodes, InputError and WeightsError for images and models, InferenceError
-    with the child's message when the child process fails, InferenceCancelled when cancelled.
+    Nothing here imports Qt or uses the parameter node. The choices of a run are one options.RunOptions.
+    process() runs synchronously in a child process (inProcess=True: in this process), keeping Slicer's GUI
+    responsive while it waits; startProcessing() starts the child and returns the run at once. Errors are the
+    library's (errors.LIBRARY_ERRORS): VolumeNodeError (an InputError) for unusable nodes, InputError and
+    WeightsError for images and models, InferenceError with the child's message when the child process fails,
+    InferenceCancelled when cancelled.
     """
 
     def __init__(self):
@@ -211,65 +189,59 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
                 ).format(name=nodes.nodeName(outputNode), transform=outputNode.GetParentTransformNode().GetName())
         return None
 
-    def choiceProblem(self, t2Node, t1Node, outputNode=None, scale: int = 2, variant: str = "S", useT1: bool = True,
-                      modelPath=None, backend: str = "torch") -> str | None:
+    def choiceProblem(self, t2Node, t1Node, outputNode=None, options: RunOptions | None = None,
+                      useT1: bool = True) -> str | None:
         """Why Apply can not run these choices (nodes, then the model), or None: what the GUI shows under Apply."""
+        options = options or RunOptions()
         return (self.inputProblem(t2Node, t1Node if useT1 else None, outputNode, requireT1=useT1)
-                or choices.modelProblem(variant, scale, useT1, modelPath, backend))
+                or choices.modelProblem(options, useT1))
 
     @staticmethod
     def documents() -> dict[str, pathlib.Path]:
         """Files a user can open from the module: the model card and the sample data's licence and attribution."""
-        from CohfTSuperResLib.weights.registry import models_dir
         from CohfTSuperResLib.data.sample_data import sample_dir
+        from CohfTSuperResLib.weights.registry import models_dir
 
         return {"Model card": models_dir() / "MODEL_CARD.md", "Data licence": sample_dir() / "README.md"}
 
     # ---- Python packages ----
 
     @staticmethod
-    def missingPackages(backend: str = "torch", device: str = "auto", scale: int = 2, variant: str = "S",
-                        useT1: bool = True, modelPath=None) -> list[dependencies.Missing]:
+    def missingPackages(options: RunOptions | None = None, useT1: bool = True) -> list[dependencies.Missing]:
         """The packages this run needs that are absent or too old (ONNX export packages only when not cached)."""
-        exportNeeded = backend == "onnx" and dependencies.onnxExportNeeded(
-            dependencies.weightsSha256(variant, scale, useT1, modelPath))
-        return dependencies.missingPackages(backend, device, exportNeeded)
+        return dependencies.missingPackages(*dependencies.runPackages(options or RunOptions(), useT1))
 
-    def ensureDependencies(self, confirm: Callable[[str], bool], backend: str = "torch", device: str = "auto",
-                           scale: int = 2, variant: str = "S", useT1: bool = True, modelPath=None) -> bool:
+    @staticmethod
+    def ensureDependencies(confirm: Callable[[str], bool], options: RunOptions | None = None,
+                           useT1: bool = True) -> bool:
         """True when the run's packages are there; missing ones are installed only when confirm(message) is True."""
-        exportNeeded = backend == "onnx" and dependencies.onnxExportNeeded(
-            dependencies.weightsSha256(variant, scale, useT1, modelPath))
-        return dependencies.ensureDependencies(confirm, backend, device, exportNeeded)
+        return dependencies.ensureDependencies(confirm, *dependencies.runPackages(options or RunOptions(), useT1))
 
     # ---- the steps of a run ----
 
-    def prepare(self, t2Node, t1Node, outputNode=None, scale: int = 2, variant: str = "S", device: str = "auto",
-                backend: str = "torch", modelPath=None, precision: str = "fp32", batchSize: int | None = None,
-                sliceAxis: int | None = None) -> CohfTSuperResJob:
+    def prepare(self, t2Node, t1Node, outputNode=None, options: RunOptions | None = None) -> CohfTSuperResJob:
         """Check the nodes, the model and the device, copy the nodes into SimpleITK images in world space and run the
         library's input check on them, once (main thread; inputs untouched). t1Node None: a model without T1."""
         from CohfTSuperResLib.inference.devices import resolve_device
         from CohfTSuperResLib.inference.input_checks import check_inputs
 
+        options = options or RunOptions()
         problem = self.inputProblem(t2Node, t1Node, outputNode, requireT1=False)
         if problem:
             raise VolumeNodeError(problem)
-        problem = choices.modelProblem(variant, scale, t1Node is not None, modelPath, backend)
+        problem = choices.modelProblem(options, t1Node is not None)
         if problem:
             raise WeightsError(problem)
         t2 = nodes.imageFromVolumeNode(t2Node, _("input T2"), resampleNonLinear=False)
         t1 = None if t1Node is None else nodes.imageFromVolumeNode(t1Node, _("guide T1"), resampleNonLinear=True)
-        checked = check_inputs(t2, t1, scale, sliceAxis)
-        resolve_device(device)  # InputError now for a GPU that is not there, not after the child has started
-        userModel = str(modelPath) if choices.isUserModel(modelPath) else None
+        checked = check_inputs(t2, t1, options.scale, options.slice_axis)
+        resolve_device(options.device)  # InputError now for a GPU that is not there, not after the child has started
         job = CohfTSuperResJob(
             checked=checked,
-            options=dict(variant=variant, model_path=userModel, device=device, backend=backend, precision=precision,
-                         batch_size=batchSize),
+            options=dataclasses.replace(options, scale=checked.scale, slice_axis=checked.slice_axis),
             t2NodeID=t2Node.GetID(),
             outputNodeID=None if outputNode is None else outputNode.GetID(),
-            outputName=f"{t2Node.GetName()}_SRx{scale}",
+            outputName=f"{t2Node.GetName()}_SRx{checked.scale}",
             scene=t2Node.GetScene(),
         )
         for message in job.messages:
@@ -279,25 +251,19 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def runInProcess(job: CohfTSuperResJob, progressCallback=None, cancelCallback=None):
         """The library's super-resolution of a prepared job in this process (no MRML touched)."""
-        from CohfTSuperResLib.inference.engine import super_resolve_checked
+        from CohfTSuperResLib.inference import super_resolve_checked
 
-        return super_resolve_checked(job.checked, progress=progressCallback, cancel=cancelCallback, **job.options)
-
-    @staticmethod
-    def startChild(job: CohfTSuperResJob, logCallback: Callable[[str], None] | None = None) -> childrun.ChildRun:
-        """Write the job's images to a temporary folder and start the library's command line on them in a child
-        Python process (Slicer's PythonSlicer in Slicer); poll() or wait() the returned run."""
-        checked = job.checked
-        return childrun.ChildRun(checked.t2, checked.t1, checked.scale, checked.slice_axis, logCallback=logCallback,
-                        **job.options)
+        return super_resolve_checked(job.checked, job.options, progress=progressCallback, cancel=cancelCallback)
 
     def finish(self, job: CohfTSuperResJob, image, showResult: bool = False):
-        """Put the result into the output node (created if none was given) and return it (main thread)."""
+        """Put the result into the output node (a new one goes into the T2's study) and return it (main thread)."""
         scene = job.scene
         t2Node = scene.GetNodeByID(job.t2NodeID)
         outputNode = scene.GetNodeByID(job.outputNodeID) if job.outputNodeID else None
         if outputNode is None:
             outputNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(job.outputName))
+            if t2Node is not None:
+                nodes.placeInStudyOf(outputNode, t2Node)
         nodes.updateVolumeNodeFromImage(outputNode, image)
         if outputNode.GetDisplayNode() is None:
             outputNode.CreateDefaultDisplayNodes()
@@ -312,52 +278,39 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
 
     # ---- entry points ----
 
-    def process(self, t2Node, t1Node, outputNode=None, scale: int = 2, variant: str = "S", device: str = "auto",
-                backend: str = "torch", modelPath=None, precision: str = "fp32", batchSize: int | None = None,
-                sliceAxis: int | None = None, progressCallback: Callable[[int, int], None] | None = None,
+    def process(self, t2Node, t1Node, outputNode=None, options: RunOptions | None = None,
+                progressCallback: Callable[[int, int], None] | None = None,
                 cancelCallback: Callable[[], bool] | None = None, logCallback: Callable[[str], None] | None = None,
                 showResult: bool = False, inProcess: bool = False):
         """Super-resolve the T2 node guided by the T1 node (None: a model without T1); return the output volume node.
 
-        outputNode None: a new volume '<T2 name>_SRx<scale>'. modelPath None: the shipped model for (variant,
-        scale, T1). sliceAxis None: the T2's thickest voxel axis (the library's choice, logged as a note).
-        progressCallback(done, total) reports slices; cancelCallback() returning True stops the run
-        (InferenceCancelled, no node created); logCallback(line) receives the child process's messages.
-        inProcess=True runs the library in this process instead of a child process.
+        options: the run's choices (None: RunOptions(), the shipped S model at x2). outputNode None: a new volume
+        '<T2 name>_SRx<scale>' in the T2's study. progressCallback(done, total) reports slices; cancelCallback()
+        returning True stops the run (InferenceCancelled, no node created); logCallback(line) receives the child
+        process's messages. inProcess=True runs the library in this process instead of a child process.
         """
         start = time.monotonic()
-        job = self.prepare(t2Node, t1Node, outputNode, scale, variant, device, backend, modelPath, precision,
-                           batchSize, sliceAxis)
         if inProcess:
-            image = self.runInProcess(job, progressCallback, cancelCallback)
+            job = self.prepare(t2Node, t1Node, outputNode, options)
+            result = self.finish(job, self.runInProcess(job, progressCallback, cancelCallback), showResult)
         else:
-            image = self._waitForChild(self.startChild(job, logCallback), progressCallback, cancelCallback)
-        result = self.finish(job, image, showResult)
+            run = self.startProcessing(t2Node, t1Node, outputNode, options, showResult, logCallback)
+            run.wait(progressCallback=progressCallback, cancelCallback=cancelCallback)
+            if run.error is not None:
+                raise run.error
+            result = run.outputNode
         logging.info(f"CohfTSuperRes: {result.GetName()} computed in {time.monotonic() - start:.1f} s")
         return result
 
-    @staticmethod
-    def _waitForChild(child: childrun.ChildRun, progressCallback, cancelCallback):
-        reported = None
-        while not child.wait(0.1):
-            if cancelCallback is not None and cancelCallback():
-                child.cancel()
-            elif progressCallback is not None and child.total and (child.done, child.total) != reported:
-                reported = (child.done, child.total)
-                progressCallback(*reported)
-        if child.error is not None:
-            raise child.error
-        if progressCallback is not None and child.total and (child.done, child.total) != reported:
-            progressCallback(child.done, child.total)
-        return child.image
-
-    def startProcessing(self, t2Node, t1Node, outputNode=None, showResult: bool = False,
-                        logCallback: Callable[[str], None] | None = None, **options) -> CohfTSuperResRun:
-        """Prepare here (options as in process), start the child process and return at once; poll() the run."""
-        return CohfTSuperResRun(self, self.prepare(t2Node, t1Node, outputNode, **options), showResult, logCallback)
+    def startProcessing(self, t2Node, t1Node, outputNode=None, options: RunOptions | None = None,
+                        showResult: bool = False,
+                        logCallback: Callable[[str], None] | None = None) -> SceneRun:
+        """Prepare here, start the child process and return at once; poll() or wait() the run."""
+        return SceneRun(self.prepare(t2Node, t1Node, outputNode, options),
+                        lambda job, image: self.finish(job, image, showResult), logCallback)
 
     @staticmethod
-    def outcomeMessage(run: CohfTSuperResRun) -> str:
+    def outcomeMessage(run: SceneRun) -> str:
         """What the status line says about a finished run: the result, the cancellation, or the error's own message."""
         if run.error is None:
             return " ".join([_("Done: {name} in {time}.").format(
@@ -366,56 +319,6 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
             return _("Cancelled; nothing was written.")
         text = str(run.error)
         return text[0].upper() + text[1:] if text else type(run.error).__name__
-
-
-class CohfTSuperResRun:
-    """One child-process run started by the GUI; poll() from a QTimer reads its progress and, at the end,
-    puts the result into the scene (MRML is only touched in poll())."""
-
-    def __init__(self, logic: CohfTSuperResLogic, job: CohfTSuperResJob, showResult: bool = False,
-                 logCallback: Callable[[str], None] | None = None):
-        self.logic, self.job, self.showResult = logic, job, showResult
-        self.child = logic.startChild(job, logCallback)
-        self.outputNode = None
-        self.error: BaseException | None = None
-        self.finished = False
-
-    @property
-    def progress(self) -> tuple[int, int]:
-        """(slices done, slices in all); (0, 0) until the child's first report."""
-        return self.child.done, self.child.total
-
-    def remainingSeconds(self) -> float | None:
-        return self.child.remainingSeconds()
-
-    def cancel(self) -> None:
-        """Kill the child process now; the next poll() ends the run with InferenceCancelled."""
-        self.child.cancel()
-
-    def poll(self) -> bool:
-        """True once the run has ended; then outputNode (success) or error is set. Call on the main thread."""
-        if self.finished:
-            return True
-        if not self.child.poll():
-            return False
-        self.error = self.child.error
-        if self.error is None:
-            try:
-                self.outputNode = self.logic.finish(self.job, self.child.image, self.showResult)
-            except Exception as error:  # reported like any other failure of the run
-                self.error = error
-        self.finished = True
-        return True
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the child ends (scripts and tests), then poll(); True when finished."""
-        return self.child.wait(timeout) and self.poll()
-
-
-def formatSeconds(seconds: float) -> str:
-    """'42 s' or '3 min 05 s'."""
-    seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 #
@@ -522,7 +425,7 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onModelPathChanged(self, path: str) -> None:
         if self._parameterNode is not None:
-            self._parameterNode.modelPath = path
+            self._parameterNode.modelPath = pathlib.Path(path) if path else None
 
     def _updateApplyButton(self, caller=None, event=None) -> None:
         """Apply is enabled only for choices that can run; the status line says why not. While running it is Cancel."""
@@ -535,24 +438,19 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is None:
             problem = _("No parameter node.")
         else:
-            userModel = choices.isUserModel(node.modelPath)
-            if self.ui.modelPathLineEdit.currentPath != node.modelPath:
-                self.ui.modelPathLineEdit.currentPath = node.modelPath
+            shown = "" if node.modelPath is None else str(node.modelPath)
+            if self.ui.modelPathLineEdit.currentPath != shown:
+                self.ui.modelPathLineEdit.currentPath = shown
             self.ui.t1Selector.enabled = node.useT1
-            self.ui.variantComboBox.enabled = not userModel
-            problem = self.logic.choiceProblem(node.inputT2, node.guideT1, node.outputVolume, node.scale, node.variant,
-                                               node.useT1, node.modelPath, node.backend)
+            self.ui.variantComboBox.enabled = node.modelPath is None
+            problem = self.logic.choiceProblem(node.inputT2, node.guideT1, node.outputVolume, node.runOptions(),
+                                               node.useT1)
         self.ui.applyButton.enabled = problem is None
         self.ui.applyButton.toolTip = problem or _("Super-resolve the T2 volume.")
         # show the problem; clear it once fixed, but keep the last run's outcome otherwise
         if problem or self.ui.statusLabel.text == self._shownProblem:
             self.ui.statusLabel.text = problem or ""
         self._shownProblem = problem
-
-    def _options(self) -> dict:
-        node = self._parameterNode
-        return dict(scale=node.scale, variant=node.variant, device=node.device, backend=node.backend,
-                    modelPath=node.modelPath if choices.isUserModel(node.modelPath) else None)
 
     def _log(self, line: str) -> None:
         self.ui.logTextEdit.appendPlainText(line)
@@ -562,20 +460,20 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run.cancel()  # the child is killed now; the next poll reports it
             return
         node = self._parameterNode
-        options = self._options()
+        options = node.runOptions()
 
         def confirm(message: str) -> bool:
             return slicer.util.confirmOkCancelDisplay(message, windowTitle=_("Install Python packages"))
 
         with slicer.util.tryWithErrorDisplay(_("Installing the required packages failed."), waitCursor=True):
-            if not self.logic.ensureDependencies(confirm, useT1=node.useT1, **options):
+            if not self.logic.ensureDependencies(confirm, options, node.useT1):
                 self.ui.statusLabel.text = _("Not run: the required packages are not installed.")
                 return
         with slicer.util.tryWithErrorDisplay(_("Cannot start the super-resolution."), waitCursor=True):
             self.ui.logTextEdit.clear()
             self._run = self.logic.startProcessing(
-                node.inputT2, node.guideT1 if node.useT1 else None, node.outputVolume, showResult=node.showResult,
-                logCallback=self._log, **options)
+                node.inputT2, node.guideT1 if node.useT1 else None, node.outputVolume, options,
+                showResult=node.showResult, logCallback=self._log)
             for message in self._run.job.messages:
                 self._log(message)
             self.ui.progressBar.setMaximum(0)  # busy until the child's first report
@@ -622,7 +520,7 @@ class CohfTSuperResTest(ScriptedLoadableModuleTest):
     (sample, nodes, choices, packages) and skips the super-resolution with a message. Set modelPath to test
     other weights; inProcess to run the library in Slicer's process."""
 
-    modelPath = None  # None: the shipped model
+    modelPath: pathlib.Path | None = None  # None: the shipped model
     requireBetterThanBicubic = True
     inProcess = False
 
@@ -642,26 +540,32 @@ class CohfTSuperResTest(ScriptedLoadableModuleTest):
             self.assertEqual(tuple(round(s, 9) for s in node.GetSpacing()), spacing)
         logic = CohfTSuperResLogic()
         self.assertIsNone(logic.inputProblem(t2Node, t1Node))
-        problem = logic.choiceProblem(t2Node, t1Node, scale=2, modelPath=self.modelPath)
+        options = RunOptions(scale=2, device="cpu", model_path=self.modelPath)
+        problem = logic.choiceProblem(t2Node, t1Node, options=options)
         if problem is not None and self.modelPath is None:
-            self.delayDisplay(f"Skipped the super-resolution: {problem}")
+            self._skipped(problem)
             return
         self.assertIsNone(problem)
-        missing = logic.missingPackages(scale=2, modelPath=self.modelPath)
+        missing = logic.missingPackages(options)
         if missing:
-            self.delayDisplay("Skipped the super-resolution, which needs "
-                              + ", ".join(package.describe() for package in missing))
+            self._skipped(_("it needs {packages}").format(packages=", ".join(p.describe() for p in missing)))
             return
-        self._superResolveAndCompare(logic, t2Node, t1Node, truthNode)
+        self._superResolveAndCompare(logic, t2Node, t1Node, truthNode, options)
 
-    def _superResolveAndCompare(self, logic, t2Node, t1Node, truthNode):
-        from CohfTSuperResLib.imageio.normalize import robust_scale
+    def _skipped(self, reason: str) -> None:
+        """Say plainly, in the log and on screen, that the super-resolution part of the test did not run."""
+        message = _("SKIPPED the super-resolution part of the self-test: {reason}").format(reason=reason)
+        logging.warning(f"CohfTSuperRes: {message}")
+        self.delayDisplay(message)
+
+    def _superResolveAndCompare(self, logic, t2Node, t1Node, truthNode, options: RunOptions):
         from CohfTSuperResLib.data.synthetic_volumes import bicubic_volume
+        from CohfTSuperResLib.evaluation.metrics import psnr
+        from CohfTSuperResLib.imageio.normalize import robust_scale
 
         before = [nodes.voxelCopy(node.GetImageData()) for node in (t2Node, t1Node)]
         self.delayDisplay("Super-resolving x2" + (" in Slicer's process" if self.inProcess else " in a child process"))
-        outputNode = logic.process(t2Node, t1Node, scale=2, device="cpu", modelPath=self.modelPath,
-                                   inProcess=self.inProcess)
+        outputNode = logic.process(t2Node, t1Node, options=options, inProcess=self.inProcess)
         self.assertEqual(outputNode.GetName(), "patient26_T2_LR_SRx2")
         self.assertEqual(outputNode.GetImageData().GetDimensions(), truthNode.GetImageData().GetDimensions())
         np.testing.assert_allclose(nodes.ijkToWorldMatrix(outputNode), nodes.ijkToWorldMatrix(truthNode), atol=1e-6)
@@ -672,14 +576,8 @@ class CohfTSuperResTest(ScriptedLoadableModuleTest):
         result = nodes.voxelCopy(outputNode.GetImageData())
         bicubic = sitk.GetArrayFromImage(bicubic_volume(nodes.imageFromVolumeNode(t2Node), 2))
         reference = robust_scale(truth)
-        psnrResult, psnrBicubic = (_psnr(volume / reference, truth / reference) for volume in (result, bicubic))
+        psnrResult, psnrBicubic = (psnr(volume / reference, truth / reference, 1.0) for volume in (result, bicubic))
         self.delayDisplay(f"PSNR against the HR truth: Cohf-T {psnrResult:.2f} dB, bicubic {psnrBicubic:.2f} dB")
         if self.requireBetterThanBicubic:
             self.assertGreater(psnrResult, psnrBicubic)
         self.delayDisplay("Test passed")
-
-
-def _psnr(estimate, truth) -> float:
-    """PSNR in dB, data range 1 (the library's metrics module needs pytorch_msssim, which Slicer does not install)."""
-    error = float(np.mean((np.asarray(estimate, np.float64) - truth) ** 2))
-    return float(10 * np.log10(1.0 / max(error, 1e-20)))

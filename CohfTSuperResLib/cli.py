@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from CohfTSuperResLib import __version__
 from CohfTSuperResLib.errors import LIBRARY_ERRORS, InputError, InputNote
-from CohfTSuperResLib.options import BACKENDS, OUTPUT_SUFFIXES, PRECISIONS, SCALES, SLICE_AXES, VARIANTS
+from CohfTSuperResLib.options import BACKENDS, OUTPUT_SUFFIXES, PRECISIONS, SCALES, SLICE_AXES, VARIANTS, RunOptions
 
 PROG = "cohft-sr"
 DEBUG_ENV = "COHFT_SR_DEBUG"
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--whole-slices", action="store_true",
                      help="run the network on whole slices, not only on the box around the head (slower)")
     run.add_argument("--slice-axis", type=int, choices=SLICE_AXES, default=None,
-                     help="voxel axis of the acquisition (default: the thickest voxel axis, 2 on ties)")
+                     help="voxel axis of the acquisition (default: the axis whose spacing differs from the two others; "
+                          "the thickest when all differ; 2 when all are equal)")
     run.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (never an input)")
     run.add_argument("--progress-json", action="store_true",
                      help='progress as one JSON line per update on stdout ({"done": D, "total": T}) instead of a bar')
@@ -204,10 +206,18 @@ def _progress_bar(description: str, json_lines: bool = False) -> tuple[Callable[
     return update, close
 
 
-def _super_resolve_file(args: argparse.Namespace, t2: Path, t1: Path | None, output: Path) -> None:
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    """The run's options from the command line, checked once."""
+    return RunOptions(scale=args.scale, variant=args.variant, model_path=args.model, device=args.device,
+                      backend=args.backend, precision=args.precision, batch_size=args.batch_size,
+                      slice_axis=args.slice_axis, whole_slices=args.whole_slices)
+
+
+def _super_resolve_file(args: argparse.Namespace, options: RunOptions, t2: Path, t1: Path | None,
+                        output: Path) -> None:
     """Check the output, read, super-resolve and write one case, holding the output's lock throughout."""
-    from CohfTSuperResLib.inference.engine import super_resolve
     from CohfTSuperResLib.imageio.volumes import OutputLock, check_output, read_volume, write_volume
+    from CohfTSuperResLib.inference import super_resolve
 
     check_output(output, (t2, t1), args.overwrite)
     if t1 is not None and t1.exists() and t2.exists() and os.path.samefile(t1, t2):
@@ -216,28 +226,25 @@ def _super_resolve_file(args: argparse.Namespace, t2: Path, t1: Path | None, out
         t2_image, t1_image = read_volume(t2), None if t1 is None else read_volume(t1)
         update, close = _progress_bar(t2.name, args.progress_json)
         try:
-            image = super_resolve(
-                t2_image, t1_image, args.scale, variant=args.variant, model_path=args.model, device=args.device,
-                backend=args.backend, precision=args.precision, batch_size=args.batch_size,
-                slice_axis=args.slice_axis, whole_slices=args.whole_slices, progress=update,
-            )
+            image = super_resolve(t2_image, t1_image, **dataclasses.asdict(options), progress=update)
         finally:
             close()
         write_volume(image, output)
 
 
 def _run(args: argparse.Namespace) -> int:
+    options = _run_options(args)
     if args.manifest is None:
         if args.output is None:
             raise InputError("--output (-o) is required with --t2")
-        _super_resolve_file(args, args.t2, args.t1, args.output)
+        _super_resolve_file(args, options, args.t2, args.t1, args.output)
         print(f"wrote {args.output}")
         return 0
     if args.t1 is not None or args.output is not None:
         raise InputError("--t1 and --output come from the manifest's columns in cohort mode; do not pass them")
-    from CohfTSuperResLib.inference.cohort import read_manifest, shard
+    from CohfTSuperResLib.inference.cohort import read_cases, shard
 
-    cases = shard(read_manifest(args.manifest))
+    cases = shard(read_cases(args.manifest))
     failed: list[str] = []
     skipped = 0
     for case in cases:
@@ -246,7 +253,7 @@ def _run(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            _super_resolve_file(args, case.t2, case.t1, case.output)
+            _super_resolve_file(args, options, case.t2, case.t1, case.output)
             print(f"wrote {case.output}")
         except (KeyboardInterrupt, Terminated):
             raise

@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 from CohfTSuperResLib import __version__
-from CohfTSuperResLib.inference.devices import device_summary
-from CohfTSuperResLib.weights.registry import models_dir, shipped_models
+from CohfTSuperResLib.weights.registry import describe_models, models_dir, shipped_models
 
 PACKAGES = ("torch", "numpy", "SimpleITK", "safetensors", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript")
 
@@ -20,11 +19,12 @@ def _version(package: str) -> str | None:
 
 def info_lines() -> list[str]:
     """Human-readable report, one fact a line."""
+    from CohfTSuperResLib.inference.devices import device_summary  # imports torch
+
     lines = [f"CohfTSuperResLib {__version__}", f"models folder: {models_dir()}"]
     models = shipped_models()
-    lines += [
-        f"  {m.variant} x{m.scale}{'' if m.use_t1 else ' (no T1)'}: {m.file} (sha256 {m.sha256[:12]})" for m in models
-    ] or ["  no model shipped: pass --model PATH to run / demo"]
+    lines.append(f"  shipped: {describe_models([m.key for m in models])}")
+    lines += [f"  {m.file} (sha256 {m.sha256[:12]})" for m in models] or ["  pass --model PATH to run / demo"]
     lines.append("devices:")
     lines += [f"  {line}" for line in device_summary()]
     lines.append("backends:")

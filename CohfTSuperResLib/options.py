@@ -1,11 +1,19 @@
 """Every choice a caller can make, in one place that imports nothing heavy (no torch, no SimpleITK).
 
 The command line, the inference engine's checks, the backends, evaluation, training and the 3D Slicer
-module all read their choices from here, so they can not disagree. Which (variant, scale, T1) models
-exist is a fact of the installation, not an option: see ``models_registry.available_models``.
+module all read their choices from here, so they can not disagree. ``RunOptions`` holds the choices of
+one super-resolution run, checked once when it is made. Which (variant, scale, T1) models exist is a
+fact of the installation, not an option: see ``weights.registry.available_models``.
 """
 
 from __future__ import annotations
+
+import numbers
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from CohfTSuperResLib.errors import InputError
 
 SCALES = (2, 3, 4)
 VARIANTS = ("S", "M", "L")
@@ -16,3 +24,84 @@ SLICE_AXES = (0, 1, 2)
 # Output formats: single files that hold a float32 3-D volume with its geometry, so a result appears
 # complete or not at all.
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def check_scale(scale: object, supported: Collection[int] | None = SCALES) -> int:
+    """The scale factor as an int; InputError (a ValueError) unless it is a positive integer and, where `supported`
+    is given, one of those (None: any positive integer, e.g. for the k-space synthesis)."""
+    integer = isinstance(scale, numbers.Integral) and not isinstance(scale, bool)
+    if not integer or int(scale) < 1 or (supported is not None and int(scale) not in supported):
+        wanted = "a positive integer" if supported is None else "one of " + ", ".join(f"x{s}" for s in supported)
+        raise InputError(f"scale must be {wanted}, got {scale!r}")
+    return int(scale)
+
+
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    """value if it is one of choices, else an InputError listing them."""
+    if value not in choices:
+        raise InputError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+def check_slice_axis(slice_axis: object) -> int:
+    """The slice axis as an int in SLICE_AXES; InputError otherwise."""
+    if isinstance(slice_axis, bool) or not isinstance(slice_axis, numbers.Integral) or slice_axis not in SLICE_AXES:
+        raise InputError(f"slice_axis must be 0, 1 or 2 (voxel axis i, j or k), got {slice_axis!r}")
+    return int(slice_axis)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The choices of one super-resolution run, checked when the object is made (InputError naming the problem).
+
+    scale: the in-plane factor. variant: the network size of the shipped model. model_path: a weights file
+    (.safetensors, or .onnx with backend 'onnx'); None runs the shipped model of (variant, scale, with or without
+    the T1). device: 'auto' (CUDA, MPS, CPU), 'cpu', 'cuda[:N]', 'mps'. backend: 'torch' or 'onnx'. precision:
+    'fp32', 'bf16' or 'fp16' (torch autocast; ONNX runs in fp32). batch_size: slices per batch (None: one on the
+    CPU, from free memory on a GPU). slice_axis: the voxel axis of the acquisition (None: decided from the
+    spacing, see inference.input_checks). whole_slices: run the network on whole slices instead of the box
+    around the head.
+    """
+
+    scale: int = 2
+    variant: str = "S"
+    model_path: Path | None = None
+    device: str = "auto"
+    backend: str = "torch"
+    precision: str = "fp32"
+    batch_size: int | None = None
+    slice_axis: int | None = None
+    whole_slices: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", check_scale(self.scale))
+        check_choice(self.variant, VARIANTS, "model variant")
+        check_choice(self.backend, BACKENDS, "backend")
+        check_choice(self.precision, PRECISIONS, "precision")
+        if not isinstance(self.device, str) or not self.device:
+            raise InputError(f"device must be a name such as {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
+        if self.model_path is not None:
+            if str(self.model_path).strip() == "":
+                raise InputError("model_path is empty: give a weights file, or None for the shipped model")
+            object.__setattr__(self, "model_path", Path(self.model_path))
+        if self.backend == "onnx" and self.precision != "fp32":
+            raise InputError(f"the ONNX backend runs in fp32 only, not {self.precision}; use backend='torch' for "
+                             f"{self.precision}")
+        batch = self.batch_size
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1):
+            raise InputError(f"batch_size must be a positive integer or None, got {batch!r}")
+        if self.slice_axis is not None:
+            object.__setattr__(self, "slice_axis", check_slice_axis(self.slice_axis))
+
+    def command_line(self) -> list[str]:
+        """The options as `cohft-sr run` arguments (what the 3D Slicer module's child process is given)."""
+        arguments = ["--scale", str(self.scale), "--device", self.device, "--backend", self.backend,
+                     "--precision", self.precision]
+        arguments += ["--model", str(self.model_path)] if self.model_path is not None else ["--variant", self.variant]
+        if self.batch_size is not None:
+            arguments += ["--batch-size", str(self.batch_size)]
+        if self.slice_axis is not None:
+            arguments += ["--slice-axis", str(self.slice_axis)]
+        if self.whole_slices:
+            arguments.append("--whole-slices")
+        return arguments

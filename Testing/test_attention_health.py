@@ -19,7 +19,7 @@ from CohfTSuperResLib.training.losses import CohfTLoss
 from CohfTSuperResLib.model import build_model
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.data.patches import PatchSampler, SliceSet, brain_slices
-from CohfTSuperResLib.training.train import make_optimizer, parameter_groups
+from CohfTSuperResLib.training.optimisation import make_optimizer, parameter_groups
 
 SHIPPED_LR = 6e-4  # the learning rate the shipped models were trained with
 STEPS = 120

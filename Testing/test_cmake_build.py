@@ -101,8 +101,10 @@ def test_install_layout_module_library_and_models_side_by_side(manifest):
     for resource in ("UI/CohfTSuperRes.ui", "Icons/CohfTSuperRes.png"):  # where resourcePath() looks
         assert by_source[ROOT / MODULE / "Resources" / resource] == f"{QT_SCRIPTED}/Resources/{resource}"
     for source, destination in by_source.items():
-        if source.is_relative_to(ROOT / "CohfTSuperResLib") or source.is_relative_to(ROOT / "Resources"):
+        if source.is_relative_to(ROOT / "CohfTSuperResLib"):
             assert destination == f"{QT_SCRIPTED}/{source.relative_to(ROOT).as_posix()}"
+        if source.is_relative_to(ROOT / "Resources"):  # models and sample data in the library's own folder
+            assert destination == f"{QT_SCRIPTED}/CohfTSuperResLib/{source.relative_to(ROOT).as_posix()}"
         if source.is_relative_to(ROOT / MODULE / f"{MODULE}SlicerLib"):  # the module's helpers, as a package
             assert destination == f"{QT_SCRIPTED}/{source.relative_to(ROOT / MODULE).as_posix()}"
     # Slicer loads every .py file directly in qt-scripted-modules as a module: only the module itself may be there
@@ -129,10 +131,10 @@ def test_installed_tree_imports_the_library_and_finds_the_models(manifest, tmp_p
     assert process.returncode == 0, process.stderr
     library_file, models_dir, model_paths, sample_paths = json.loads(process.stdout.splitlines()[-1])
     assert Path(library_file) == qt_scripted / "CohfTSuperResLib" / "__init__.py"
-    assert Path(models_dir) == qt_scripted / "Resources" / "Models"
+    assert Path(models_dir) == qt_scripted / "CohfTSuperResLib" / "Resources" / "Models"
     assert all(Path(path).is_file() and Path(path).is_relative_to(qt_scripted) for path in model_paths)
     assert len(sample_paths) == 3  # checked against their sha256 in the installed tree
-    assert all(Path(path).parent == qt_scripted / "Resources" / "SampleData" for path in sample_paths)
+    assert all(Path(path).parent == qt_scripted / "CohfTSuperResLib" / "Resources" / "SampleData" for path in sample_paths)
 
 
 def test_check_fails_on_a_missing_or_an_unlisted_file(tmp_path):

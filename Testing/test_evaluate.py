@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from CohfTSuperResLib.evaluation import evaluate
-from CohfTSuperResLib.data.pairs import to_stack
+from CohfTSuperResLib.inference.geometry import image_stack
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.degradations import degrade
 from CohfTSuperResLib.model import build_model
@@ -74,7 +74,7 @@ def test_bicubic_metric_matches_an_independent_computation(volumes: dict[str, Pa
     report = evaluate.evaluate(evaluate.build_parser().parse_args(
         ["--t2", str(volumes["t2"]), "--scale", "2", "--no-t1-model", str(volumes["no_t1"]), "--out", str(out),
          "--device", "cpu", "--no-figure"]))
-    hr = to_stack(sitk.ReadImage(str(volumes["t2"]), sitk.sitkFloat32), 2)[:, :98, :96]
+    hr = image_stack(sitk.ReadImage(str(volumes["t2"]), sitk.sitkFloat32), 2)[:, :98, :96]
     lr = degrade(hr, 2)
     bicubic = upsample_cubic(torch.from_numpy(lr)[:, None], 2)[:, 0].numpy()
     reference = robust_scale(hr)

@@ -8,8 +8,9 @@ import SimpleITK as sitk
 
 from CohfTSuperResLib.errors import InputError
 from CohfTSuperResLib.inference.geometry import (
-    Grid, check_coverage, check_slice_axis, coverage, from_slice_stack, output_grid, resample_to, slab, to_slice_stack,
+    Grid, check_coverage, coverage, from_slice_stack, output_grid, resample_to, slab, to_slice_stack,
 )
+from CohfTSuperResLib.options import check_slice_axis
 
 OBLIQUE = tuple(sitk.VersorTransform((0.3, -0.2, 0.9), 0.4).GetMatrix())
 

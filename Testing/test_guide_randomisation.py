@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from CohfTSuperResLib.data.guide_randomisation import (
+from CohfTSuperResLib.data.degradations import (
     GUIDE_PARTS,
     GuideRandomisation,
     _rigidly_moved_slice,
     _thick_slices_along,
+    degrade,
 )
-from CohfTSuperResLib.data.patches import PatchSampler, SliceSet, synthesise_lr
+from CohfTSuperResLib.data.patches import PatchSampler, SliceSet
 
 
 def _head(slices: int = 12, size: int = 48, seed: int = 0) -> np.ndarray:

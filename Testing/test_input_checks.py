@@ -78,7 +78,7 @@ def test_sagittal_and_coronal_acquisitions_are_sliced_across_the_thick_axis(thic
     t1 = volume(tuple(hr_size[::-1]), spacing=hr_spacing, seed=2)
     checked = check_inputs(t2, t1, 2)
     assert checked.slice_axis == thick_axis
-    assert len(checked.notes) == 1 and f"thickest voxel axis is {thick_axis}" in checked.notes[0]
+    assert len(checked.notes) == 1 and f"slice axis is voxel axis {thick_axis}" in checked.notes[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         automatic = super_resolve(t2, t1, 2, model_path=weights, device="cpu")
@@ -94,10 +94,11 @@ def test_axial_acquisition_has_no_note():
     assert checked.slice_axis == 2 and checked.notes == ()
 
 
-def test_an_explicit_axis_is_kept_even_when_it_is_not_the_thickest():
+def test_an_lr_made_from_1mm_data_is_sliced_along_its_1mm_axis_and_an_explicit_axis_is_kept():
     lr = lr_volume(volume((4, 16, 16), spacing=(1.0, 1.0, 1.0)), 2)  # 2 x 2 x 1 mm: in-plane is coarser
-    assert check_inputs(lr, None, 2).slice_axis == 0
-    assert check_inputs(lr, None, 2, slice_axis=2).slice_axis == 2
+    checked = check_inputs(lr, None, 2)
+    assert checked.slice_axis == 2 and checked.notes == ()  # square in-plane pixels, the odd axis is the slices'
+    assert check_inputs(lr, None, 2, slice_axis=0).slice_axis == 0
 
 
 @pytest.mark.parametrize("peak", [3e38, 1e300])

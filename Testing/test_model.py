@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from CohfTSuperResLib.model.gradient import gradient_magnitude
-from CohfTSuperResLib.model import SCALES, VARIANTS, build_model, count_parameters
+from CohfTSuperResLib.model import build_model, count_parameters
+from CohfTSuperResLib.options import SCALES, VARIANTS
 from CohfTSuperResLib.model.attention import BasicAttention
 
 SMALL_SIZES = [(17, 23), (6, 5), (31, 29)]

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from CohfTSuperResLib.errors import InputError
 from CohfTSuperResLib.data.pack import build_pack, crop_box, read_pack, slice_sets, write_pack
 from CohfTSuperResLib.data.pairs import PairSpec, load_pair, write_manifest
-from CohfTSuperResLib.data.patches import synthesise_lr
+from CohfTSuperResLib.data.degradations import degrade
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def test_pack_round_trip_and_slice_sets(small_manifest: Path, tmp_path: Path) ->
     assert val.names == ["patient19 (val slab)"]
     hr, t1 = again[0].normalised(3)
     np.testing.assert_array_equal(train.hr[0], hr)
-    np.testing.assert_allclose(train.lr[0], synthesise_lr(hr, 3), atol=1e-6)
+    np.testing.assert_allclose(train.lr[0], degrade(hr, 3), atol=1e-6)
     assert train.lr[0].shape[1:] == (hr.shape[1] // 3, hr.shape[2] // 3)
 
 

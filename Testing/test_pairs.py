@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from CohfTSuperResLib.data.degradations import degrade
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.inference.geometry import acquisition_axis
+from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.data.pairs import (
     SLICE_MULTIPLE,
@@ -22,7 +22,6 @@ from CohfTSuperResLib.data.pairs import (
     read_manifest,
     t1_on_t2_grid,
     t1_to_t2_transform,
-    to_stack,
     write_manifest,
 )
 
@@ -164,19 +163,23 @@ def test_t1_without_transform(grids) -> None:
     assert t1_on_t2_grid(same, t2, None) is same  # same grid: used as is
 
 
-def test_acquisition_axis_is_the_thickest() -> None:
+def test_acquisition_axis_is_the_odd_one_out() -> None:
+    """In-plane pixels are square: the slice axis is the one whose spacing differs from the two others."""
     assert acquisition_axis((1.0, 1.0, 1.0)) == 2
     assert acquisition_axis((0.5, 4.0, 0.5)) == 1
-    assert acquisition_axis((4.0, 4.0, 1.0)) == 0
-    assert acquisition_axis((3.3, 0.57, 3.3)) == 2  # ties go to axis 2
+    assert acquisition_axis((4.0, 4.0, 1.0)) == 2  # an LR made from 1 mm data: sliced along its 1 mm axis
+    assert acquisition_axis((2.0, 2.0, 1.0)) == 2
+    assert acquisition_axis((1.0, 0.45, 0.45)) == 0  # a sagittal acquisition
+    assert acquisition_axis((3.3, 0.57, 3.3)) == 1  # the odd one out, thinner or thicker
+    assert acquisition_axis((0.5, 0.6, 4.0)) == 2 and acquisition_axis((0.5, 4.0, 0.7)) == 1  # all differ: thickest
 
 
 def test_to_stack_axes() -> None:
     array = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # (k, j, i)
     image = sitk.GetImageFromArray(array)
-    assert to_stack(image, 2).shape == (2, 3, 4)
-    np.testing.assert_array_equal(to_stack(image, 0)[1], array[:, :, 1])
-    np.testing.assert_array_equal(to_stack(image, 1)[2], array[:, 2, :])
+    assert image_stack(image, 2).shape == (2, 3, 4)
+    np.testing.assert_array_equal(image_stack(image, 0)[1], array[:, :, 1])
+    np.testing.assert_array_equal(image_stack(image, 1)[2], array[:, 2, :])
 
 
 # ----------------------------------------------------------------------------- loading real pairs
@@ -198,14 +201,14 @@ def test_load_pair_normalises_like_inference(open_ms: Path, tmp_path: Path) -> N
     pair = load_pair(spec)
     assert SLICE_MULTIPLE == 12
     assert pair.hr.shape == (20, 120, 96) == pair.t1.shape
-    raw = to_stack(sitk.ReadImage(str(spec.t2), sitk.sitkFloat32), 2)[:, :120, :96]
+    raw = image_stack(sitk.ReadImage(str(spec.t2), sitk.sitkFloat32), 2)[:, :120, :96]
     np.testing.assert_allclose(pair.hr * robust_scale(raw), raw, rtol=1e-5, atol=1e-3)
     for scale in (2, 3, 4):
         assert pair.t2_factors[scale] == pytest.approx(robust_scale(degrade(pair.hr, scale)), rel=1e-6)
         assert robust_scale(degrade(pair.hr / pair.t2_factors[scale], scale)) == pytest.approx(1.0, rel=1e-5)
     t1_raw = sitk.ReadImage(str(spec.t1), sitk.sitkFloat32)
     np.testing.assert_allclose(pair.t1 * robust_scale(sitk.GetArrayFromImage(t1_raw)),
-                               to_stack(t1_raw, 2)[:, :120, :96], rtol=1e-5, atol=1e-3)
+                               image_stack(t1_raw, 2)[:, :120, :96], rtol=1e-5, atol=1e-3)
 
 
 def test_open_ms_manifest_holds_out_the_test_subject_with_absolute_paths(open_ms: Path, tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def test_the_t1_guide_beats_no_guide_at_x4(held_out_psnr):
 
 def test_demo_runs_on_the_shipped_model_and_beats_bicubic(tmp_path):
     """The README's first command: the real sample slab (held out from training) at x2 with the shipped model,
-    at least 2 dB over bicubic (the issue-11 bar at x2; measured +4.20 dB)."""
+    at least 2 dB over bicubic."""
     from CohfTSuperResLib.evaluation.demo import run_demo
 
     result = run_demo(tmp_path, 2, device="cpu")

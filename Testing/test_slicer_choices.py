@@ -10,13 +10,24 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+from CohfTSuperResLib.options import RunOptions
 from slicer_helpers import ROOT, module  # noqa: F401  (fixtures)
 
 UI_FILE = ROOT / "CohfTSuperRes" / "Resources" / "UI" / "CohfTSuperRes.ui"
 
 
 @pytest.fixture
-def shipped(monkeypatch):
+def problem(module):
+    """choices.modelProblem of (variant, scale, T1, weights file, backend), with the caches emptied before and after
+    (the fixtures below change the model list under an unchanged models.json)."""
+    module.choices._offer.cache_clear()
+    yield lambda variant, scale, use_t1, path=None, backend="torch": module.choices.modelProblem(
+        RunOptions(scale=scale, variant=variant, model_path=path, backend=backend), use_t1)
+    module.choices._offer.cache_clear()
+
+
+@pytest.fixture
+def shipped(monkeypatch, problem):
     """Pretend these (variant, scale, use_t1) models ship (the real list changes with retraining)."""
     def use(models):
         monkeypatch.setattr("CohfTSuperResLib.weights.registry.available_models", lambda: list(models))
@@ -35,9 +46,8 @@ def test_offer_comes_from_the_shipped_models(module):
     assert set(offer.noT1Scales) == {m[1] for m in offer.models if not m[2]}
 
 
-def test_a_choice_without_a_shipped_model_is_refused_before_apply(module, shipped):
+def test_a_choice_without_a_shipped_model_is_refused_before_apply(module, shipped, problem):
     shipped([("S", 2, True), ("S", 4, True), ("S", 4, False)])
-    problem = module.choices.modelProblem
     assert problem("S", 2, True) is None and problem("S", 4, False) is None
     assert "No shipped model for variant M at x2 with the T1" in problem("M", 2, True)
     assert "at x3 with" in problem("S", 3, True) and "S x2, S x4 (with T1); S x4 (without T1)" in problem("S", 3, True)
@@ -46,7 +56,7 @@ def test_a_choice_without_a_shipped_model_is_refused_before_apply(module, shippe
     assert (offer.variants, offer.scales, offer.noT1Scales) == (("S",), (2, 4), (4,))
 
 
-def test_a_damaged_model_list_is_a_reason_not_a_crash(module, monkeypatch):
+def test_a_damaged_model_list_is_a_reason_not_a_crash(module, monkeypatch, problem):
     from CohfTSuperResLib.errors import WeightsError
 
     def damaged():
@@ -54,20 +64,19 @@ def test_a_damaged_model_list_is_a_reason_not_a_crash(module, monkeypatch):
 
     monkeypatch.setattr("CohfTSuperResLib.weights.registry.available_models", damaged)
     assert module.choices.offer().models == ()
-    assert module.choices.modelProblem("S", 2, True).startswith("The model list models.json is damaged")
+    assert problem("S", 2, True).startswith("The model list models.json is damaged")
 
 
-def test_a_weights_file_is_checked_like_the_shipped_models(module, tmp_path, shipped):
+def test_a_weights_file_is_checked_like_the_shipped_models(module, tmp_path, shipped, problem):
     """A user's file decides scale and T1 use from its header (read without torch); the choice must match it."""
     from inference_helpers import save_tiny
 
     shipped([])
     x3 = save_tiny(tmp_path, 3)
     no_t1 = save_tiny(tmp_path, 4, use_t1=False)
-    problem = module.choices.modelProblem
     assert problem("S", 3, True, x3) is None and problem("M", 3, True, x3) is None  # the variant is the file's
-    assert "super-resolves x3: choose scale 3" in problem("S", 2, True, x3)
-    assert "needs the T1 guide" in problem("S", 3, False, x3)
+    assert "super-resolves x3" in problem("S", 2, True, x3) and "choose scale 3" in problem("S", 2, True, x3)
+    assert "needs the registered HR T1 guide" in problem("S", 3, False, x3)
     assert problem("S", 4, False, no_t1) is None and "trained without a T1" in problem("S", 4, True, no_t1)
     assert module.choices.describeWeightsFile(x3) == module.choices.WeightsFileInfo(3, True)
     (tmp_path / "notes.txt").write_text("hello")
@@ -77,12 +86,12 @@ def test_a_weights_file_is_checked_like_the_shipped_models(module, tmp_path, shi
              "short.safetensors": "not a safetensors file", "absent.safetensors": "does not exist"}
     for name, reason in cases.items():
         assert reason in problem("S", 2, True, tmp_path / name), name
-    assert problem("S", 2, True, ".") is not None  # an empty path field means 'the shipped model'; none ships here
+    assert problem("S", 2, True) is not None  # no weights file: the shipped model, and none ships here
     assert "ONNX model: choose the onnx backend" in problem("S", 2, True, tmp_path / "model.onnx", "torch")
 
 
 @pytest.mark.slow  # exporting even a tiny network to ONNX takes about 15 s on 2 cores
-def test_an_onnx_file_is_described_by_its_metadata(module, tmp_path):
+def test_an_onnx_file_is_described_by_its_metadata(module, tmp_path, problem):
     pytest.importorskip("onnxscript")
     from inference_helpers import tiny_model
 
@@ -90,8 +99,8 @@ def test_an_onnx_file_is_described_by_its_metadata(module, tmp_path):
 
     path = export_onnx(tiny_model(2, use_t1=False), tmp_path / "tiny_x2_noT1.onnx")
     assert module.choices.describeWeightsFile(path) == module.choices.WeightsFileInfo(2, False)
-    assert module.choices.modelProblem("S", 2, False, path, "onnx") is None
-    assert "choose scale 2" in module.choices.modelProblem("S", 4, False, path, "onnx")
+    assert problem("S", 2, False, path, "onnx") is None
+    assert "choose scale 2" in problem("S", 4, False, path, "onnx")
 
 
 # ---------- documents, GUI description ----------
@@ -107,13 +116,14 @@ def test_model_card_and_data_licence_can_be_opened(module):
 WIDGET_FOR_TYPE = {  # parameter type -> widget class that Slicer's parameterNodeWrapper connects it to
     "bool": "QCheckBox", "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox",
 }
-KEPT_IN_STEP_BY_CODE = {"modelPath": "modelPathLineEdit"}  # str: the wrapper binds a ctkPathLineEdit to Path only
+# Optional[Path] has no GUI connector in the parameterNodeWrapper: the widget keeps it in step with its path field
+KEPT_IN_STEP_BY_CODE = {"modelPath": "modelPathLineEdit"}
 
 
 def test_ui_binds_every_parameter_to_a_widget_that_can_show_it(module):
     """Slicer's parameterNodeWrapper connects widgets by SlicerParameterName; a Choice needs a combo box, a bool a
-    check box, a node a qMRMLNodeComboBox (the GUI itself can not run here). The weights path is kept in step with
-    its path field by the widget code."""
+    check box, a node a qMRMLNodeComboBox (the GUI itself can not run here). The weights path, which may be None,
+    has a path field of its own."""
     widgets = {}
     classes = {widget.get("name"): widget.get("class") for widget in ElementTree.parse(UI_FILE).iter("widget")}
     for widget in ElementTree.parse(UI_FILE).iter("widget"):
@@ -126,11 +136,18 @@ def test_ui_binds_every_parameter_to_a_widget_that_can_show_it(module):
         if name not in KEPT_IN_STEP_BY_CODE:
             expected = "QComboBox" if "Choice" in annotation else WIDGET_FOR_TYPE[annotation]
             assert widgets[name] == expected, name
-    source = Path(module.__file__).read_text()
     for name, widget in KEPT_IN_STEP_BY_CODE.items():
-        assert classes[widget] == "ctkPathLineEdit" and annotations[name] == "str"
-        assert f'self.ui.{widget}.connect("currentPathChanged(QString)"' in source
-        assert f"self._parameterNode.{name} = path" in source and f"self.ui.{widget}.currentPath = node.{name}" in source
+        assert classes[widget] == "ctkPathLineEdit" and annotations[name] == "pathlib.Path | None"
+
+
+def test_parameter_node_gives_the_run_options(module):
+    """The GUI state becomes one RunOptions: no weights file is None, a chosen one a path."""
+    node = module.CohfTSuperResParameterNode()
+    for name, value in (("scale", 3), ("variant", "S"), ("modelPath", None), ("device", "cpu"), ("backend", "torch")):
+        setattr(node, name, value)
+    assert node.runOptions() == RunOptions(scale=3, device="cpu")
+    node.modelPath = Path("/weights/mine.safetensors")
+    assert node.runOptions().model_path == Path("/weights/mine.safetensors")
 
 
 def test_every_widget_the_module_uses_is_in_the_ui_file(module):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from CohfTSuperResLib.options import RunOptions
 from slicer_helpers import (  # noqa: F401  (fixtures)
     LPS_FROM_RAS,
     ROOT,
@@ -130,7 +131,7 @@ def test_non_linear_transform_t1_resampled_on_a_copy_t2_refused(module, scene, i
     assert pulled.GetSize() != t1.GetSize() or not np.array_equal(
         sitk.GetArrayFromImage(pulled), sitk.GetArrayFromImage(t1))
     with pytest.raises(module.VolumeNodeError, match="non-linear"):
-        module.CohfTSuperResLogic().prepare(t2_node, t1_node, scale=SCALE)
+        module.CohfTSuperResLogic().prepare(t2_node, t1_node, options=RunOptions(scale=SCALE))
 
 
 def test_non_linear_transform_moves_the_voxels_where_it_says(module, scene):
@@ -167,7 +168,7 @@ def test_process_in_process_geometry_voxels_inputs_and_storage(module, scene, im
     reports = []
 
     output = module.CohfTSuperResLogic().process(
-        t2_node, t1_node, scale=SCALE, device="cpu", modelPath=str(weights), inProcess=True,
+        t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu", model_path=weights), inProcess=True,
         progressCallback=lambda done, total: reports.append((done, total)),
     )
 
@@ -207,7 +208,7 @@ def test_t2_under_transform_output_in_world_space_and_existing_output_reused(mod
     t1_node = add_volume(scene, t1, "T1")
     existing = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my output")
     logic = module.CohfTSuperResLogic()
-    output = logic.process(t2_node, t1_node, existing, scale=SCALE, device="cpu", modelPath=str(weights),
+    output = logic.process(t2_node, t1_node, existing, RunOptions(scale=SCALE, device="cpu", model_path=weights),
                            inProcess=True)
     assert output is existing and output.GetName() == "my output"
     expected = ijk_to_ras(t2)
@@ -218,7 +219,7 @@ def test_t2_under_transform_output_in_world_space_and_existing_output_reused(mod
 
 def test_prepare_checks_once_with_the_library_and_reports_its_notes(module, scene, images, monkeypatch):
     """prepare() calls the library's one input check (check_inputs) exactly once; its notes and warnings reach
-    the job's messages (here: a T2 whose thickest voxel axis is 0, and a T1 covering half of it)."""
+    the job's messages (here: a T2 sliced along voxel axis 0, and a T1 covering half of it)."""
     import CohfTSuperResLib.inference.input_checks as checks
 
     t2, t1 = images
@@ -228,9 +229,9 @@ def test_prepare_checks_once_with_the_library_and_reports_its_notes(module, scen
     calls = []
     real = checks.check_inputs
     monkeypatch.setattr(checks, "check_inputs", lambda *a, **k: calls.append(a) or real(*a, **k))
-    job = module.CohfTSuperResLogic().prepare(t2_node, t1_node, scale=SCALE)
+    job = module.CohfTSuperResLogic().prepare(t2_node, t1_node, options=RunOptions(scale=SCALE))
     assert len(calls) == 1 and job.checked.slice_axis == 0
-    assert any("thickest voxel axis is 0" in message for message in job.messages)
+    assert any("slice axis is voxel axis 0" in message for message in job.messages)
     assert any("covers only" in message for message in job.messages)
 
 
@@ -241,7 +242,8 @@ def test_background_run_polls_to_the_end_and_cancel_leaves_nothing(module, scene
     t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
     logic = module.CohfTSuperResLogic()
     folders = temporary_folders()
-    run = logic.startProcessing(t2_node, t1_node, scale=SCALE, device="cpu", modelPath=str(tiny_weights), batchSize=1)
+    run = logic.startProcessing(t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu", model_path=tiny_weights,
+                                                                  batch_size=1))
     while not run.poll():  # what the GUI's QTimer does
         run.child.wait(0.2)
     assert run.error is None and run.outputNode.GetName() == "T2_SRx2"
@@ -249,7 +251,8 @@ def test_background_run_polls_to_the_end_and_cancel_leaves_nothing(module, scene
     assert logic.outcomeMessage(run).startswith("Done: T2_SRx2 in ")
 
     volumes = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
-    run = logic.startProcessing(t2_node, t1_node, scale=SCALE, device="cpu", modelPath=str(tiny_weights))
+    run = logic.startProcessing(t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu",
+                                                                  model_path=tiny_weights))
     run.cancel()
     assert run.poll() and type(run.error).__name__ == "InferenceCancelled" and run.outputNode is None
     assert run.child.process.returncode is not None and temporary_folders() == folders
@@ -304,12 +307,14 @@ def test_bad_input_raises_clear_error_and_changes_nothing(module, scene, images,
     from CohfTSuperResLib.errors import InputError, WeightsError
 
     monkeypatch.setattr("CohfTSuperResLib.weights.registry.available_models", lambda: [("S", 2, True)])
+    module.choices._offer.cache_clear()  # the model list changed under an unchanged models.json
+    monkeypatch.setattr(module.choices, "_offer", module.choices._offer.__wrapped__)
     (t2_node, t1_node, output), message = _bad_cases(scene, images)[case]
     volumes = [node for node in (t2_node, t1_node, output) if node is not None and node.IsA("vtkMRMLVolumeNode")]
     before = [snapshot(node) for node in volumes if node.GetImageData() is not None]
     count = scene.GetNumberOfNodes()
     with pytest.raises((InputError, WeightsError), match=message):  # the library's own error types
-        module.CohfTSuperResLogic().process(t2_node, t1_node, output, scale=SCALE, device="cpu")
+        module.CohfTSuperResLogic().process(t2_node, t1_node, output, RunOptions(scale=SCALE, device="cpu"))
     assert [snapshot(node) for node in volumes if node.GetImageData() is not None] == before
     assert scene.GetNumberOfNodes() == count
 
@@ -321,8 +326,8 @@ def test_unavailable_device_is_refused_before_the_child_starts(module, scene, im
     t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
     folders, count = temporary_folders(), scene.GetNumberOfNodes()
     with pytest.raises(InputError, match="CUDA GPU"):
-        module.CohfTSuperResLogic().startProcessing(t2_node, t1_node, scale=SCALE, device="cuda:63",
-                                                    modelPath=str(weights))
+        module.CohfTSuperResLogic().startProcessing(t2_node, t1_node, options=RunOptions(
+            scale=SCALE, device="cuda:63", model_path=weights))
     assert temporary_folders() == folders and scene.GetNumberOfNodes() == count
 
 
@@ -385,7 +390,8 @@ def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weig
 
     def needs_export() -> bool:
         monkeypatch.setattr(module.dependencies, "installedVersion", lambda name: None if name in onnx_names else "9")
-        return onnx_names <= {p.name for p in logic.missingPackages("onnx", "cpu", modelPath=tiny_weights)}
+        options = RunOptions(backend="onnx", device="cpu", model_path=tiny_weights)
+        return onnx_names <= {p.name for p in logic.missingPackages(options)}
 
     assert needs_export()
     cached = cached_path(sha256_of(tiny_weights))
@@ -395,7 +401,7 @@ def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weig
     record(cached)
     assert not needs_export()
     onnx_file = tmp_path / "mine.onnx"
-    assert not onnx_names & {p.name for p in logic.missingPackages("onnx", modelPath=onnx_file)}
+    assert not onnx_names & {p.name for p in logic.missingPackages(RunOptions(backend="onnx", model_path=onnx_file))}
 
 
 def test_minimum_versions_are_pyprojects(module):
@@ -411,28 +417,48 @@ def test_minimum_versions_are_pyprojects(module):
 
 
 def test_dependencies_installed_only_after_consent(module, installed, monkeypatch):
-    """Declining installs nothing; agreeing installs exactly what is missing, torch through pip when the PyTorch
-    extension is absent, with Slicer's numpy and SimpleITK pinned by a constraints file that is removed after."""
+    """Declining installs nothing; agreeing installs exactly what is missing: pip for the others, with Slicer's
+    numpy and SimpleITK pinned by a constraints file that is removed after, and torch through the PyTorch extension,
+    which is itself installed from the Extensions Manager when it is absent (then Slicer must restart); torch never
+    goes through plain pip."""
     import tempfile
 
     versions = {"safetensors": "0.8.0"}
     installed(versions)
     monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # the PyTorch extension is not installed
-    calls = []
+    calls, extensions = [], []
 
     def pip_install(requirements):
         constraints = Path(requirements[requirements.index("-c") + 1])
         calls.append((requirements[: requirements.index("-c")], constraints.read_text().split()))
-        versions.update(torch="2.5.0", onnxruntime="1.20.0")
+        versions.update(onnxruntime="1.20.0")
+
+    class Manager:
+        interactive = True
+
+        def isExtensionInstalled(self, name):
+            return name in extensions
+
+        def installExtensionFromServer(self, name):
+            assert not self.interactive  # the user agreed already: no second question
+            extensions.append(name)
+            return True
 
     monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(extensionsManagerModel=Manager), raising=False)
     questions = []
     ensure = module.dependencies.ensureDependencies
     assert not ensure(lambda text: questions.append(text) or False, "onnx", "cpu")
-    assert calls == [] and "torch>=2.2 (not installed" in questions[0] and "onnxruntime>=1.17" in questions[0]
+    assert calls == [] and extensions == []
+    assert "torch>=2.2 (not installed" in questions[0] and "onnxruntime>=1.17" in questions[0]
+    assert "PyTorch extension is not installed" in questions[0]
+    with pytest.raises(module.dependencies.RestartNeeded, match="restart Slicer"):
+        ensure(lambda text: True, "onnx", "cpu")
+    assert extensions == ["PyTorch"] and calls == []  # torch is not pip-installed behind the extension's back
+    versions["torch"] = "2.5.0"  # after the restart, the PyTorch extension's torch
     assert ensure(lambda text: True, "onnx", "cpu")
     pins = [f"numpy=={importlib.metadata.version('numpy')}", f"SimpleITK=={importlib.metadata.version('SimpleITK')}"]
-    assert calls == [(["torch>=2.2", "onnxruntime>=1.17"], pins)]
+    assert calls == [(["onnxruntime>=1.17"], pins)]
     assert not list(Path(tempfile.gettempdir()).glob("CohfTSuperRes-constraints-*"))
     assert ensure(lambda text: pytest.fail("asked although nothing is missing"), "onnx", "cpu")
 
@@ -455,3 +481,50 @@ def test_torch_goes_through_the_pytorch_extension_when_present(module, installed
     assert module.dependencies.ensureDependencies(lambda text: questions.append(text) or True)
     assert "installed 1.13.1 is too old" in questions[0]
     assert requested == [(False, ">=2.2")] and pip == []  # the user was asked once, by the module
+
+
+# ---------- the study, the caches ----------
+
+
+def test_a_new_output_goes_into_the_t2s_study(module, scene, images, weights):
+    """In the subject hierarchy the result lands beside its T2 (same patient and study), not at the top."""
+    t2, t1 = images
+    t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "patient07")
+    study = hierarchy.CreateStudyItem(patient, "MR study")
+    hierarchy.CreateItem(study, t2_node)  # as Slicer's subject hierarchy logic does when a study is loaded
+    output = module.CohfTSuperResLogic().process(
+        t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu", model_path=weights), inProcess=True)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(output)) == study
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(t1_node)) != study  # nothing else was moved
+
+
+def test_model_choices_are_read_once_per_file_version(module, monkeypatch, tmp_path, tiny_weights):
+    """The GUI asks at every event: models.json and a weights file's header are read again only when they change."""
+    import os
+    import shutil
+
+    import CohfTSuperResLib.weights.registry as registry
+
+    module.choices._offer.cache_clear()
+    reads = []
+    real = registry.available_models
+    monkeypatch.setattr(registry, "available_models", lambda: reads.append(1) or real())
+    for _ in range(5):
+        module.choices.offer()
+    assert len(reads) == 1
+    mine = tmp_path / "mine.safetensors"
+    shutil.copyfile(tiny_weights, mine)
+    headers = []
+    real_metadata = module.choices.read_metadata
+    monkeypatch.setattr(module.choices, "read_metadata", lambda path: headers.append(path) or real_metadata(path))
+    options = RunOptions(scale=SCALE, model_path=mine)
+    for _ in range(5):
+        assert module.choices.modelProblem(options, True) is None
+    assert len(headers) == 1
+    later = mine.stat().st_mtime_ns + 10**9  # the file is rewritten (a new modification time): read again
+    os.utime(mine, ns=(later, later))
+    module.choices.modelProblem(options, True)
+    assert len(headers) == 2
+    module.choices._offer.cache_clear()

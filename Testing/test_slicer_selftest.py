@@ -19,7 +19,7 @@ def test_self_test_runs_on_the_sample_in_a_child_process(module, scene, tiny_wei
     which needs the trained model: test_shipped_models.py runs the demo on the same slab for that)."""
 
     class RandomWeightsTest(module.CohfTSuperResTest):
-        modelPath = str(tiny_weights)
+        modelPath = tiny_weights
         requireBetterThanBicubic = False
 
     folders = temporary_folders()
@@ -49,7 +49,8 @@ def test_self_test_without_torch_tests_what_it_can_and_says_what_it_skipped():
     process = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT], capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Loading the sample data" in process.stdout
-    assert "Skipped the super-resolution, which needs torch>=2.2 (not installed; runs the network)" in process.stdout
+    assert ("SKIPPED the super-resolution part of the self-test: it needs torch>=2.2 (not installed; runs the network)"
+            in process.stdout)
     assert "loaded: ['patient26_T1', 'patient26_T2_HR_truth', 'patient26_T2_LR']" in process.stdout
     assert "torch imported: False" in process.stdout
 

@@ -8,7 +8,7 @@ import torch
 
 from CohfTSuperResLib.data.degradations import degrade
 from CohfTSuperResLib.inference.geometry import Grid, output_grid
-from CohfTSuperResLib.data.pairs import to_stack
+from CohfTSuperResLib.inference.geometry import image_stack
 from CohfTSuperResLib.data.synthetic_volumes import bicubic_volume, lr_volume, trim_in_plane
 from CohfTSuperResLib.model.upsample import upsample_cubic
 
@@ -27,7 +27,7 @@ def test_synthesised_lr_is_the_kspace_degradation_on_the_dft_grid() -> None:
         lr = lr_volume(trimmed, scale, axis)
         assert lr.GetOrigin() == hr.GetOrigin() and lr.GetDirection() == hr.GetDirection()
         assert lr.GetSpacing() == tuple(d if a == axis else d * scale for a, d in enumerate(hr.GetSpacing()))
-        np.testing.assert_allclose(to_stack(lr, axis), degrade(to_stack(trimmed, axis), scale), atol=1e-6)
+        np.testing.assert_allclose(image_stack(lr, axis), degrade(image_stack(trimmed, axis), scale), atol=1e-6)
 
 
 def test_bicubic_volume_is_the_cubic_upsampling_on_the_output_grid() -> None:
@@ -37,6 +37,6 @@ def test_bicubic_volume_is_the_cubic_upsampling_on_the_output_grid() -> None:
     lr.SetOrigin((4.0, 5.0, 6.0))
     up = bicubic_volume(lr, 2, slice_axis=1)
     assert Grid.of(up) == output_grid(Grid.of(lr), 2, 1)
-    stack = to_stack(lr, 1)
+    stack = image_stack(lr, 1)
     expected = upsample_cubic(torch.from_numpy(np.ascontiguousarray(stack))[:, None], 2)[:, 0].numpy()
-    np.testing.assert_allclose(to_stack(up, 1), expected, atol=1e-6)
+    np.testing.assert_allclose(image_stack(up, 1), expected, atol=1e-6)

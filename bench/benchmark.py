@@ -105,15 +105,18 @@ def peak_rss() -> int:
 
 def child(method: str, case: str, every: int, output: str) -> dict:
     """Run one method in this process on every `every`-th slice; save its output; report time, memory, conv rate."""
-    from CohfTSuperResLib.inference.geometry import Grid, output_grid, resample_to
-    from CohfTSuperResLib.inference.engine import super_resolve
+    from CohfTSuperResLib.inference import super_resolve  # the public path, in every layout
+
+    try:
+        from CohfTSuperResLib.inference.geometry import Grid, output_grid, resample_to
+    except ImportError:  # a --baseline-tree from before the library's subpackages
+        from CohfTSuperResLib.geometry import Grid, output_grid, resample_to
 
     t2, t1, scale = load_case(case)
     part = t2[:, :, ::every]
-    if method == "onnx":  # the export of the shipped model (cached per tree) happens outside the timing
-        from CohfTSuperResLib.inference.backends import load_runner
-
-        load_runner("S", scale, True, None, "onnx", "fp32", "cpu")
+    if method == "onnx":  # the export of the shipped model (cached per tree) happens outside the timing: one slice
+        middle = part.GetSize()[2] // 2
+        super_resolve(part[:, :, middle:middle + 1], t1, scale, backend="onnx", device="cpu", slice_axis=2)
     baseline = peak_rss()
     rates, sampling = [conv_rate()], []
 

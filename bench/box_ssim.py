@@ -24,7 +24,7 @@ from skimage.metrics import structural_similarity
 
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.imageio.normalize import robust_scale
-from CohfTSuperResLib.data.pairs import to_stack
+from CohfTSuperResLib.inference.geometry import image_stack
 from CohfTSuperResLib.data.patches import brain_slices
 
 HEAD_LEVEL = 0.02  # the content box's threshold (cropping.py), here on the HR target
@@ -57,7 +57,7 @@ def main() -> None:
         reference = robust_scale(hr)
         target = hr / reference
         brain = brain_slices(target)
-        results = [to_stack(super_resolve(lr, t1, scale, device="cpu", slice_axis=AXIS, whole_slices=whole),
+        results = [image_stack(super_resolve(lr, t1, scale, device="cpu", slice_axis=AXIS, whole_slices=whole),
                             AXIS)[:, rows, cols][brain] / reference for whole in (False, True)]
         target = target[brain]
         heads = np.stack([ndimage.binary_dilation(truth > HEAD_LEVEL, iterations=args.dilate) for truth in target])

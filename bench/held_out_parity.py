@@ -40,7 +40,7 @@ def held_out_stacks(scale: int, pad: int, central: int | None) -> tuple[object, 
     held-out subject at `scale`, as `cohft-sr evaluate` makes them, after the optional slab cut and LR padding."""
     import SimpleITK as sitk
 
-    from CohfTSuperResLib.data.pairs import to_stack
+    from CohfTSuperResLib.inference.geometry import image_stack
     from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
     from CohfTSuperResLib.imageio.volumes import read_volume
 
@@ -53,7 +53,7 @@ def held_out_stacks(scale: int, pad: int, central: int | None) -> tuple[object, 
     t1 = read_volume(SUBJECT / "t1.nii.gz", float32=True)
     width, height = hr.GetSize()[:2]
     extent = (slice(scale * pad, scale * pad + height), slice(scale * pad, scale * pad + width))
-    return lr, t1, to_stack(hr, AXIS), extent
+    return lr, t1, image_stack(hr, AXIS), extent
 
 
 def child(scale: int, folder: Path, pad: int, central: int | None, whole_slices: bool) -> None:
@@ -61,13 +61,13 @@ def child(scale: int, folder: Path, pad: int, central: int | None, whole_slices:
     import torch
 
     from CohfTSuperResLib.inference.engine import super_resolve
-    from CohfTSuperResLib.data.pairs import to_stack
+    from CohfTSuperResLib.inference.geometry import image_stack
 
     torch.set_num_threads(int(os.environ.get("PARITY_THREADS", "2")))
     lr, t1, _hr, _extent = held_out_stacks(scale, pad, central)
     options = {"whole_slices": True} if whole_slices else {}  # a tree from before the content box runs too
     for name, guide in (("t1", t1), ("no_t1", None)):
-        np.save(folder / f"x{scale}_{name}.npy", to_stack(super_resolve(lr, guide, scale, device="cpu",
+        np.save(folder / f"x{scale}_{name}.npy", image_stack(super_resolve(lr, guide, scale, device="cpu",
                                                                          slice_axis=AXIS, **options), AXIS))
 
 

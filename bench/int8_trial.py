@@ -34,13 +34,13 @@ class _Calibration:
         from CohfTSuperResLib.inference.geometry import Grid, output_grid, resample_to
         from CohfTSuperResLib.model.partition import pad_to_multiple
         from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
-        from CohfTSuperResLib.data.pairs import to_stack
+        from CohfTSuperResLib.inference.geometry import image_stack
         from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
         from CohfTSuperResLib.imageio.volumes import read_volume
 
         hr = trim_in_plane(read_volume(TRAINING_SUBJECT / "t2.nii.gz", float32=True), scale, AXIS)
         lr = lr_volume(hr, scale, AXIS)
-        lr_stack = to_stack(lr, AXIS)  # (slices, rows, columns), as resample_to's voxels for axis 2
+        lr_stack = image_stack(lr, AXIS)  # (slices, rows, columns), as resample_to's voxels for axis 2
         t1_stack = resample_to(read_volume(TRAINING_SUBJECT / "t1.nii.gz", float32=True),
                                output_grid(Grid.of(lr), scale, AXIS))
         middle = lr_stack.shape[0] // 2
@@ -62,7 +62,7 @@ def score_on_held_out(model: Path, scale: int) -> tuple[dict, float]:
     from CohfTSuperResLib.evaluation.evaluate import score
     from CohfTSuperResLib.inference.engine import super_resolve
     from CohfTSuperResLib.imageio.normalize import robust_scale
-    from CohfTSuperResLib.data.pairs import to_stack
+    from CohfTSuperResLib.inference.geometry import image_stack
     from CohfTSuperResLib.data.patches import brain_slices
 
     lr, t1, hr_stack, (rows, cols) = held_out_stacks(scale, 0, None)
@@ -72,7 +72,7 @@ def score_on_held_out(model: Path, scale: int) -> tuple[dict, float]:
     reference = robust_scale(hr_stack)
     target = hr_stack / reference
     brain = brain_slices(target)
-    return score(to_stack(sr, AXIS)[:, rows, cols][brain] / reference, target[brain]), seconds
+    return score(image_stack(sr, AXIS)[:, rows, cols][brain] / reference, target[brain]), seconds
 
 
 def main() -> None:

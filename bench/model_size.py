@@ -12,7 +12,8 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from CohfTSuperResLib.model import SCALES, VARIANTS, build_model, count_parameters
+from CohfTSuperResLib.model import build_model, count_parameters
+from CohfTSuperResLib.options import SCALES, VARIANTS
 
 
 def forward_flops(variant: str, scale: int, use_t1: bool, lr_size: int) -> int:

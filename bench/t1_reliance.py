@@ -27,7 +27,7 @@ from CohfTSuperResLib.evaluation.evaluate import baselines, score
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.weights.registry import find_model, shipped_models
 from CohfTSuperResLib.imageio.normalize import robust_scale
-from CohfTSuperResLib.data.pairs import to_stack
+from CohfTSuperResLib.inference.geometry import image_stack
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
 from CohfTSuperResLib.imageio.volumes import read_volume
@@ -54,17 +54,17 @@ def shifted(image: sitk.Image, millimetres: float) -> sitk.Image:
 def reliance(model: Path | None, scale: int, no_t1_model: Path | None, guides: dict[str, sitk.Image]) -> list[dict]:
     """Rows (guide, PSNR, SSIM, changes) of one guided model (None: the shipped one) on patient26 at `scale`."""
     hr = trim_in_plane(read("patient26", "t2"), scale, AXIS)
-    hr_stack = to_stack(hr, AXIS)
+    hr_stack = image_stack(hr, AXIS)
     reference = robust_scale(hr_stack)
     brain = brain_slices(hr_stack / reference)
     lr = lr_volume(hr, scale, AXIS)
     target = hr_stack[brain] / reference
-    results = {"bicubic (no network)": baselines(to_stack(lr, AXIS)[brain], scale)["bicubic"] / reference}
+    results = {"bicubic (no network)": baselines(image_stack(lr, AXIS)[brain], scale)["bicubic"] / reference}
     for name, guide in {**guides, "HR T2 as guide (oracle)": hr}.items():
         sr = super_resolve(lr, guide, scale, model_path=model, device="cpu", slice_axis=AXIS)
-        results[name] = to_stack(sr, AXIS)[brain] / reference
+        results[name] = image_stack(sr, AXIS)[brain] / reference
     if no_t1_model is not None:
-        results["no T1 (model trained without)"] = to_stack(
+        results["no T1 (model trained without)"] = image_stack(
             super_resolve(lr, None, scale, model_path=no_t1_model, device="cpu", slice_axis=AXIS), AXIS)[brain] / reference
     guided = results[REGISTERED]
     detail = float(np.abs(guided - results["bicubic (no network)"]).mean())

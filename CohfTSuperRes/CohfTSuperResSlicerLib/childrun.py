@@ -31,6 +31,9 @@ import SimpleITK as sitk
 
 import CohfTSuperResLib
 from CohfTSuperResLib.errors import InferenceCancelled, InferenceError, InputError
+from CohfTSuperResLib.options import RunOptions
+
+from .text import _
 
 ERROR_PREFIX = "cohft-sr: error: "
 # The `cohft-sr` console script, without depending on where pip put it (Slicer has no such script).
@@ -52,28 +55,20 @@ def childPython() -> tuple[str, dict[str, str]]:
     if hasattr(slicer, "app"):
         launcher = shutil.which("PythonSlicer")
         if launcher is None:
-            raise InferenceError("PythonSlicer, Slicer's Python launcher, was not found on the PATH")
+            raise InferenceError(_("PythonSlicer, Slicer's Python launcher, was not found on the PATH"))
         python, environment = launcher, dict(slicer.util.startupEnvironment())
     paths = [libraryFolder()] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
     environment["PYTHONPATH"] = os.pathsep.join(paths)
     return python, environment
 
 
-def commandLine(python: str, folder: Path, hasT1: bool, scale: int, sliceAxis: int, variant: str = "S",
-                model_path=None, device: str = "auto", backend: str = "torch", precision: str = "fp32",
-                batch_size: int | None = None) -> list[str]:
-    """The child's command: the library's `cohft-sr run` on the files in `folder`, progress as JSON lines.
-
-    The options are those of the library's `super_resolve_checked`, with the same names."""
+def commandLine(python: str, folder: Path, hasT1: bool, options: RunOptions) -> list[str]:
+    """The child's command: the library's `cohft-sr run` on the files in `folder` with the run's options,
+    progress as JSON lines."""
     command = [python, "-c", CLI_ENTRY, "run", "--t2", str(folder / "t2.nrrd")]
     if hasT1:
         command += ["--t1", str(folder / "t1.nrrd")]
-    command += ["-o", str(folder / "sr.nrrd"), "--scale", str(scale), "--slice-axis", str(sliceAxis),
-                "--device", device, "--backend", backend, "--precision", precision, "--progress-json"]
-    command += ["--model", str(model_path)] if model_path is not None else ["--variant", variant]
-    if batch_size is not None:
-        command += ["--batch-size", str(batch_size)]
-    return command
+    return command + ["-o", str(folder / "sr.nrrd"), *options.command_line(), "--progress-json"]
 
 
 def _startOptions() -> dict:
@@ -150,9 +145,9 @@ class ChildRun:
     or InferenceError with the child's own message) is set, and the temporary folder is gone.
     """
 
-    def __init__(self, t2: sitk.Image, t1: sitk.Image | None, scale: int, sliceAxis: int,
-                 logCallback: Callable[[str], None] | None = None, **options) -> None:
-        """Write the inputs into a new temporary folder and start the child; options as in `commandLine`."""
+    def __init__(self, t2: sitk.Image, t1: sitk.Image | None, options: RunOptions,
+                 logCallback: Callable[[str], None] | None = None) -> None:
+        """Write the inputs into a new temporary folder and start the child with the run's options."""
         self.logCallback = logCallback or (lambda line: None)
         self.done, self.total = 0, 0
         self.messages: list[str] = []
@@ -169,9 +164,10 @@ class ChildRun:
                 sitk.WriteImage(t1, str(self.folder / "t1.nrrd"), useCompression=False)
         except (RuntimeError, OSError) as error:
             shutil.rmtree(self.folder, ignore_errors=True)
-            raise InputError(f"cannot write the inputs into the temporary folder {self.folder}: {error}") from error
+            raise InputError(_("cannot write the inputs into the temporary folder {folder}: {error}").format(
+                folder=self.folder, error=error)) from error
         python, environment = childPython()
-        self.command = commandLine(python, self.folder, t1 is not None, scale, sliceAxis, **options)
+        self.command = commandLine(python, self.folder, t1 is not None, options)
         self._progress = _LineReader(self.folder / "progress.jsonl")
         self._messages = _LineReader(self.folder / "messages.log")
         with open(self.folder / "progress.jsonl", "wb") as stdout, open(self.folder / "messages.log", "wb") as stderr:
@@ -238,7 +234,8 @@ class ChildRun:
         try:
             self.image = read_volume(self.folder / "sr.nrrd")
         except InputError as error:
-            self.error = InferenceError(f"the super-resolution process ended without a readable result: {error}")
+            self.error = InferenceError(_("the super-resolution process ended without a readable result: {error}").format(
+                error=error))
 
     def _failure(self) -> str:
         """The child's own error message, or what is known when it died without one."""
@@ -246,10 +243,13 @@ class ChildRun:
         if errors:
             return errors[0] if len(errors) == 1 else "; ".join(errors)
         code = self.process.returncode
-        how = f"was killed by signal {-code}" if code < 0 else f"ended with status {code}"
+        how = (_("was killed by signal {signal}").format(signal=-code) if code < 0 else
+               _("ended with status {status}").format(status=code))
         last = next((line for line in reversed(self.messages) if line.strip()), None)
-        return (f"the super-resolution process {how} without an error message"
-                + (f" (its last output: {last})" if last else "") + "; Slicer is unaffected")
+        text = _("the super-resolution process {how} without an error message").format(how=how)
+        if last:
+            text += _(" (its last output: {line})").format(line=last)
+        return text + _("; Slicer is unaffected")
 
     def _end(self) -> None:
         self.endTime = time.monotonic()
@@ -262,7 +262,7 @@ class ChildRun:
         if self.finished:
             return
         _killTree(self.process)
-        self.error = InferenceCancelled("super-resolution cancelled: the process was stopped and its files removed")
+        self.error = InferenceCancelled(_("super-resolution cancelled: the process was stopped and its files removed"))
         self._end()
 
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> bool:

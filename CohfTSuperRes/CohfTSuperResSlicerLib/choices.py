@@ -1,21 +1,25 @@
 """What the GUI offers and whether a choice can run, decided before Apply and without torch.
 
-The shipped models come from the library's models.json (``models_registry.available_models``); a
+The shipped models come from the library's models.json (``weights.registry.available_models``); a
 weights file of the user's is described by its own header: the network configuration that the
 library stores in every .safetensors file (and in every exported .onnx file), read here as JSON
-without loading the tensors.
+without loading the tensors. Both are read once per file version (size and modification time), not at
+every GUI event.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from CohfTSuperResLib.weights import registry as models_registry
 from CohfTSuperResLib.errors import WeightsError
-from CohfTSuperResLib.options import SCALES, VARIANTS
-from CohfTSuperResLib.weights.header import CONFIG_KEY, read_metadata, stored_config
+from CohfTSuperResLib.options import SCALES, VARIANTS, RunOptions
+from CohfTSuperResLib.weights import registry as models_registry
+from CohfTSuperResLib.weights.header import CONFIG_KEY, fit_problem, read_metadata, stored_config
+
+from .text import _
 
 
 @dataclass(frozen=True)
@@ -30,16 +34,28 @@ class Offer:
     problem: str | None = None
 
     def describe(self) -> str:
-        """The shipped models in words, e.g. 'S x2, S x3, S x4 (with T1); S x4 (without T1)'."""
-        withT1 = [f"{v} x{s}" for v, s, t1 in self.models if t1]
-        withoutT1 = [f"{v} x{s}" for v, s, t1 in self.models if not t1]
-        parts = [f"{', '.join(withT1)} (with T1)"] if withT1 else []
-        parts += [f"{', '.join(withoutT1)} (without T1)"] if withoutT1 else []
-        return "; ".join(parts) or "none"
+        """The shipped models in words (weights.registry.describe_models)."""
+        return models_registry.describe_models(list(self.models))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(size, modification time) of a file, None when it is absent: what the caches below are keyed by."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns
 
 
 def offer() -> Offer:
     """The shipped models from models.json; an empty offer with the reason when the list is damaged."""
+    manifest = models_registry.models_dir() / models_registry.MANIFEST_NAME
+    return _offer(manifest, _stamp(manifest))
+
+
+@functools.lru_cache(maxsize=4)
+def _offer(manifest: Path, stamp: tuple[int, int] | None) -> Offer:
+    del manifest, stamp  # the cache key: read again when the file changes
     try:
         models = tuple(models_registry.available_models())
     except WeightsError as error:
@@ -60,10 +76,6 @@ class WeightsFileInfo:
     useT1: bool
 
 
-def _safetensorsConfig(path: Path) -> dict:
-    return stored_config(read_metadata(path), path.name)
-
-
 def _onnxConfig(path: Path) -> dict | None:
     """The configuration stored in an exported ONNX model, or None when onnxruntime is not installed yet."""
     try:
@@ -74,8 +86,8 @@ def _onnxConfig(path: Path) -> dict | None:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return json.loads(session.get_modelmeta().custom_metadata_map[CONFIG_KEY])
     except Exception as error:  # onnxruntime raises its own exception types for unreadable models
-        raise WeightsError(f"{path.name} is not a CohfTSuperRes ONNX model ({type(error).__name__}: {error})") \
-            from error
+        raise WeightsError(_("{name} is not a CohfTSuperRes ONNX model ({kind}: {error})").format(
+            name=path.name, kind=type(error).__name__, error=error)) from error
 
 
 def describeWeightsFile(path: str | Path) -> WeightsFileInfo | None:
@@ -83,47 +95,57 @@ def describeWeightsFile(path: str | Path) -> WeightsFileInfo | None:
     is missing. WeightsError with the reason when the file can not be one of this library's models."""
     path = Path(path)
     if path.suffix not in (".safetensors", ".onnx"):
-        raise WeightsError(f"{path.name} is not a weights file: choose a .safetensors file (or .onnx for ONNX)")
-    if not path.is_file():
-        raise WeightsError(f"the weights file {path} does not exist")
-    config = _safetensorsConfig(path) if path.suffix == ".safetensors" else _onnxConfig(path)
+        raise WeightsError(_("{name} is not a weights file: choose a .safetensors file (or .onnx for ONNX)").format(
+            name=path.name))
+    stamp = _stamp(path)
+    if stamp is None:
+        raise WeightsError(_("the weights file {path} does not exist").format(path=path))
+    return _describe(path, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _describe(path: Path, stamp: tuple[int, int]) -> WeightsFileInfo | None:
+    del stamp  # part of the cache key: read again when the file changes
+    config = stored_config(read_metadata(path), path.name) if path.suffix == ".safetensors" else _onnxConfig(path)
     if config is None:
         return None
     if not isinstance(config, dict) or not isinstance(config.get("scale"), int) or \
             not isinstance(config.get("use_t1"), bool):
-        raise WeightsError(f"{path.name} describes no Cohf-T network scale and T1 use; it is not a weights file of "
-                           "this library")
+        raise WeightsError(_("{name} describes no Cohf-T network scale and T1 use; it is not a weights file of this "
+                             "library").format(name=path.name))
     return WeightsFileInfo(config["scale"], config["use_t1"])
 
 
-def isUserModel(modelPath) -> bool:
-    """True when a weights file was chosen (an empty path or '.', as an empty path field gives, means none)."""
-    return modelPath is not None and str(modelPath) not in ("", ".")
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + "."
 
 
-def modelProblem(variant: str, scale: int, useT1: bool, modelPath=None, backend: str = "torch") -> str | None:
-    """Why no model can run for this choice (one sentence saying what to change), or None when one can."""
-    if isUserModel(modelPath):
-        path = Path(modelPath)
-        if path.suffix == ".onnx" and backend != "onnx":
-            return f"{path.name} is an ONNX model: choose the onnx backend, or a .safetensors weights file."
+def modelProblem(options: RunOptions, useT1: bool) -> str | None:
+    """Why no model can run for these options with or without the T1 (one sentence saying what to change), or None."""
+    path = options.model_path
+    if path is not None:
+        if path.suffix == ".onnx" and options.backend != "onnx":
+            return _("{name} is an ONNX model: choose the onnx backend, or a .safetensors weights file.").format(
+                name=path.name)
         try:
             info = describeWeightsFile(path)
         except WeightsError as error:
-            return str(error)[0].upper() + str(error)[1:] + "."
+            return _sentence(str(error))
         if info is None:
             return None  # an ONNX model is described once onnxruntime is installed (before the run)
-        if info.scale != scale:
-            return f"{path.name} super-resolves x{info.scale}: choose scale {info.scale}."
-        if info.useT1 != useT1:
-            return (f"{path.name} needs the T1 guide: tick 'Use the T1 guide'." if info.useT1 else
-                    f"{path.name} was trained without a T1: untick 'Use the T1 guide'.")
-        return None
+        problem = fit_problem(path.name, info.scale, info.useT1, options.scale, useT1)
+        if problem is None:
+            return None
+        hint = (_("choose scale {scale}").format(scale=info.scale) if info.scale != options.scale else
+                _("tick 'Use the T1 guide'") if info.useT1 else _("untick 'Use the T1 guide'"))
+        return f"{problem}: {hint}."
     shipped = offer()
     if shipped.problem:
-        return shipped.problem[0].upper() + shipped.problem[1:] + "."
-    if (variant, scale, useT1) in shipped.models:
+        return _sentence(shipped.problem)
+    if (options.variant, options.scale, useT1) in shipped.models:
         return None
-    guide = "with" if useT1 else "without"
-    return (f"No shipped model for variant {variant} at x{scale} {guide} the T1 guide (shipped: {shipped.describe()}); "
-            "change the choice or pick a weights file.")
+    text = (_("No shipped model for variant {variant} at x{scale} with the T1 guide (shipped: {shipped}); change the "
+              "choice or pick a weights file.") if useT1 else
+            _("No shipped model for variant {variant} at x{scale} without the T1 guide (shipped: {shipped}); change "
+              "the choice or pick a weights file."))
+    return text.format(variant=options.variant, scale=options.scale, shipped=shipped.describe())

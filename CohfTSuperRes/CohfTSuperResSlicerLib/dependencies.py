@@ -3,8 +3,9 @@
 Every run needs torch (at least MINIMUM_TORCH, as pyproject.toml of the library says) and safetensors.
 The ONNX backend also needs onnxruntime (onnxruntime-gpu on CUDA); onnx and onnxscript only when a
 .safetensors model must first be exported to ONNX, i.e. when no trusted export of it is cached
-(``onnx_cache``). torch is installed through the PyTorch extension (which picks the build for the GPU
-driver) when it is there, everything else with pip, with Slicer's numpy and SimpleITK pinned.
+(``onnx_cache``). torch is installed through Slicer's PyTorch extension only (which picks the build for
+the GPU driver); where that extension is missing, it is installed from the Extensions Manager and Slicer
+must restart. Everything else goes through pip, with Slicer's numpy and SimpleITK pinned.
 """
 
 from __future__ import annotations
@@ -14,27 +15,36 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
+from CohfTSuperResLib.errors import WeightsError
 from CohfTSuperResLib.imageio.file_integrity import sha256_of
 from CohfTSuperResLib.inference.onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, is_trusted
+from CohfTSuperResLib.options import RunOptions
+from CohfTSuperResLib.weights.registry import find_model
+
+from .text import _
 
 MINIMUM_TORCH = "2.2"
 # The lower bounds of pyproject.toml (a test checks that both agree; pyproject is not installed in Slicer)
 MINIMUM_VERSIONS = {"torch": MINIMUM_TORCH, "safetensors": "0.4", "onnxruntime": "1.17", "onnx": "1.15",
                     "onnxscript": "0.4"}
 PURPOSES = {
-    "torch": "runs the network",
-    "safetensors": "reads the weights",
-    "onnxruntime": "runs ONNX models",
-    "onnx": "exports the model to ONNX once (the export is cached)",
-    "onnxscript": "exports the model to ONNX once (the export is cached)",
+    "torch": _("runs the network"),
+    "safetensors": _("reads the weights"),
+    "onnxruntime": _("runs ONNX models"),
+    "onnx": _("exports the model to ONNX once (the export is cached)"),
+    "onnxscript": _("exports the model to ONNX once (the export is cached)"),
 }
+
+
+class RestartNeeded(RuntimeError):
+    """An extension was installed: Slicer must restart before the run can use it."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +58,17 @@ class Missing:
 
     def describe(self) -> str:
         """One line for the consent dialog."""
-        state = "not installed" if self.installed is None else f"installed {self.installed} is too old"
+        state = (_("not installed") if self.installed is None else
+                 _("installed {version} is too old").format(version=self.installed))
         return f"{self.requirement} ({state}; {self.purpose})"
 
 
-def _release(version: str) -> tuple[int, ...]:
-    """The numeric release part of a version string ('2.13.0+cpu' -> (2, 13, 0))."""
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0].split("-")[0])[:3])
+def _recentEnough(installed: str, minimum: str) -> bool:
+    """Whether an installed version string satisfies a minimum (PEP 440; local tags such as +cpu ignored)."""
+    try:
+        return Version(installed).release >= Version(minimum).release
+    except InvalidVersion:
+        return False
 
 
 def installedVersion(name: str) -> str | None:
@@ -79,18 +93,21 @@ def onnxExportNeeded(weightsSha256: str | None) -> bool:
     return weightsSha256 is not None and not is_trusted(cached_path(weightsSha256))
 
 
-def weightsSha256(variant: str, scale: int, useT1: bool, modelPath=None) -> str | None:
+def weightsSha256(options: RunOptions, useT1: bool) -> str | None:
     """sha256 of the .safetensors model a run would use (None for an .onnx file or when none exists)."""
-    from CohfTSuperResLib.errors import WeightsError
-    from CohfTSuperResLib.weights.registry import find_model
-
-    if modelPath is not None and str(modelPath) not in ("", "."):
-        path = Path(modelPath)
+    path = options.model_path
+    if path is not None:
         return sha256_of(path) if path.suffix == ".safetensors" and path.is_file() else None
     try:
-        return find_model(variant, scale, useT1).sha256
+        return find_model(options.variant, options.scale, useT1).sha256
     except WeightsError:
         return None
+
+
+def runPackages(options: RunOptions, useT1: bool) -> tuple[str, str, bool]:
+    """(backend, device, whether an ONNX export is needed): what decides the packages of a run."""
+    exportNeeded = options.backend == "onnx" and onnxExportNeeded(weightsSha256(options, useT1))
+    return options.backend, options.device, exportNeeded
 
 
 def missingPackages(backend: str = "torch", device: str = "auto", exportNeeded: bool = False) -> list[Missing]:
@@ -101,7 +118,7 @@ def missingPackages(backend: str = "torch", device: str = "auto", exportNeeded: 
     missing = []
     for name in names:
         installed = installedVersion(name)
-        if installed is not None and _release(installed) >= _release(MINIMUM_VERSIONS[name]):
+        if installed is not None and _recentEnough(installed, MINIMUM_VERSIONS[name]):
             continue
         distribution = "onnxruntime-gpu" if name == "onnxruntime" and device.startswith("cuda") else name
         missing.append(Missing(name, f"{distribution}>={MINIMUM_VERSIONS[name]}", installed, PURPOSES[name]))
@@ -111,12 +128,15 @@ def missingPackages(backend: str = "torch", device: str = "auto", exportNeeded: 
 def consentMessage(missing: list[Missing]) -> str:
     """The question asked before installing anything."""
     lines = "\n".join(f"- {package.describe()}" for package in missing)
-    message = (f"Cohf-T super-resolution needs these Python packages:\n\n{lines}\n\nInstall them now? PyTorch is "
-               "installed through the PyTorch extension and may take several minutes; Slicer's own numpy and "
-               "SimpleITK are left as they are.")
+    message = _("Cohf-T super-resolution needs these Python packages:\n\n{lines}\n\nInstall them now? PyTorch is "
+                "installed through Slicer's PyTorch extension and may take several minutes; Slicer's own numpy and "
+                "SimpleITK are left as they are.").format(lines=lines)
+    if any(package.name == "torch" for package in missing) and not _pytorchExtension():
+        message += _("\n\nThe PyTorch extension is not installed: it will be installed from the Extensions "
+                     "Manager, then Slicer must restart.")
     if any(package.name == "torch" and package.installed for package in missing) and "torch" in sys.modules:
-        message += ("\n\nAn older PyTorch is already loaded in this Slicer session (by another module): restart "
-                    "Slicer after the upgrade.")
+        message += _("\n\nAn older PyTorch is already loaded in this Slicer session (by another module): restart "
+                     "Slicer after the upgrade.")
     return message
 
 
@@ -151,26 +171,15 @@ def _protectingConstraints() -> str:
 def installPackages(missing: list[Missing]) -> None:
     """Install (or upgrade) the packages; call only after the user agreed (see ensureDependencies).
 
-    torch goes through the PyTorch extension's PyTorchUtils when it is there; everything else through
-    pip, with numpy and SimpleITK pinned to the versions Slicer ships.
+    torch goes through the PyTorch extension's PyTorchUtils; where that extension is missing it is installed
+    from the Extensions Manager and RestartNeeded is raised (never a plain pip torch, which would not match
+    the GPU driver). Everything else goes through pip, with numpy and SimpleITK pinned to Slicer's versions.
     """
     import slicer
 
     others = [package.requirement for package in missing if package.name != "torch"]
-    torch = [package for package in missing if package.name == "torch"]
-    if torch:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            PyTorchUtils = None
-        if PyTorchUtils is not None:
-            installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH}"  # the user agreed already
-            )
-            if installed is None:
-                raise RuntimeError("PyTorch was not installed by the PyTorch extension.")
-        else:
-            others.insert(0, torch[0].requirement)
+    if any(package.name == "torch" for package in missing):
+        _installTorch()
     if others:
         constraints = _protectingConstraints()
         try:
@@ -178,3 +187,33 @@ def installPackages(missing: list[Missing]) -> None:
         finally:
             os.remove(constraints)
     importlib.invalidate_caches()  # so that missingPackages() sees what was just installed
+
+
+def _pytorchExtension():
+    """The PyTorch extension's PyTorchUtils module, or None when that extension is not installed."""
+    try:
+        import PyTorchUtils
+    except ImportError:
+        return None
+    return PyTorchUtils
+
+
+def _installTorch() -> None:
+    """torch through the PyTorch extension; the extension itself from the Extensions Manager when it is missing."""
+    import slicer
+
+    PyTorchUtils = _pytorchExtension()
+    if PyTorchUtils is None:
+        manager = slicer.app.extensionsManagerModel()
+        if not manager.isExtensionInstalled("PyTorch"):
+            manager.interactive = False  # the user agreed already
+            if not manager.installExtensionFromServer("PyTorch"):
+                raise RuntimeError(_("the PyTorch extension could not be installed from the Extensions Manager; "
+                                     "install it there by hand")) from None
+        raise RestartNeeded(_("the PyTorch extension was installed: restart Slicer, then press Apply again")) \
+            from None
+    installed = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+        askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH}"  # the user agreed already
+    )
+    if installed is None:
+        raise RuntimeError(_("PyTorch was not installed by the PyTorch extension."))

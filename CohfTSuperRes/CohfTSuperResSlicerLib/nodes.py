@@ -13,14 +13,16 @@ import vtk
 import slicer
 from CohfTSuperResLib.errors import InputError
 
+from .text import _
+
 # MRML node classes that derive from vtkMRMLScalarVolumeNode but are not grey-level volumes
 NOT_GREY_LEVEL = {
-    "vtkMRMLLabelMapVolumeNode": "a label map",
-    "vtkMRMLVectorVolumeNode": "a vector (e.g. RGB) volume",
-    "vtkMRMLDiffusionWeightedVolumeNode": "a diffusion-weighted (4-D) volume",
-    "vtkMRMLDiffusionTensorVolumeNode": "a diffusion tensor volume",
-    "vtkMRMLTensorVolumeNode": "a tensor volume",
-    "vtkMRMLMultiVolumeNode": "a multi-volume (4-D) node",
+    "vtkMRMLLabelMapVolumeNode": _("a label map"),
+    "vtkMRMLVectorVolumeNode": _("a vector (e.g. RGB) volume"),
+    "vtkMRMLDiffusionWeightedVolumeNode": _("a diffusion-weighted (4-D) volume"),
+    "vtkMRMLDiffusionTensorVolumeNode": _("a diffusion tensor volume"),
+    "vtkMRMLTensorVolumeNode": _("a tensor volume"),
+    "vtkMRMLMultiVolumeNode": _("a multi-volume (4-D) node"),
 }
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
 
@@ -42,21 +44,23 @@ def isGreyLevelVolumeNode(node) -> bool:
 def volumeNodeProblem(node, role: str) -> str | None:
     """Why `node` cannot be used as the `role` volume (a sentence without final stop), or None when it can."""
     if node is None:
-        return f"select the {role} volume"
+        return _("select the {role} volume").format(role=role)
+    name = nodeName(node)
     if not node.IsA("vtkMRMLScalarVolumeNode"):
         kind = node.GetClassName().removeprefix("vtkMRML").removesuffix("Node")
-        return f"{role} {nodeName(node)} is a {kind}, not a grey-level volume"
+        return _("{role} {name} is a {kind}, not a grey-level volume").format(role=role, name=name, kind=kind)
     for className, kind in NOT_GREY_LEVEL.items():
         if node.IsA(className):
-            return f"{role} {nodeName(node)} is {kind}; choose a grey-level (scalar) volume"
+            return _("{role} {name} is {kind}; choose a grey-level (scalar) volume").format(role=role, name=name,
+                                                                                        kind=kind)
     image = node.GetImageData()
     if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
-        return f"{role} {nodeName(node)} holds no voxels"
+        return _("{role} {name} holds no voxels").format(role=role, name=name)
     if image.GetNumberOfScalarComponents() != 1:
-        return (f"{role} {nodeName(node)} has {image.GetNumberOfScalarComponents()} components per voxel; "
-                "convert it to a grey-level volume first")
+        return _("{role} {name} has {count} components per voxel; convert it to a grey-level volume first").format(
+            role=role, name=name, count=image.GetNumberOfScalarComponents())
     if 0 in image.GetDimensions():
-        return f"{role} {nodeName(node)} is empty"
+        return _("{role} {name} is empty").format(role=role, name=name)
     return None
 
 
@@ -138,11 +142,11 @@ def imageFromVolumeNode(node, role: str = "input", resampleNonLinear: bool = Tru
         return _imageFromArray(voxelCopy(node.GetImageData()), matrix)
     transformNode = node.GetParentTransformNode()
     if not resampleNonLinear:
-        raise VolumeNodeError(
-            f"{role[0].upper() + role[1:]} {nodeName(node)} is under the non-linear (or shearing) transform "
-            f"'{transformNode.GetName()}'. Resampling it would blur the acquired slices before super-resolution: "
-            "harden the transform on a copy in the Transforms module, or use a rigid transform."
-        )
+        raise VolumeNodeError(_(
+            "{role} {name} is under the non-linear (or shearing) transform '{transform}'. Resampling it would blur "
+            "the acquired slices before super-resolution: harden the transform on a copy in the Transforms module, "
+            "or use a rigid transform."
+        ).format(role=role[0].upper() + role[1:], name=nodeName(node), transform=transformNode.GetName()))
     toWorld = vtk.vtkGeneralTransform()
     transformNode.GetTransformToWorld(toWorld)
     # resample a stand-alone copy (never added to the scene), so the input node stays as it is
@@ -179,3 +183,18 @@ def addVolumeNode(scene, image: sitk.Image, name: str):
     updateVolumeNodeFromImage(node, image)
     node.CreateDefaultDisplayNodes()
     return node
+
+
+def placeInStudyOf(node, reference) -> None:
+    """Put `node` in the subject hierarchy folder that holds `reference` (its study, or the scene's top level);
+    its item is created there where it has none yet (Slicer's subject hierarchy logic makes one for every new node,
+    MRML alone does not)."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
+    referenceItem = hierarchy.GetItemByDataNode(reference) if hierarchy is not None else 0
+    if not referenceItem:
+        return
+    parent, item = hierarchy.GetItemParent(referenceItem), hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:
+        hierarchy.CreateItem(parent, node)

@@ -8,6 +8,8 @@ import logging
 from CohfTSuperResLib.errors import InputError
 from CohfTSuperResLib.data.sample_data import read_sample, sample_files
 
+from .text import _
+
 CATEGORY = "Cohf-T super-resolution"
 SAMPLE_NAME = "CohfTSuperResBrainSlab"
 NODE_NAMES = {"lr_t2": "patient26_T2_LR", "t1": "patient26_T1", "hr_t2": "patient26_T2_HR_truth"}
@@ -38,7 +40,7 @@ def registerSampleData() -> None:
 
         source = sampleDataSource()
     except (ImportError, InputError) as error:
-        logging.warning(f"CohfTSuperRes: sample data not registered: {error}")
+        logging.warning(_("CohfTSuperRes: sample data not registered: {error}").format(error=error))
         return
     SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.data.patches import SliceSet, brain_slices
+from CohfTSuperResLib.data.patches import SliceSet
 
 PACK_VERSION = 1
 CROP_MULTIPLE = 12  # every scale divides it

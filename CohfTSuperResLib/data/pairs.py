@@ -45,13 +45,13 @@ import SimpleITK as sitk
 
 from CohfTSuperResLib.data.degradations import crop_to_multiple, degrade
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.inference.geometry import acquisition_axis
+from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack
 from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
 from CohfTSuperResLib.options import SCALES
 from CohfTSuperResLib.data.patches import BRAIN_LEVEL, brain_slices
 from CohfTSuperResLib.imageio.volumes import read_volume
 
-ROLES = ("train", "val", "split")
+MANIFEST_ROLES = ("train", "val", "split")
 SLICE_MULTIPLE = math.lcm(*SCALES)  # slices are trimmed to a multiple of every scale
 
 
@@ -94,8 +94,8 @@ def read_manifest(path: str | Path) -> list[PairSpec]:
         if not row.get("t2"):
             raise InputError(f"{path}: row {number} has no t2")
         role = (row.get("role") or "train").strip()
-        if role not in ROLES:
-            raise InputError(f"{path}: row {number} has role {role!r}; use one of {ROLES}")
+        if role not in MANIFEST_ROLES:
+            raise InputError(f"{path}: row {number} has role {role!r}; use one of {MANIFEST_ROLES}")
         axis = row.get("slice_axis")
         to_ref = (_path(row.get("t1_to_ref"), base), _path(row.get("t2_to_ref"), base))
         if (to_ref[0] is None) != (to_ref[1] is None):
@@ -188,11 +188,6 @@ def t1_on_t2_grid(t1: sitk.Image, t2: sitk.Image, transform: sitk.Transform | No
                          sitk.sitkFloat32)
 
 
-def to_stack(image: sitk.Image, slice_axis: int) -> np.ndarray:
-    """(slices, rows, columns) float32 array along voxel axis slice_axis (SimpleITK index order)."""
-    return np.ascontiguousarray(np.moveaxis(sitk.GetArrayFromImage(image), 2 - slice_axis, 0), dtype=np.float32)
-
-
 def gradient_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Pearson correlation of the gradient magnitude maps of two stacks (a registration check)."""
     def grad(x: np.ndarray) -> np.ndarray:
@@ -236,12 +231,12 @@ def load_pair(spec: PairSpec) -> LoadedPair:
     """Read, register (T1 on the T2 grid), normalise, slice and trim one manifest pair."""
     t2 = read_volume(spec.t2, float32=True)
     axis = spec.slice_axis if spec.slice_axis is not None else acquisition_axis(t2.GetSpacing())
-    hr = crop_to_multiple(to_stack(t2, axis), SLICE_MULTIPLE)
+    hr = crop_to_multiple(image_stack(t2, axis), SLICE_MULTIPLE)
     hr = normalize(hr, robust_scale(hr))
     if spec.t1 is not None:
         t1_raw = read_volume(spec.t1, float32=True)
         t1_scale = robust_scale(sitk.GetArrayViewFromImage(t1_raw))
-        t1 = to_stack(t1_on_t2_grid(t1_raw, t2, t1_to_t2_transform(spec)), axis)
+        t1 = image_stack(t1_on_t2_grid(t1_raw, t2, t1_to_t2_transform(spec)), axis)
         t1 = crop_to_multiple(normalize(t1, t1_scale), SLICE_MULTIPLE)
     else:
         t1 = np.zeros_like(hr)

@@ -11,11 +11,8 @@ which is the flip of the HR window started s-1 samples earlier; rot90 = transpos
 patches only). Patches are as large as asked and as the smallest slice allows (whole slices when
 the slices are smaller than the patch).
 
-Intensity augmentation (``IntensityAugmentation``), on the whole normalised slices before the LR is
-synthesised, each part with probability 1/2: a gamma curve and a smooth multiplicative bias field on
-the T2 (so the LR input and the HR target share them) and, independently, on the T1; and complex
-Gaussian noise added to the LR image before its magnitude is taken, which is white noise in k-space
-(the inverse FFT of white noise is white noise). The HR target stays noise-free.
+Augmentations (``degradations.py``): the intensity augmentation of the T2 pair and the T1, and the guide
+randomisation of the T1, on whole slices before the patch is cut.
 
 Sampling is a pure function of (seed, rank, iteration), so training can resume exactly and ranks
 draw different batches.
@@ -28,8 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from CohfTSuperResLib.data.degradations import kspace_crop
-from CohfTSuperResLib.data.guide_randomisation import GuideRandomisation
+from CohfTSuperResLib.data.degradations import GuideRandomisation, IntensityAugmentation, degrade
 
 BRAIN_LEVEL = 0.1  # normalised intensity above which a voxel counts as tissue
 BRAIN_FRACTION = 0.05  # a brain slice has at least this fraction of tissue voxels
@@ -43,15 +39,6 @@ def brain_slices(stack: np.ndarray) -> np.ndarray:
     voxels above BRAIN_LEVEL (10% of the volume's 99.5th percentile)."""
     fraction = (stack > BRAIN_LEVEL).reshape(stack.shape[0], -1).mean(axis=1)
     return np.flatnonzero(fraction >= BRAIN_FRACTION)
-
-
-def synthesise_lr(hr: np.ndarray, scale: int, noise: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
-    """float32 LR of (..., H, W) HR slices by k-space truncation; complex Gaussian noise of std `noise`
-    (per real and imaginary part) added before the magnitude when noise > 0."""
-    low = kspace_crop(hr, scale)
-    if noise > 0:
-        low = low + noise * (rng.standard_normal(low.shape) + 1j * rng.standard_normal(low.shape))
-    return np.abs(low).astype(np.float32)
 
 
 @dataclass
@@ -76,7 +63,7 @@ class SliceSet:
         self.spacings.append(tuple(float(x) for x in spacing))
         self.hr.append(np.ascontiguousarray(hr, dtype=np.float32))
         self.t1.append(np.ascontiguousarray(t1, dtype=np.float32))
-        self.lr.append(synthesise_lr(self.hr[-1], self.scale))
+        self.lr.append(degrade(self.hr[-1], self.scale))
 
     @property
     def num_slices(self) -> int:
@@ -111,34 +98,6 @@ def crop_patch(lr: np.ndarray, hr: np.ndarray, t1: np.ndarray, scale: int, top: 
     if transpose:
         lr_patch, hr_patch, t1_patch = (x.T for x in (lr_patch, hr_patch, t1_patch))
     return tuple(np.ascontiguousarray(x) for x in (lr_patch, hr_patch, t1_patch))
-
-
-@dataclass(frozen=True)
-class IntensityAugmentation:
-    """Ranges of the intensity augmentation (normalised units); each part is applied with probability `chance`."""
-
-    gamma_log_range: float = 0.3  # gamma = exp(U(-r, r))
-    bias_range: float = 0.15  # log-field = sum of c * (x, y, x^2, y^2, xy), c ~ U(-r, r), x, y in [-1, 1]
-    noise_max: float = 0.02  # k-space noise std ~ U(0, noise_max)
-    chance: float = 0.5
-
-    def _gamma_and_bias(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.random() < self.chance:
-            image = np.clip(image, 0.0, None) ** np.exp(rng.uniform(-self.gamma_log_range, self.gamma_log_range))
-        if rng.random() < self.chance:
-            y, x = np.meshgrid(*(np.linspace(-1.0, 1.0, n) for n in image.shape), indexing="ij")
-            terms = np.stack([x, y, x * x, y * y, x * y])
-            field = np.exp(np.tensordot(rng.uniform(-self.bias_range, self.bias_range, 5), terms, axes=1))
-            image = image * field
-        return image.astype(np.float32)
-
-    def apply(self, hr: np.ndarray, t1: np.ndarray, scale: int,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(LR, HR T2, T1) of one whole slice after augmentation; the LR is synthesised from the augmented HR."""
-        hr = self._gamma_and_bias(hr, rng)
-        t1 = self._gamma_and_bias(t1, rng)
-        noise = rng.uniform(0.0, self.noise_max) if rng.random() < self.chance else 0.0
-        return synthesise_lr(hr, scale, noise, rng), hr, t1
 
 
 class PatchSampler:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 SAMPLE_ENV = "COHFT_SR_SAMPLE_DATA"
 MANIFEST_NAME = "sample_data.json"
 SAMPLE_SCALE = 2  # the LR T2 is the HR T2 reduced by this factor in-plane
-ROLES = ("lr_t2", "t1", "hr_t2")
+SAMPLE_ROLES = ("lr_t2", "t1", "hr_t2")
 
 
 def sample_dir() -> Path:
@@ -35,7 +35,7 @@ def sample_dir() -> Path:
 
 @dataclass(frozen=True)
 class SampleFiles:
-    """The checked sample files: paths by role (ROLES), their sha256, the thumbnail and the manifest."""
+    """The checked sample files: paths by role (SAMPLE_ROLES), their sha256, the thumbnail and the manifest."""
 
     folder: Path
     paths: dict[str, Path]
@@ -61,7 +61,7 @@ def sample_files() -> SampleFiles:
                          f"set ${SAMPLE_ENV} to its folder, or use the phantom (cohft-sr demo --phantom)")
     try:
         manifest = json.loads(manifest_path.read_text())
-        entries = {role: manifest["files"][role] for role in ROLES}
+        entries = {role: manifest["files"][role] for role in SAMPLE_ROLES}
         thumbnail = folder / manifest["thumbnail"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"the sample data list {manifest_path} is damaged ({type(error).__name__}: {error})") from error

@@ -13,17 +13,15 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from CohfTSuperResLib.inference.geometry import Grid, from_slice_stack, output_grid, to_slice_stack
-from CohfTSuperResLib.data.patches import synthesise_lr
+from CohfTSuperResLib.data.degradations import degrade, trimmed_length
+from CohfTSuperResLib.inference.geometry import Grid, from_slice_stack, image_stack, output_grid
 from CohfTSuperResLib.model.upsample import upsample_cubic
 
 
 def trim_in_plane(image: sitk.Image, scale: int, slice_axis: int = 2) -> sitk.Image:
     """The image with its in-plane axes cut at the end to a multiple of scale (geometry kept)."""
     size = list(image.GetSize())
-    keep = [n if axis == slice_axis else n - n % scale for axis, n in enumerate(size)]
-    if min(keep) <= 0:
-        raise ValueError(f"volume of size {tuple(size)} is smaller than the scale {scale} in-plane")
+    keep = [n if axis == slice_axis else trimmed_length(n, scale) for axis, n in enumerate(size)]
     if keep == size:
         return image
     return sitk.RegionOfInterest(image, keep, [0, 0, 0])
@@ -34,8 +32,8 @@ def lr_volume(hr: sitk.Image, scale: int, slice_axis: int = 2) -> sitk.Image:
 
     The in-plane size of hr must be a multiple of scale (see ``trim_in_plane``).
     """
-    stack = to_slice_stack(sitk.GetArrayFromImage(hr).astype(np.float32), slice_axis)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(from_slice_stack(synthesise_lr(stack, scale), slice_axis)))
+    stack = image_stack(hr, slice_axis)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(from_slice_stack(degrade(stack, scale), slice_axis)))
     image.SetOrigin(hr.GetOrigin())
     image.SetDirection(hr.GetDirection())
     image.SetSpacing(tuple(d if axis == slice_axis else d * scale for axis, d in enumerate(hr.GetSpacing())))
@@ -51,6 +49,6 @@ def bicubic_stack(lr_stack: np.ndarray, scale: int) -> np.ndarray:
 
 def bicubic_volume(lr: sitk.Image, scale: int, slice_axis: int = 2) -> sitk.Image:
     """The bicubic baseline of an LR volume on its SR output grid."""
-    stack = to_slice_stack(sitk.GetArrayFromImage(lr).astype(np.float32), slice_axis)
+    stack = image_stack(lr, slice_axis)
     upsampled = np.ascontiguousarray(from_slice_stack(bicubic_stack(stack, scale), slice_axis))
     return output_grid(Grid.of(lr), scale, slice_axis).image_from_array(upsampled)

@@ -22,7 +22,6 @@ import SimpleITK as sitk
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.evaluation.metrics import psnr
 from CohfTSuperResLib.imageio.normalize import robust_scale
-from CohfTSuperResLib.evaluation.panel_text import caption
 from CohfTSuperResLib.data.phantom import brain_phantom
 from CohfTSuperResLib.data.sample_data import read_sample
 from CohfTSuperResLib.data.synthetic_volumes import bicubic_volume, lr_volume, trim_in_plane
@@ -30,6 +29,9 @@ from CohfTSuperResLib.imageio.volumes import write_png, write_volume
 
 PANELS = ("LR input (nearest)", "bicubic", "Cohf-T", "HR truth")
 MIN_PANEL_WIDTH = 256  # panels are enlarged by a whole factor to at least this width, so the labels fit
+FONT_SIZE = 16  # pixels, Pillow's built-in font
+LINE_HEIGHT = 20
+MARGIN = 4
 SOURCES = {
     "sample": "open_ms mni/patient26 slab (real MR, held out from training)",
     "phantom": "brain phantom generated in code",
@@ -52,6 +54,18 @@ def demo_input(phantom: bool, scale: int) -> tuple[sitk.Image, sitk.Image]:
         return brain_phantom()
     sample = read_sample()
     return trim_in_plane(sitk.Cast(sample["hr_t2"], sitk.sitkFloat32), scale), sample["t1"]
+
+
+def caption(lines: list[str], width: int) -> np.ndarray:
+    """uint8 caption bar `width` pixels wide: white text lines on black, left-aligned, clipped at the right
+    (Pillow's built-in font)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    bar = Image.new("L", (width, MARGIN + LINE_HEIGHT * len(lines)), 0)
+    draw, font = ImageDraw.Draw(bar), ImageFont.load_default(size=FONT_SIZE)
+    for index, text in enumerate(lines):
+        draw.text((MARGIN, MARGIN + index * LINE_HEIGHT), text, fill=255, font=font)
+    return np.asarray(bar, dtype=np.uint8)
 
 
 def comparison_png(slices: dict[str, np.ndarray], scale: int, titles: dict[str, list[str]]) -> np.ndarray:
@@ -90,10 +104,7 @@ def run_demo(
     """Synthesise the LR input, super-resolve it and compare with bicubic; write the results into output_dir."""
     hr, t1 = demo_input(phantom, scale)
     lr = lr_volume(hr, scale)
-    # the LR input's slices are along axis 2 by construction: at x4 its in-plane voxels (4 mm) are thicker
-    # than the 3 mm slices of the sample, so the automatic choice of the acquisition axis would be wrong
-    sr = super_resolve(lr, t1, scale, model_path=model_path, device=device, backend=backend, progress=progress,
-                       slice_axis=2)
+    sr = super_resolve(lr, t1, scale, model_path=model_path, device=device, backend=backend, progress=progress)
     baseline = bicubic_volume(lr, scale)
     arrays = {name: sitk.GetArrayFromImage(image) for name, image in
               (("lr", lr), ("hr", hr), ("sr", sr), ("bicubic", baseline))}

@@ -48,7 +48,8 @@ from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.evaluation.metrics import psnr, ssim
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.options import SCALES, SLICE_AXES, VARIANTS
-from CohfTSuperResLib.data.pairs import PairSpec, read_manifest, t1_on_t2_grid, t1_to_t2_transform, to_stack
+from CohfTSuperResLib.data.pairs import PairSpec, read_manifest, t1_on_t2_grid, t1_to_t2_transform
+from CohfTSuperResLib.inference.geometry import image_stack
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import bicubic_stack, lr_volume, trim_in_plane
 from CohfTSuperResLib.imageio.volumes import read_volume, write_png
@@ -103,8 +104,8 @@ def evaluate_pair(spec: PairSpec, scale: int, slice_axis: int, model: Path | Non
         transform = t1_to_t2_transform(spec)
         if transform is not None:
             t1 = t1_on_t2_grid(t1, hr, transform)
-    hr_stack = to_stack(hr, axis)
-    lr_stack = to_stack(lr, axis)
+    hr_stack = image_stack(hr, axis)
+    lr_stack = image_stack(lr, axis)
     results = baselines(lr_stack, scale)
     started = time.time()
     if t1 is None and no_t1_model is None:
@@ -112,12 +113,12 @@ def evaluate_pair(spec: PairSpec, scale: int, slice_axis: int, model: Path | Non
     seconds = {}
     if t1 is not None:
         sr = super_resolve(lr, t1, scale, variant=variant, model_path=model, device=device, slice_axis=axis)
-        results["cohft"] = to_stack(sr, axis)
+        results["cohft"] = image_stack(sr, axis)
         seconds["cohft"] = round(time.time() - started, 2)
     if no_t1_model is not None:
         started = time.time()
         sr = super_resolve(lr, None, scale, variant=variant, model_path=no_t1_model, device=device, slice_axis=axis)
-        results["cohft_no_t1"] = to_stack(sr, axis)
+        results["cohft_no_t1"] = image_stack(sr, axis)
         seconds["cohft_no_t1"] = round(time.time() - started, 2)
     reference = robust_scale(hr_stack)
     target = hr_stack / reference
@@ -134,7 +135,7 @@ def evaluate_pair(spec: PairSpec, scale: int, slice_axis: int, model: Path | Non
         lr_view = np.kron(lr_stack[central] / reference, np.ones((scale, scale), dtype=np.float32))
         t1_view = np.zeros_like(target[central])
         if t1 is not None:
-            t1_hr = to_stack(t1_on_t2_grid(t1, hr, None), axis)[central]
+            t1_hr = image_stack(t1_on_t2_grid(t1, hr, None), axis)[central]
             t1_view = t1_hr / robust_scale(t1_hr) if np.any(t1_hr > 0) else t1_hr
         top = [_gray(x, 1.0) for x in (lr_view, shown["bicubic"], shown[best], target[central])]
         bottom = [_gray(np.abs(shown[name] - target[central]), ERROR_WINDOW) for name in ("zero_fill", "bicubic", best)]

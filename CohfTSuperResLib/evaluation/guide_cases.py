@@ -28,7 +28,8 @@ import SimpleITK as sitk
 from CohfTSuperResLib.evaluation.evaluate import baselines, score
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.imageio.normalize import robust_scale
-from CohfTSuperResLib.data.pairs import REPORTING_SUBJECTS, to_stack
+from CohfTSuperResLib.data.pairs import REPORTING_SUBJECTS
+from CohfTSuperResLib.inference.geometry import image_stack
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
 from CohfTSuperResLib.imageio.volumes import read_volume
@@ -96,16 +97,16 @@ def evaluate_subject(subject: Subject, scale: int, guides: dict[str, sitk.Image]
     """{case: {psnr, psnr_slice_mean, ssim}} of bicubic, the no-T1 model and the guided model with each guide."""
     log = log or (lambda _message: None)
     hr = trim_in_plane(subject.read("t2"), scale, AXIS)[:, :, ::every]
-    hr_stack = to_stack(hr, AXIS)
+    hr_stack = image_stack(hr, AXIS)
     reference = robust_scale(hr_stack)
     brain = brain_slices(hr_stack / reference)
     target = hr_stack[brain] / reference
     lr = lr_volume(hr, scale, AXIS)
-    results = {BICUBIC: baselines(to_stack(lr, AXIS)[brain], scale)["bicubic"] / reference}
+    results = {BICUBIC: baselines(image_stack(lr, AXIS)[brain], scale)["bicubic"] / reference}
     runs: dict[str, tuple[sitk.Image | None, Path | None]] = {NO_T1: (None, no_t1_model)}
     runs.update({name: (guide, model) for name, guide in guides.items()})
     for name, (guide, weights) in runs.items():
         sr = super_resolve(lr, guide, scale, model_path=weights, device="cpu", slice_axis=AXIS)
-        results[name] = to_stack(sr, AXIS)[brain] / reference
+        results[name] = image_stack(sr, AXIS)[brain] / reference
         log(f"{subject.name} x{scale} {name}: {score(results[name], target)['psnr']:.3f} dB")
     return {name: score(stack, target) for name, stack in results.items()}

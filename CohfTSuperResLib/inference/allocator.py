@@ -2,11 +2,9 @@
 
 glibc's malloc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh
 mmap and gives it back on free; torch's CPU allocator does not cache, so each HR-size activation
-of the network costs thousands of page faults and a zero-fill of every page, every time. Measured
-on the development machine (bench/cpu_choices.py, docs/benchmarks.md): one S x2 forward of a
-390 x 360 LR slice takes 1.92 s with glibc's defaults and 1.44 s with freed memory kept.
-`reuse_freed_memory` turns mmap off and raises the trim threshold for the duration of a
-run, then restores glibc's defaults and trims, so the memory goes back to the system afterwards.
+of the network costs thousands of page faults and a zero-fill of every page, every time
+(bench/cpu_choices.py measures the difference). `reuse_freed_memory` turns mmap off and raises the
+trim threshold for the duration of a run, then restores glibc's defaults and trims, so the memory goes back to the system afterwards.
 Elsewhere (macOS, Windows, musl) it does nothing.
 """
 

@@ -18,6 +18,8 @@ from CohfTSuperResLib.errors import InputError, WeightsError
 from CohfTSuperResLib.inference.fast_paths import accelerate
 from CohfTSuperResLib.inference.onnx_export import OnnxRunner, cached_export
 from CohfTSuperResLib.model import CohfTConfig, CohfTNet
+from CohfTSuperResLib.options import RunOptions
+from CohfTSuperResLib.weights.header import fit_problem
 from CohfTSuperResLib.weights.registry import ShippedModel, find_model
 from CohfTSuperResLib.weights.storage import load_model, sha256_of
 
@@ -69,28 +71,24 @@ class OnnxSessionRunner:
         return self.session(lr, t1)
 
 
-def load_runner(
-    variant: str, scale: int, use_t1: bool, model_path: str | Path | None, backend: str, precision: str, device: str
-) -> Runner:
-    """The runner for the options of `super_resolve`; WeightsError / InputError when they do not fit together."""
-    if backend == "onnx" and precision != "fp32":
-        raise InputError(f"the ONNX backend runs in fp32 only, not {precision}; use backend='torch' for {precision}")
-    path = None if model_path is None else Path(model_path)
+def load_runner(options: RunOptions, use_t1: bool) -> Runner:
+    """The runner for a run's options, with or without the T1; WeightsError / InputError when they do not fit."""
+    path = options.model_path
     if path is not None and path.suffix == ".onnx":
-        if backend != "onnx":
+        if options.backend != "onnx":
             raise InputError(f"{path.name} is an ONNX model: use backend='onnx', or give a .safetensors weights file")
-        runner: Runner = OnnxSessionRunner(OnnxRunner(path, device))
+        runner: Runner = OnnxSessionRunner(OnnxRunner(path, options.device))
     else:
         if path is None:
-            shipped = _shipped(variant, scale, use_t1)
+            shipped = _shipped(options.variant, options.scale, use_t1)
             network, key = shipped.load("cpu"), shipped.sha256
         else:
             network, key = load_model(path, device="cpu"), sha256_of(path)
-        if backend == "onnx":
-            runner = OnnxSessionRunner(OnnxRunner(cached_export(network, key), device))
+        if options.backend == "onnx":
+            runner = OnnxSessionRunner(OnnxRunner(cached_export(network, key), options.device))
         else:
-            runner = TorchRunner(network, precision)
-    _check_fits(runner.config, scale, use_t1, path)
+            runner = TorchRunner(network, options.precision)
+    _check_fits(runner.config, options.scale, use_t1, path)
     return runner
 
 
@@ -103,11 +101,8 @@ def _shipped(variant: str, scale: int, use_t1: bool) -> ShippedModel:
 
 
 def _check_fits(config: CohfTConfig, scale: int, use_t1: bool, path: Path | None) -> None:
-    """InputError when the model's scale or T1 use differs from the request."""
-    name = path.name if path is not None else "the shipped model"
-    if config.scale != scale:
-        raise InputError(f"{name} super-resolves x{config.scale}, but scale x{scale} was asked for")
-    if config.use_t1 and not use_t1:
-        raise InputError(f"{name} needs the registered HR T1 guide; none was given")
-    if not config.use_t1 and use_t1:
-        raise InputError(f"{name} was trained without a T1 guide: run it without the T1")
+    """InputError when the model's scale or T1 use differs from the request (weights.header.fit_problem)."""
+    problem = fit_problem(path.name if path is not None else "the shipped model", config.scale, config.use_t1, scale,
+                          use_t1)
+    if problem:
+        raise InputError(problem)

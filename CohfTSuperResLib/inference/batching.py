@@ -1,9 +1,9 @@
 """How many slices to run at once, when to tile, and what to do when the accelerator runs out of memory.
 
-Memory model (measured on CPU with torch 2.13, peak RSS growth of one forward pass): the
-activations of one slice take about 4.5 float32 maps of dim * (1 + convs_per_rdb) channels (the
-widest dense concatenation of an RDB) at the HR resolution, and up to 5.9 while inference keeps
-freed memory in the process (allocator.py: S x2 on a 360 x 390 LR slice). `slice_bytes` uses 6.
+Memory model: the activations of one slice take up to ACTIVATION_MAPS float32 maps of
+dim * (1 + convs_per_rdb) channels (the widest dense concatenation of an RDB) at the HR resolution,
+freed memory kept in the process included (allocator.py); the peak RSS behind that figure is in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class Case:
     line: int = 0
 
 
-def read_manifest(path: str | Path) -> list[Case]:
+def read_cases(path: str | Path) -> list[Case]:
     """Cases of a CSV with a header naming columns t2, output and optionally t1; paths relative to the CSV."""
     path = Path(path)
     if not path.is_file():

@@ -7,7 +7,7 @@ widened by `CONTENT_MARGIN` LR samples of real context on every side, and grown 
 to the network's input multiple and minimum side (batching.py), so no padding is invented. Outside the box the engine
 writes the cubic upsampling the network adds its detail to. The network has slice-wide
 operations (dilated windows, AdaIN statistics), so the result inside differs slightly from a
-whole-slice run; docs/benchmarks.md gives the measured difference (held-out PSNR, SSIM, max abs).
+whole-slice run (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Pipeline (details in docs/inference.md):
 1. validate the volumes and options before any model is loaded (``check_inputs``: InputError /
-   WeightsError with the reason; the acquisition axis is the thickest voxel axis unless given);
+   WeightsError with the reason; the acquisition axis from the spacing unless given);
 2. output grid = LR grid with in-plane spacing / s and size x s (geometry.py);
 3. robust-normalise T2 and T1 each by its own 99.5th percentile (normalize.py);
 4. slice by slice along `slice_axis`, in batches sized from the device's free
@@ -28,22 +28,24 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from CohfTSuperResLib.errors import InferenceCancelled, InferenceError, InputNote
+from CohfTSuperResLib.imageio.normalize import denormalize, normalize
 from CohfTSuperResLib.inference.allocator import reuse_freed_memory
 from CohfTSuperResLib.inference.backends import Runner, load_runner
 from CohfTSuperResLib.inference.batching import input_multiple, plan_batches, run_in_batches, size_multiple
-from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
 from CohfTSuperResLib.inference.cropping import content_box
 from CohfTSuperResLib.inference.devices import deterministic_kernels, resolve_device, working_memory_budget
-from CohfTSuperResLib.errors import InferenceCancelled, InferenceError, InputError, InputNote
 from CohfTSuperResLib.inference.geometry import Grid, output_grid, resample_to, slab, to_slice_stack
-from CohfTSuperResLib.model.partition import pad_to_multiple, padded_length
-from CohfTSuperResLib.imageio.normalize import denormalize, normalize
-from CohfTSuperResLib.options import BACKENDS, PRECISIONS, VARIANTS
+from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
 from CohfTSuperResLib.inference.tiling import Tile, run_tiled, scaled
+from CohfTSuperResLib.model.partition import pad_to_multiple, padded_length
 from CohfTSuperResLib.model.upsample import upsample_cubic
-from CohfTSuperResLib.inference.validation import check_choice
+from CohfTSuperResLib.options import RunOptions
 
-__all__ = ["InputCheck", "check_inputs", "super_resolve", "super_resolve_checked"]
+__all__ = ["InputCheck", "RunOptions", "check_inputs", "super_resolve", "super_resolve_checked"]
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
 
 
 def super_resolve(
@@ -59,122 +61,83 @@ def super_resolve(
     batch_size: int | None = None,
     slice_axis: int | None = None,
     whole_slices: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
 ) -> sitk.Image:
     """Super-resolve the LR T2 volume in-plane by `scale`, guided by the registered HR T1.
 
-    t2: LR T2 (any scalar pixel type; 3-D, or one 2-D slice with a 2-D T1). t1: T1 in its own geometry (resampled here
-    onto the output grid in physical space; zero outside its extent), or None
-    for a model trained without T1. model_path: .safetensors weights (or .onnx
-    with backend='onnx'); None uses the shipped model for (variant, scale).
-    device: 'auto' (CUDA, MPS, CPU), 'cpu', 'cuda[:N]', 'mps'. backend: 'torch'
-    or 'onnx'. precision: 'fp32', 'bf16' or 'fp16' (torch autocast).
-    batch_size: slices per batch (None: one on the CPU, from free memory on a GPU). slice_axis: voxel
-    axis of the acquisition (0, 1, 2; None: the thickest axis, said in an InputNote warning).
-    whole_slices: run the network on every whole slice instead of the box around the head (the
-    samples above 2% of the tissue scale, cropping.py; slower on slices with much background; the
-    difference is measured in docs/benchmarks.md). progress(done, total) is called as slices
-    finish; cancel() returning True stops with InferenceCancelled. Returns the float32 SR T2 in the
-    input's units on the output grid.
+    t2: LR T2 (any scalar pixel type; 3-D, or one 2-D slice with a 2-D T1). t1: T1 in its own geometry (resampled
+    here onto the output grid in physical space; zero outside its extent), or None for a model trained without T1.
+    The other choices are those of ``options.RunOptions`` (checked there, once). progress(done, total) is called as
+    slices finish; cancel() returning True stops with InferenceCancelled. Returns the float32 SR T2 in the input's
+    units on the output grid. Notes on what was decided (the acquisition axis) are InputNote warnings, concerns
+    (partial T1 coverage) RuntimeWarnings.
     Errors: InputError, WeightsError, InferenceError, InferenceCancelled (errors.py).
     """
-    checked = check_inputs(t2, t1, scale, slice_axis)
+    options = RunOptions(scale=scale, variant=variant, model_path=model_path, device=device, backend=backend,
+                         precision=precision, batch_size=batch_size, slice_axis=slice_axis, whole_slices=whole_slices)
+    checked = check_inputs(t2, t1, options.scale, options.slice_axis)
     for note in checked.notes:
         warnings.warn(note, InputNote, stacklevel=2)
     for concern in checked.warnings:
         warnings.warn(concern, RuntimeWarning, stacklevel=2)
-    return super_resolve_checked(checked, variant=variant, model_path=model_path, device=device, backend=backend,
-                                 precision=precision, batch_size=batch_size, whole_slices=whole_slices,
-                                 progress=progress, cancel=cancel)
+    return super_resolve_checked(checked, options, progress=progress, cancel=cancel)
 
 
-def super_resolve_checked(
-    checked: InputCheck,
-    *,
-    variant: str = "S",
-    model_path: str | Path | None = None,
-    device: str = "auto",
-    backend: str = "torch",
-    precision: str = "fp32",
-    batch_size: int | None = None,
-    whole_slices: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> sitk.Image:
-    """``super_resolve`` of volumes that ``check_inputs`` accepted (its notes and warnings are the caller's to show)."""
-    check_choice(variant, VARIANTS, "model variant")
-    check_choice(backend, BACKENDS, "backend")
-    check_choice(precision, PRECISIONS, "precision")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise InputError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    scale, slice_axis = checked.scale, checked.slice_axis
-    torch_device = resolve_device(device)
-    runner = load_runner(variant, scale, checked.t1 is not None, model_path, backend, precision, device)
-    lr_grid = Grid.of(checked.t2)
-    engine = _SliceEngine(runner, scale, slice_axis, output_grid(lr_grid, scale, slice_axis), progress, cancel,
-                          whole_slices)
-    guide = None if checked.t1 is None else (checked.t1, checked.t1_scale)
-    with deterministic_kernels(torch_device), reuse_freed_memory():
-        sr_voxels = engine.run(normalize(checked.t2_voxels, checked.t2_scale), checked.t2_scale, guide, batch_size,
-                               torch_device)
-    result = engine.grid.image_from_array(sr_voxels)
+def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress: Progress | None = None,
+                          cancel: Cancel | None = None) -> sitk.Image:
+    """``super_resolve`` of volumes that ``check_inputs`` accepted (its notes and warnings are the caller's to show),
+    with the run's options; the checked scale and slice axis are the ones used."""
+    device = resolve_device(options.device)
+    runner = load_runner(options, checked.t1 is not None)
+    grid = output_grid(Grid.of(checked.t2), checked.scale, checked.slice_axis)
+    with deterministic_kernels(device), reuse_freed_memory():
+        run = SliceRun(runner, checked, grid, options, device, progress, cancel)
+        result = grid.image_from_array(run.volume())
     return result[:, :, 0] if checked.single_slice else result
 
 
-class _SliceEngine:
-    """Runs the network over every slice of one normalised volume and assembles the SR volume."""
+class SliceRun:
+    """One run of the network over every slice of one checked volume: the state of that run and nothing else.
 
-    def __init__(
-        self,
-        runner: Runner,
-        scale: int,
-        slice_axis: int,
-        grid: Grid,
-        progress: Callable[[int, int], None] | None,
-        cancel: Callable[[], bool] | None,
-        whole_slices: bool = False,
-    ) -> None:
-        self.runner = runner
-        self.whole_slices = whole_slices
-        self.scale = scale
-        self.slice_axis = slice_axis
-        self.grid = grid
+    Slices with content run one at a time on the CPU (largest box first) unless a batch size is given, in batches
+    sized from free memory on a GPU; each on the box around its content (cropping.py) or whole, padded to the
+    network's input multiple, whole or in overlapping tiles where it does not fit (batching.py, tiling.py).
+    """
+
+    def __init__(self, runner: Runner, checked: InputCheck, grid: Grid, options: RunOptions, device: torch.device,
+                 progress: Progress | None, cancel: Cancel | None) -> None:
+        self.runner, self.grid, self.device = runner, grid, device
+        self.scale, self.slice_axis = checked.scale, checked.slice_axis
+        self.whole_slices = options.whole_slices
         self.progress = progress or (lambda done, total: None)
         self.cancel = cancel or (lambda: False)
+        self.t2_scale = checked.t2_scale
+        self.guide = None if checked.t1 is None else (checked.t1, checked.t1_scale)
         self.multiple = input_multiple(runner.config)
         self.minimum_side = size_multiple(runner.config)
-
-    def run(
-        self,
-        voxels: np.ndarray,
-        t2_scale: float,
-        guide: tuple[sitk.Image, float] | None,
-        batch_size: int | None,
-        device: torch.device,
-    ) -> np.ndarray:
-        """SR voxels in T2 units (SimpleITK order, output grid) of normalised LR voxels.
-
-        guide: the T1 image and its robust scale, or None for a model without T1.
-        """
-        self.guide = guide
-        stack = to_slice_stack(voxels, self.slice_axis)
-        count, height, width = stack.shape
-        volume = np.zeros(tuple(reversed(self.grid.size)), dtype=np.float32)
-        out = to_slice_stack(volume, self.slice_axis)
-        busy = [index for index in range(count) if np.any(stack[index])]
-        self.done, self.total = count - len(busy), count
-        self.progress(self.done, self.total)
-        box = self._content_box(torch.from_numpy(stack))  # the union of every slice's box: the largest batch
+        self.stack = to_slice_stack(normalize(checked.t2_voxels, checked.t2_scale), self.slice_axis)
+        count, height, width = self.stack.shape
+        self.busy = [index for index in range(count) if np.any(self.stack[index])]
+        self.done, self.total = count - len(self.busy), count
+        box = self._content_box(torch.from_numpy(self.stack))  # the union of every slice's box: the largest batch
         run_h, run_w = (height, width) if box is None else (box.height, box.width)
         padded_h, padded_w = (padded_length(n, self.multiple, self.minimum_side) for n in (run_h, run_w))
-        budget = working_memory_budget(device)
-        self.plan = plan_batches(self.runner.config, padded_h, padded_w, budget, batch_size)
+        self.plan = plan_batches(runner.config, padded_h, padded_w, working_memory_budget(device), options.batch_size)
+        # on the CPU one slice at a time unless batch_size says otherwise: a batch runs no faster per voxel there,
+        # takes more memory, and runs the network on the union of its slices' content boxes
+        self.batch_size = 1 if options.batch_size is None and device.type == "cpu" else self.plan.batch_size
+
+    def volume(self) -> np.ndarray:
+        """SR voxels in T2 units (SimpleITK order, output grid)."""
+        volume = np.zeros(tuple(reversed(self.grid.size)), dtype=np.float32)
+        out = to_slice_stack(volume, self.slice_axis)
+        self.progress(self.done, self.total)
 
         def run_batch(indices: Sequence[int], batch_device: torch.device) -> None:
             self._check_cancel()
             with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as an error
-                result = denormalize(self._batch(stack, indices, batch_device), t2_scale)
+                result = denormalize(self._batch(indices, batch_device), self.t2_scale)
             broken = int(np.count_nonzero(~np.isfinite(result)))
             if broken:
                 raise InferenceError(
@@ -186,24 +149,21 @@ class _SliceEngine:
             self.done += len(indices)
             self.progress(self.done, self.total)
 
-        # on the CPU one slice at a time unless batch_size says otherwise: a batch runs no faster per voxel there
-        # (docs/benchmarks.md), takes more memory, and runs the network on the union of its slices' content boxes
-        batch = 1 if batch_size is None and device.type == "cpu" else self.plan.batch_size
-        run_in_batches(self._largest_first(stack, busy) if batch == 1 else busy, batch, device, run_batch)
+        order = self._largest_first(self.busy) if self.batch_size == 1 else self.busy
+        run_in_batches(order, self.batch_size, self.device, run_batch)
         return volume
 
-    def _largest_first(self, stack: np.ndarray, indices: Sequence[int]) -> list[int]:
+    def _largest_first(self, indices: Sequence[int]) -> list[int]:
         """The slices `indices` by decreasing area of the map the network runs on (ties in order).
 
         Freed memory stays in the process during a run (allocator.py); when each slice's box is a little larger
         than the last, no freed block fits the next slice's maps and the heap grows. Largest first, every later
-        slice fits in what the first one freed: peak RSS above the input and output arrays on the mni240 x4
-        benchmark (bench/benchmark.py, every 4th slice) 1.81 GiB in slice order, 0.92 and 0.95 GiB largest first.
+        slice fits in what the first one freed.
         """
 
         def area(index: int) -> int:
-            box = self._content_box(torch.from_numpy(stack[index : index + 1]))
-            return stack[index].size if box is None else box.height * box.width
+            box = self._content_box(torch.from_numpy(self.stack[index : index + 1]))
+            return self.stack[index].size if box is None else box.height * box.width
 
         return sorted(indices, key=area, reverse=True)
 
@@ -211,10 +171,10 @@ class _SliceEngine:
         if self.cancel():
             raise InferenceCancelled("super-resolution cancelled; nothing was returned")
 
-    def _batch(self, stack: np.ndarray, indices: Sequence[int], device: torch.device) -> np.ndarray:
+    def _batch(self, indices: Sequence[int], device: torch.device) -> np.ndarray:
         """SR (B, s*h, s*w) of the slices `indices` of the LR stack: the network on their content box (cropping.py),
         the cubic upsampling around it, 0 where every LR sample the cubic upsampling reads is 0."""
-        lr = torch.from_numpy(np.ascontiguousarray(stack[list(indices)]))[:, None]
+        lr = torch.from_numpy(np.ascontiguousarray(self.stack[list(indices)]))[:, None]
         guide = None if self.guide is None else self._guide(indices)
         box = self._content_box(lr)
         if box is None:

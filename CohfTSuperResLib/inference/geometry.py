@@ -58,9 +58,20 @@ SPACING_TIE = 1e-3  # relative: spacings closer than this count as equal
 
 
 def acquisition_axis(spacing: tuple[float, ...]) -> int:
-    """The voxel axis of largest spacing (the thick-slice axis of a 2-D acquisition); 2 when it ties with the largest."""
-    largest = max(spacing)
-    if abs(spacing[2] - largest) <= SPACING_TIE * largest:
+    """The voxel axis of the acquisition (the slice axis) from the voxel spacing.
+
+    In-plane pixels are square in almost every MR acquisition, so the slice axis is the one whose spacing differs
+    from the two others (a 2 x 2 x 1 mm volume, an LR made from 1 mm data, is sliced along its 1 mm axis); when all
+    three differ, the thickest axis; when all three are equal, axis 2.
+    """
+    def same(a: float, b: float) -> bool:
+        return abs(a - b) <= SPACING_TIE * max(a, b)
+
+    for axis in (2, 1, 0):
+        others = [spacing[k] for k in range(3) if k != axis]
+        if same(*others) and not same(spacing[axis], others[0]):
+            return axis
+    if all(same(spacing[k], spacing[2]) for k in range(2)):
         return 2
     return int(np.argmax(spacing))
 
@@ -75,13 +86,6 @@ def check_direction(image: sitk.Image, role: str) -> None:
             f"the {role}'s direction matrix is not orthonormal (it holds a shear or scaling; deviation {deviation:.2g}): "
             "its output grid could not be stored faithfully; resample it onto an orthonormal grid first"
         )
-
-
-def check_slice_axis(slice_axis: int) -> int:
-    """The slice axis as an int in (0, 1, 2); InputError otherwise."""
-    if isinstance(slice_axis, bool) or not isinstance(slice_axis, (int, np.integer)) or slice_axis not in (0, 1, 2):
-        raise InputError(f"slice_axis must be 0, 1 or 2 (voxel axis i, j or k), got {slice_axis!r}")
-    return int(slice_axis)
 
 
 def output_grid(lr: Grid, scale: int, slice_axis: int = 2) -> Grid:
@@ -103,6 +107,11 @@ def slab(grid: Grid, start: int, stop: int, slice_axis: int) -> Grid:
 def to_slice_stack(array: np.ndarray, slice_axis: int) -> np.ndarray:
     """View of a SimpleITK-ordered array as (slices, rows, columns) along voxel axis slice_axis."""
     return np.moveaxis(array, 2 - slice_axis, 0)
+
+
+def image_stack(image: sitk.Image, slice_axis: int) -> np.ndarray:
+    """A float32 copy of an image's voxels as a (slices, rows, columns) stack along voxel axis slice_axis."""
+    return np.ascontiguousarray(to_slice_stack(sitk.GetArrayFromImage(image), slice_axis), dtype=np.float32)
 
 
 def from_slice_stack(stack: np.ndarray, slice_axis: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The one check of the volumes a super-resolution gets, before any model is loaded (no torch needed).
+"""The one check of the volumes a super-resolution gets, before any model is loaded (no torch needed): each
+problem fails with a specific InputError.
 
 The command line, the API (``inference.super_resolve``) and the 3D Slicer module all call
 ``check_inputs``; the Slicer module calls it in Slicer's own process, which never imports torch
@@ -13,18 +14,26 @@ import numpy as np
 import SimpleITK as sitk
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.inference.geometry import Grid, acquisition_axis, check_coverage, check_direction, check_slice_axis
+from CohfTSuperResLib.inference.geometry import Grid, acquisition_axis, check_coverage, check_direction
 from CohfTSuperResLib.imageio.normalize import robust_scale
-from CohfTSuperResLib.inference.validation import as_volume, check_scale, volume_array
+from CohfTSuperResLib.options import check_scale, check_slice_axis
 
 COVERAGE_WARNING = 0.999  # warn when less of the T2 than this lies inside the T1
+COMPLEX_PIXELS = {sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
+INTEGER_PIXELS = {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkInt32,
+                  sitk.sitkUInt64, sitk.sitkInt64}
+NEGATIVE_LEVEL = 0.01  # a voxel below -NEGATIVE_LEVEL x the robust scale counts as clearly negative
+NEGATIVE_FRACTION = 0.01  # ... and more than this fraction of such voxels is not an MR magnitude image
+LABEL_MAP_VALUES = 32  # an integer volume with at most this many distinct values is a label map, not an image
+LARGEST_INTENSITY = 1e30  # larger magnitudes would overflow float32 on the way through the network
+NIFTI_LABEL_INTENT = "1002"  # NIFTI_INTENT_LABEL
 
 
 @dataclass(frozen=True)
 class InputCheck:
     """The outcome of ``check_inputs``: the volumes as the engine will use them, and what to tell the user.
 
-    slice_axis: the acquisition axis used (given, or the thickest voxel axis). notes: one-line
+    slice_axis: the acquisition axis used (given, or geometry.acquisition_axis). notes: one-line
     decisions taken for the caller (the axis picked). warnings: one-line concerns (partial T1
     coverage). t1_coverage: fraction of the T2 inside the T1 (None without T1).
     """
@@ -45,8 +54,9 @@ class InputCheck:
 def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: int | None = None) -> InputCheck:
     """Every check of the volumes before any model is loaded; InputError with the reason when they can not be used.
 
-    slice_axis None picks the acquisition axis: the thickest voxel axis (2 on ties), with a note when that is
-    not axis 2. Checks: scale; 3-D scalar grey-level volumes (or one 2-D slice with a 2-D T1), finite,
+    slice_axis None picks the acquisition axis from the spacing (geometry.acquisition_axis: the axis whose spacing
+    differs from the two others, the thickest when all differ), with a note when that is not axis 2.
+    Checks: scale; 3-D scalar grey-level volumes (or one 2-D slice with a 2-D T1), finite,
     not constant, not a label map, not mostly negative, within float32's range; an orthonormal T2
     direction; a T1 that overlaps the T2 in physical space.
     """
@@ -69,8 +79,9 @@ def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: 
         slice_axis = acquisition_axis(t2.GetSpacing())
         if slice_axis != 2:
             spacing = t2.GetSpacing()
-            notes.append(f"the T2's thickest voxel axis is {slice_axis} ({spacing[slice_axis]:g} mm against "
-                         f"{min(spacing):g} mm): super-resolving the slices across it (set the slice axis to override)")
+            notes.append(f"the T2's slice axis is voxel axis {slice_axis} ({spacing[slice_axis]:g} mm, the other axes "
+                         f"{', '.join(f'{d:g}' for k, d in enumerate(spacing) if k != slice_axis)} mm): super-resolving "
+                         "the slices across it (set the slice axis to override)")
     t2_scale = _robust_scale(t2_voxels, "T2")
     t1_scale = fraction = None
     warned = []
@@ -88,3 +99,80 @@ def _robust_scale(voxels: np.ndarray, role: str) -> float:
         return robust_scale(voxels)
     except ValueError as error:
         raise InputError(f"the {role} can not be normalised: {error}") from error
+
+
+def volume_array(image: sitk.Image, role: str) -> np.ndarray:
+    """A float32 copy of a scalar 3-D volume's voxels, (k, j, i) order; InputError if it cannot be super-resolved.
+
+    Rejects non-images, images that are not 3-D, vector / RGB / complex pixels,
+    empty volumes, NaN or Inf voxels, constant volumes and volumes with many
+    clearly negative voxels (CT, phase or difference images). The image is not modified.
+    """
+    if not isinstance(image, sitk.Image):
+        raise InputError(f"{role} must be a SimpleITK image, got {type(image).__name__}")
+    if image.GetDimension() != 3:
+        raise InputError(
+            f"{role} must be a 3-D volume or a single 2-D slice, got a {image.GetDimension()}-D image "
+            "(a 4-D series holds several volumes: pick one)"
+        )
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetPixelID() in COMPLEX_PIXELS:
+        raise InputError(
+            f"{role} must have scalar voxels, got {image.GetPixelIDTypeAsString()} "
+            f"with {image.GetNumberOfComponentsPerPixel()} component(s); convert it to a grey-level volume"
+        )
+    if 0 in image.GetSize():
+        raise InputError(f"{role} is empty (size {image.GetSize()})")
+    voxels = sitk.GetArrayViewFromImage(image)
+    finite = np.isfinite(voxels)
+    if not finite.all():
+        first = tuple(int(i) for i in reversed(np.argwhere(~finite)[0]))
+        raise InputError(f"{role} has {int(finite.size - finite.sum()):,} NaN or Inf voxel(s) (the first at voxel "
+                         f"index {first}); fix or mask them first")
+    low, high = voxels.min(), voxels.max()
+    if low == high:
+        raise InputError(f"{role} is constant (every voxel is {low}); there is nothing to super-resolve")
+    if max(abs(float(low)), abs(float(high))) > LARGEST_INTENSITY:
+        raise InputError(f"{role} has intensities up to {max(abs(float(low)), abs(float(high))):.3g}, beyond what "
+                         "float32 processing can carry without overflow; rescale the volume first")
+    check_not_label_map(image, voxels, role)
+    voxels = voxels.astype(np.float32)
+    check_magnitude(voxels, role)
+    return voxels
+
+
+def check_not_label_map(image: sitk.Image, voxels: np.ndarray, role: str) -> None:
+    """InputError for a label map (segmentation): NIfTI label intent, Slicer segmentation metadata, or an integer
+    volume with at most LABEL_MAP_VALUES distinct values. Super-resolving labels as intensities gives nonsense."""
+    keys = set(image.GetMetaDataKeys())
+    labelled = (image.HasMetaDataKey("intent_code") and image.GetMetaData("intent_code").strip() == NIFTI_LABEL_INTENT
+                or any(key.startswith("Segment0_") for key in keys))
+    values = None
+    if not labelled and image.GetPixelID() in INTEGER_PIXELS:
+        values = np.unique(voxels)
+        labelled = values.size <= LABEL_MAP_VALUES
+    if labelled:
+        found = "" if values is None else f" ({values.size} distinct integer values)"
+        raise InputError(f"{role} is a label map{found}, not an MR image: labels can not be super-resolved as "
+                         "intensities; give the grey-level volume")
+
+
+def check_magnitude(voxels: np.ndarray, role: str) -> None:
+    """InputError when more than 1% of the voxels are clearly negative: MR magnitude images are >= 0.
+
+    Small negative values (interpolation or filtering ringing) are accepted.
+    """
+    positive = voxels[voxels > 0]
+    reference = float(np.percentile(positive, 99.5)) if positive.size else float(np.abs(voxels).max())
+    negative = float(np.mean(voxels < -NEGATIVE_LEVEL * reference))
+    if negative > NEGATIVE_FRACTION:
+        raise InputError(
+            f"{role} has {100 * negative:.1f}% clearly negative voxels (minimum {float(voxels.min()):g}); "
+            "Cohf-T works on MR magnitude images (>= 0): is this a CT, phase or difference image?"
+        )
+
+
+def as_volume(image: sitk.Image) -> sitk.Image:
+    """A 2-D slice as a one-slice 3-D volume (same in-plane geometry); other images unchanged."""
+    if isinstance(image, sitk.Image) and image.GetDimension() == 2:
+        return sitk.JoinSeries(image)
+    return image

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from CohfTSuperResLib.model.cohft_net import CohfTNet
-from CohfTSuperResLib.model.config import SCALES, VARIANTS, CohfTConfig, variant_config
+from CohfTSuperResLib.model.config import CohfTConfig, variant_config
 
-__all__ = ["CohfTConfig", "CohfTNet", "SCALES", "VARIANTS", "build_model", "count_parameters"]
+__all__ = ["CohfTConfig", "CohfTNet", "build_model", "count_parameters"]
 
 
 def build_model(variant: str = "S", scale: int = 2, **switches: Any) -> CohfTNet:

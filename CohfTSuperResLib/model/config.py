@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from CohfTSuperResLib.options import SCALES, VARIANTS as VARIANT_NAMES
+from CohfTSuperResLib.options import VARIANTS, check_scale
 
 ADAIN_MODULATIONS = ("pixel", "channel")
 CROSS_POSITIONS = ("none", "local")
@@ -56,8 +56,7 @@ class CohfTConfig:
     guide_input: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale not in SCALES:
-            raise ValueError(f"scale must be one of {SCALES}, got {self.scale}")
+        check_scale(self.scale)
         for name in ("dim", "stages", "rrdbs_per_stage", "rdbs_per_rrdb", "convs_per_rdb", "window", "intra_patch",
                      "inter_patch", "heads", "mlp_ratio"):
             value = getattr(self, name)
@@ -92,7 +91,7 @@ class CohfTConfig:
         return cls(**{**PAPER_TEXT_SWITCHES, **values})
 
 
-VARIANTS: dict[str, CohfTConfig] = {  # keyed by options.VARIANTS
+VARIANT_CONFIGS: dict[str, CohfTConfig] = {  # keyed by options.VARIANTS
     # Ours-S: d = 16, two stages, RRDBs of two RDBs of three convolutions.
     "S": CohfTConfig(dim=16, stages=2, rdbs_per_rrdb=2, convs_per_rdb=3),
     # Ours-M: d = 16, three stages, RRDBs of three RDBs of three convolutions.
@@ -102,11 +101,11 @@ VARIANTS: dict[str, CohfTConfig] = {  # keyed by options.VARIANTS
 }
 
 
-assert tuple(VARIANTS) == VARIANT_NAMES, "options.VARIANTS and the variant configs must list the same variants"
+assert tuple(VARIANT_CONFIGS) == VARIANTS, "options.VARIANTS and the variant configs must list the same variants"
 
 
 def variant_config(variant: str, scale: int, **switches: Any) -> CohfTConfig:
     """Config of a named variant at a scale, with optional ablation switches."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    return replace(VARIANTS[variant], scale=scale, **switches)
+    if variant not in VARIANT_CONFIGS:
+        raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(VARIANT_CONFIGS)}")
+    return replace(VARIANT_CONFIGS[variant], scale=scale, **switches)

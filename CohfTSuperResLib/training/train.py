@@ -20,7 +20,7 @@ iterations, batch 4, the loss of Sec. 3.1 (alpha 0.95, lambda 0.5). ``--optimize
 (default): decoupled weight decay, none on biases, normalisation parameters, attention query / key
 projections and position biases. ``--optimizer adam`` is the paper's text: Adam with an L2 term of
 ``--weight-decay`` on every parameter, which walks the attention's query / key weights to zero
-(the collapse found in release 0.1.0's models). The network's switches (``--cross-position``,
+(see the model card). The network's switches (``--cross-position``,
 ``--adain-modulation``, ``--no-guide-input``, ...) are stored in the weights' header.
 
 Outputs in ``--out``: ``checkpoint/`` (model + optimiser state + RNG, safetensors and JSON, no pickle;
@@ -47,35 +47,29 @@ import csv
 import hashlib
 import json
 import math
-import os
 import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from CohfTSuperResLib.training.checkpoint import load_checkpoint, save_checkpoint
-from CohfTSuperResLib.inference.devices import resolve_device
-from CohfTSuperResLib.training.attention_health import attention_report, summary
-from CohfTSuperResLib.errors import InputError, WeightsError
-from CohfTSuperResLib.training.losses import CohfTLoss
-from CohfTSuperResLib.evaluation.metrics import psnr, ssim
-from CohfTSuperResLib.model import CohfTNet, build_model, count_parameters
-from CohfTSuperResLib.model.attention import BasicAttention
-from CohfTSuperResLib.model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
-from CohfTSuperResLib.model.layers import LayerNorm2d
-from CohfTSuperResLib.weights.registry import find_model
-from CohfTSuperResLib.options import SCALES, VARIANTS
+from CohfTSuperResLib.data.degradations import GUIDE_PARTS, GuideRandomisation, IntensityAugmentation
 from CohfTSuperResLib.data.pack import PackVolume, build_pack, read_pack, slice_sets
-from CohfTSuperResLib.data.guide_randomisation import GUIDE_PARTS, GuideRandomisation
-from CohfTSuperResLib.data.patches import IntensityAugmentation, PatchSampler, SliceSet
+from CohfTSuperResLib.data.patches import PatchSampler
+from CohfTSuperResLib.errors import InputError, WeightsError
+from CohfTSuperResLib.model import CohfTNet, build_model, count_parameters
+from CohfTSuperResLib.model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
+from CohfTSuperResLib.options import SCALES, VARIANTS
+from CohfTSuperResLib.training.checkpoint import load_checkpoint, save_checkpoint
+from CohfTSuperResLib.training.distributed import Distributed
+from CohfTSuperResLib.training.losses import CohfTLoss
+from CohfTSuperResLib.training.optimisation import OPTIMIZERS, lr_at, make_optimizer
+from CohfTSuperResLib.training.validation import attention_health, log, on_device, validate
+from CohfTSuperResLib.weights.registry import find_model
 from CohfTSuperResLib.weights.storage import load_model, save_weights, sha256_of
-
-OPTIMIZERS = ("adamw", "adam")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,32 +138,6 @@ def state_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weights; none on biases, normalisation parameters, attention query / key
-    projections and position biases (decay pulls those towards uniform attention)."""
-    exempt: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, LayerNorm2d):
-            exempt.update(id(p) for p in module.parameters())
-        elif isinstance(module, BasicAttention):
-            exempt.update(id(p) for p in (*module.to_q.parameters(), *module.to_k.parameters()))
-            if module.relative_bias is not None:
-                exempt.add(id(module.relative_bias))
-    decay, plain = [], []
-    for name, parameter in model.named_parameters():
-        (plain if id(parameter) in exempt or name.endswith(".bias") else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: torch.nn.Module, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """'adamw' (decoupled decay on parameter_groups) or 'adam' (the paper's text: L2 on every parameter)."""
-    if kind == "adamw":
-        return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
-    if kind == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {kind!r}; use one of {OPTIMIZERS}")
-
-
 def training_volumes(args: argparse.Namespace, log: Any) -> tuple[list[PackVolume], str]:
     """The pack's volumes (read, or built from the manifest) and a name of the source for messages."""
     if args.pack is not None:
@@ -200,102 +168,6 @@ def load_initial_weights(model: CohfTNet, source: str, variant: str) -> dict[str
     return {"source": source, "path": str(path), "sha256": digest}
 
 
-def lr_at(iteration: int, base: float, halve_every: int) -> float:
-    return base * 0.5 ** (iteration // max(1, halve_every))
-
-
-class _Distributed:
-    def __init__(self, device_arg: str) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.device = resolve_device(device_arg)  # under torchrun, the GPU of this process's LOCAL_RANK
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        self.enabled = self.world > 1
-        if self.enabled and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def agree(self, flags: list[int]) -> list[int]:
-        """Rank 0's flags on every rank."""
-        if not self.enabled:
-            return flags
-        tensor = torch.tensor(flags, dtype=torch.int64, device=self.device if self.device.type == "cuda" else "cpu")
-        dist.broadcast(tensor, 0)
-        return [int(x) for x in tensor.tolist()]
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def moved_one_voxel(t1: np.ndarray) -> np.ndarray:
-    """The slice's content moved by one voxel down and right (zero filled): the validation's misregistered T1."""
-    moved = np.zeros_like(t1)
-    moved[1:, 1:] = t1[:-1, :-1]
-    return moved
-
-
-@torch.no_grad()
-def validate(model: torch.nn.Module, data: SliceSet, use_t1: bool, device: torch.device, max_slices: int | None,
-             bf16: bool = False) -> dict[str, float]:
-    """Mean PSNR / SSIM (data range 1 on the normalised scale) over whole validation slices, for a guided model
-    also the PSNR with the T1 moved by one voxel in-plane; val_score is what checkpoints are selected on."""
-    was_training = model.training
-    model.eval()
-    scores_p, scores_s, scores_moved = [], [], []
-    pairs = data.slices()
-    if max_slices is not None and len(pairs) > max_slices:
-        pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, max_slices).round()]
-
-    def predict(lr: np.ndarray, t1: np.ndarray | None) -> np.ndarray:
-        lr_t = _on_device(torch.from_numpy(lr)[None, None], device)
-        t1_t = None if t1 is None else _on_device(torch.from_numpy(np.ascontiguousarray(t1))[None, None], device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            sr, _ = model(lr_t, t1_t)
-        return sr.float()[0, 0].cpu().numpy()
-
-    for volume, index in pairs:
-        lr, hr, t1 = data.lr[volume][index], data.hr[volume][index], data.t1[volume][index]
-        sr = predict(lr, t1 if use_t1 else None)
-        scores_p.append(psnr(sr, hr, 1.0))
-        scores_s.append(ssim(sr, hr, 1.0))
-        if use_t1:
-            scores_moved.append(psnr(predict(lr, moved_one_voxel(t1)), hr, 1.0))
-    model.train(was_training)
-    metrics = {"val_psnr": float(np.mean(scores_p)), "val_ssim": float(np.mean(scores_s)), "val_slices": len(pairs)}
-    if use_t1:
-        metrics["val_psnr_moved_t1"] = float(np.mean(scores_moved))
-    metrics["val_score"] = float(np.mean([metrics["val_psnr"], metrics.get("val_psnr_moved_t1", metrics["val_psnr"])]))
-    return metrics
-
-
-def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """x on the device in channels-last layout (the convolutions' fastest; the model is channels-last too)."""
-    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-
-
-@torch.no_grad()
-def attention_health(model: CohfTNet, data: SliceSet, use_t1: bool, device: torch.device) -> dict[str, float]:
-    """diagnostics.summary of the attention modules on the middle validation slice."""
-    volume, index = data.slices()[data.num_slices // 2]
-    lr = _on_device(torch.from_numpy(data.lr[volume][index])[None, None], device)
-    t1 = _on_device(torch.from_numpy(data.t1[volume][index])[None, None], device) if use_t1 else None
-    report = attention_report(model, lr, t1)
-    collapsed = [row.name for row in report if row.collapsed or (row.cross_modal and row.uniform)]
-    if collapsed:
-        _log(f"warning: attention collapsed (query/key weights near zero, or uniform inter-modality attention) in "
-             f"{', '.join(collapsed)}")
-    return {key: round(value, 6) for key, value in summary(report).items()}
-
-
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as handle:
@@ -303,10 +175,6 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _hardware(device: torch.device) -> str:
@@ -319,12 +187,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run (or resume) training; return the summary written to run.json."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    # Weights that decay towards zero become subnormal floats, which x86 CPUs compute tens of times slower
-    # (measured: a run with the paper's L2 decay slowed from 0.6 to over 6 s per iteration); flush them to zero.
+    # Weights that decay towards zero become subnormal floats, which x86 CPUs compute many times slower; flush them.
     torch.set_flush_denormal(True)
-    env = _Distributed(args.device)
+    env = Distributed(args.device)
     try:
-        summary = _train_on(env, args)
+        trainer = Trainer(env, args)
+        iteration = trainer.loop()
+        summary = trainer.finish(iteration)
         # Every rank waits here before the group is torn down: a rank that closed its connections while rank 0
         # was still writing the results aborted in CI ("terminate called without an active exception").
         env.barrier()
@@ -333,150 +202,171 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         env.close()
 
 
-def _train_on(env: _Distributed, args: argparse.Namespace) -> dict[str, Any]:
-    device = env.device
-    out: Path = args.out
-    log = _log if env.main else (lambda _message: None)
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-    use_t1 = not args.no_t1
-    started = time.time()
-    volumes, source = training_volumes(args, log)
-    missing = sorted({volume.name for volume in volumes if not volume.has_t1})
-    if use_t1 and missing:
-        raise InputError(f"{source}: no t1 for {missing}; give one or train with --no-t1")
-    train_data, val_data = slice_sets(volumes, args.scale)
-    if val_data.num_slices == 0:
-        raise InputError(f"{source}: no validation slices; mark a row with role 'val' or 'split'")
-    log(f"data: {train_data.num_slices} training slices from {len(train_data.names)} volumes, "
-        f"{val_data.num_slices} validation slices ({time.time() - started:.0f} s)")
-    torch.manual_seed(args.seed)
-    model = build_model(args.variant, args.scale, use_t1=use_t1, inter_head=not args.no_inter_head,
-                        adain=not args.no_adain, adain_modulation=args.adain_modulation,
-                        cross_position=args.cross_position, guide_input=not args.no_guide_input)
-    model = model.to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, args.optimizer, args.lr, args.weight_decay)
-    state: dict[str, Any] = {"iteration": 0, "best_val_score": -math.inf, "train_seconds": 0.0, "best": None}
-    if args.resume:
-        state = load_checkpoint(out / "checkpoint", model, optimizer)
-        log(f"resumed from iteration {state['iteration']}")
-    elif args.init is not None:
-        state["init"] = load_initial_weights(model, args.init, args.variant)
-        log(f"starting from {state['init']['path']} (sha256 {state['init']['sha256'][:12]}...)")
-    net = model
-    if env.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    criterion = CohfTLoss(args.alpha, args.lam)
-    guide = guide_randomisation(args.guide_randomisation) if use_t1 else None
-    sampler = PatchSampler(train_data, args.patch, args.batch_size, seed=args.seed, rank=env.rank,
-                           augment=not args.no_augment,
-                           intensity=None if args.no_intensity_augment else IntensityAugmentation(), guide=guide)
-    log(f"model {args.variant} x{args.scale} {'with' if use_t1 else 'without'} T1: "
-        f"{count_parameters(model):,} parameters, device {_hardware(device)}, world size {env.world}; "
-        f"LR patches of {sampler.patch_shape[0]} x {sampler.patch_shape[1]}; guide randomisation: "
-        f"{', '.join(guide.active) if guide is not None and guide.active else 'none'}")
+class Trainer:
+    """One training run: data, model, optimiser and state set up once; then `step`, `checkpoint` and `finish`."""
 
-    def checkpoint(iteration: int) -> dict[str, float]:
-        metrics = {}
+    def __init__(self, env: Distributed, args: argparse.Namespace) -> None:
+        self.env, self.args, self.device, self.out = env, args, env.device, args.out
+        self.log = log if env.main else (lambda _message: None)
         if env.main:
-            metrics = validate(model, val_data, use_t1, device, args.val_max_slices, args.bf16)
-            metrics.update(attention_health(model, val_data, use_t1, device))
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.use_t1 = not args.no_t1
+        started = time.time()
+        volumes, source = training_volumes(args, self.log)
+        missing = sorted({volume.name for volume in volumes if not volume.has_t1})
+        if self.use_t1 and missing:
+            raise InputError(f"{source}: no t1 for {missing}; give one or train with --no-t1")
+        self.train_data, self.val_data = slice_sets(volumes, args.scale)
+        if self.val_data.num_slices == 0:
+            raise InputError(f"{source}: no validation slices; mark a row with role 'val' or 'split'")
+        self.log(f"data: {self.train_data.num_slices} training slices from {len(self.train_data.names)} volumes, "
+                 f"{self.val_data.num_slices} validation slices ({time.time() - started:.0f} s)")
+        torch.manual_seed(args.seed)
+        model = build_model(args.variant, args.scale, use_t1=self.use_t1, inter_head=not args.no_inter_head,
+                            adain=not args.no_adain, adain_modulation=args.adain_modulation,
+                            cross_position=args.cross_position, guide_input=not args.no_guide_input)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model, args.optimizer, args.lr, args.weight_decay)
+        self.state: dict[str, Any] = {"iteration": 0, "best_val_score": -math.inf, "train_seconds": 0.0, "best": None}
+        if args.resume:
+            self.state = load_checkpoint(self.out / "checkpoint", self.model, self.optimizer)
+            self.log(f"resumed from iteration {self.state['iteration']}")
+        elif args.init is not None:
+            self.state["init"] = load_initial_weights(self.model, args.init, args.variant)
+            self.log(f"starting from {self.state['init']['path']} (sha256 {self.state['init']['sha256'][:12]}...)")
+        self.net = self.model
+        if env.enabled:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.criterion = CohfTLoss(args.alpha, args.lam)
+        self.guide = guide_randomisation(args.guide_randomisation) if self.use_t1 else None
+        self.sampler = PatchSampler(self.train_data, args.patch, args.batch_size, seed=args.seed, rank=env.rank,
+                                    augment=not args.no_augment,
+                                    intensity=None if args.no_intensity_augment else IntensityAugmentation(),
+                                    guide=self.guide)
+        parts = ", ".join(self.guide.active) if self.guide is not None and self.guide.active else "none"
+        self.log(f"model {args.variant} x{args.scale} {'with' if self.use_t1 else 'without'} T1: "
+                 f"{count_parameters(self.model):,} parameters, device {_hardware(self.device)}, world size "
+                 f"{env.world}; LR patches of {self.sampler.patch_shape[0]} x {self.sampler.patch_shape[1]}; guide "
+                 f"randomisation: {parts}")
+
+    def step(self, iteration: int) -> dict[str, torch.Tensor]:
+        """One optimiser step on the batch of `iteration`; the loss and its parts."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(iteration, self.args.lr, self.args.lr_halve_every)
+        lr_patch, hr_patch, t1_patch = (on_device(x, self.device) for x in self.sampler.batch(iteration))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
+            sr, grad = self.net(lr_patch, t1_patch if self.use_t1 else None)
+        parts = self.criterion.components(sr.float(), grad.float(), hr_patch)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        self.optimizer.step()
+        return parts
+
+    def checkpoint(self, iteration: int) -> dict[str, float]:
+        """Validate, keep the best weights, write the checkpoint and the validation log (rank 0); all ranks wait."""
+        metrics: dict[str, float] = {}
+        if self.env.main:
+            state = self.state
+            metrics = validate(self.model, self.val_data, self.use_t1, self.device, self.args.val_max_slices,
+                               self.args.bf16)
+            metrics.update(attention_health(self.model, self.val_data, self.use_t1, self.device))
             if metrics["val_score"] > state["best_val_score"]:
                 state["best_val_score"] = metrics["val_score"]
                 state["best"] = {"iteration": iteration, **metrics}
-                save_weights(model, out / "best.safetensors", _weights_metadata(args, iteration, metrics))
+                save_weights(self.model, self.out / "best.safetensors", _weights_metadata(self.args, iteration, metrics))
             state["iteration"] = iteration
-            save_checkpoint(out / "checkpoint", model, optimizer, state)
-            _append_csv(out / "val_log.csv", {"iteration": iteration, "train_seconds": round(state["train_seconds"], 1),
-                                              **metrics, "best_val_score": state["best_val_score"]})
+            save_checkpoint(self.out / "checkpoint", self.model, self.optimizer, state)
+            _append_csv(self.out / "val_log.csv", {"iteration": iteration,
+                                                   "train_seconds": round(state["train_seconds"], 1), **metrics,
+                                                   "best_val_score": state["best_val_score"]})
             moved = f", moved T1 {metrics['val_psnr_moved_t1']:.3f} dB" if "val_psnr_moved_t1" in metrics else ""
-            log(f"iteration {iteration}: val PSNR {metrics['val_psnr']:.3f} dB{moved}, SSIM {metrics['val_ssim']:.4f} "
-                f"(best score {state['best_val_score']:.3f} at {state['best']['iteration']})")
-        env.barrier()
+            self.log(f"iteration {iteration}: val PSNR {metrics['val_psnr']:.3f} dB{moved}, SSIM "
+                     f"{metrics['val_ssim']:.4f} (best score {state['best_val_score']:.3f} at "
+                     f"{state['best']['iteration']})")
+        self.env.barrier()
         return metrics
 
-    iteration = int(state["iteration"])
-    loop_start = time.time()
-    last_checkpoint = time.time()
-    budget = None if args.time_budget_minutes is None else 60.0 * args.time_budget_minutes
-    progress = None
-    if env.main and not args.no_progress:
-        from tqdm import tqdm
-        progress = tqdm(total=args.iterations, initial=iteration, unit="it", mininterval=5 if sys.stderr.isatty()
-                        else 60, file=sys.stderr, dynamic_ncols=True)
-    running: dict[str, float] = {}
-    count = 0
-    step_start = time.time()
-    window_seconds = state["train_seconds"]  # training time (no checkpoints) at the last log row
-    model.train()
-    while True:
-        now = time.time()
-        stop = iteration >= args.iterations or (budget is not None and now - loop_start >= budget)
-        save = (now - last_checkpoint >= 60.0 * args.checkpoint_minutes
-                or (args.checkpoint_every is not None and iteration > 0 and iteration % args.checkpoint_every == 0
-                    and iteration != state.get("iteration")))
-        stop, save = env.agree([int(stop), int(save)])
-        if stop:
-            break
-        if save:
-            state["train_seconds"] += time.time() - step_start
-            checkpoint(iteration)
-            last_checkpoint = step_start = time.time()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(iteration, args.lr, args.lr_halve_every)
-        lr_patch, hr_patch, t1_patch = (_on_device(x, device) for x in sampler.batch(iteration))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            sr, grad = net(lr_patch, t1_patch if use_t1 else None)
-        parts = criterion.components(sr.float(), grad.float(), hr_patch)
-        optimizer.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        optimizer.step()
-        iteration += 1
-        for key in ("total", "mse_image", "ssim_image"):
-            running[key] = running.get(key, 0.0) + float(parts[key].detach())
-        count += 1
-        if progress is not None:
-            progress.update(1)
-        if env.main and iteration % args.log_every == 0:
-            trained = state["train_seconds"] + time.time() - step_start
-            row = {"iteration": iteration, "lr": optimizer.param_groups[0]["lr"],
-                   **{f"loss_{k}" if k == "total" else k: v / count for k, v in running.items()},
-                   "train_seconds": round(trained, 1), "sec_per_it": round((trained - window_seconds) / count, 4)}
-            window_seconds = trained
-            _append_csv(out / "train_log.csv", row)
+    def loop(self) -> int:
+        """Steps until the iteration count or the time budget, checkpointing on the way; the last iteration."""
+        args, state = self.args, self.state
+        iteration = int(state["iteration"])
+        loop_start = last_checkpoint = step_start = time.time()
+        budget = None if args.time_budget_minutes is None else 60.0 * args.time_budget_minutes
+        progress = None
+        if self.env.main and not args.no_progress:
+            from tqdm import tqdm
+            progress = tqdm(total=args.iterations, initial=iteration, unit="it", file=sys.stderr,
+                            mininterval=5 if sys.stderr.isatty() else 60, dynamic_ncols=True)
+        running: dict[str, float] = {}
+        count = 0
+        window_seconds = state["train_seconds"]  # training time (no checkpoints) at the last log row
+        self.model.train()
+        while True:
+            now = time.time()
+            stop = iteration >= args.iterations or (budget is not None and now - loop_start >= budget)
+            save = (now - last_checkpoint >= 60.0 * args.checkpoint_minutes
+                    or (args.checkpoint_every is not None and iteration > 0 and iteration % args.checkpoint_every == 0
+                        and iteration != state.get("iteration")))
+            stop, save = self.env.agree([int(stop), int(save)])
+            if stop:
+                break
+            if save:
+                state["train_seconds"] += time.time() - step_start
+                self.checkpoint(iteration)
+                last_checkpoint = step_start = time.time()
+            parts = self.step(iteration)
+            iteration += 1
+            for key in ("total", "mse_image", "ssim_image"):
+                running[key] = running.get(key, 0.0) + float(parts[key].detach())
+            count += 1
             if progress is not None:
-                progress.set_postfix(loss=f"{row['loss_total']:.4f}", refresh=False)
-            running, count = {}, 0
-    state["train_seconds"] += time.time() - step_start
-    if progress is not None:
-        progress.close()
-    final = checkpoint(iteration)
-    digests = [state_digest(model)]
-    if env.enabled:
-        gathered: list[Any] = [None] * env.world
-        dist.all_gather_object(gathered, digests[0])
-        digests = gathered
-    summary: dict[str, Any] = {}
-    if env.main:
-        save_weights(model, out / "last.safetensors", _weights_metadata(args, iteration, final))
+                progress.update(1)
+            if self.env.main and iteration % args.log_every == 0:
+                trained = state["train_seconds"] + time.time() - step_start
+                row = {"iteration": iteration, "lr": self.optimizer.param_groups[0]["lr"],
+                       **{f"loss_{k}" if k == "total" else k: v / count for k, v in running.items()},
+                       "train_seconds": round(trained, 1), "sec_per_it": round((trained - window_seconds) / count, 4)}
+                window_seconds = trained
+                _append_csv(self.out / "train_log.csv", row)
+                if progress is not None:
+                    progress.set_postfix(loss=f"{row['loss_total']:.4f}", refresh=False)
+                running, count = {}, 0
+        state["train_seconds"] += time.time() - step_start
+        if progress is not None:
+            progress.close()
+        return iteration
+
+    def finish(self, iteration: int) -> dict[str, Any]:
+        """The last checkpoint, the last weights and run.json (rank 0), with every rank's weight checksum."""
+        final = self.checkpoint(iteration)
+        digests = [state_digest(self.model)]
+        if self.env.enabled:
+            gathered: list[Any] = [None] * self.env.world
+            dist.all_gather_object(gathered, digests[0])
+            digests = gathered
+        if not self.env.main:
+            return {}
+        args, state = self.args, self.state
+        save_weights(self.model, self.out / "last.safetensors", _weights_metadata(args, iteration, final))
         summary = {
             "command": "cohft-sr " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cohft-sr")
             else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "iterations": iteration, "train_seconds": round(state["train_seconds"], 1),
             "best": state["best"], "final": {"iteration": iteration, **final}, "init": state.get("init"),
-            "hardware": _hardware(device), "world_size": env.world, "torch": torch.__version__,
+            "hardware": _hardware(self.device), "world_size": self.env.world, "torch": torch.__version__,
             "rank_weights_sha256": digests,
-            "guide_randomisation": None if guide is None else guide.to_dict(),
-            "data": {"train_volumes": train_data.names, "train_slices": train_data.num_slices,
-                     "val_volumes": val_data.names, "val_slices": val_data.num_slices},
+            "guide_randomisation": None if self.guide is None else self.guide.to_dict(),
+            "data": {"train_volumes": self.train_data.names, "train_slices": self.train_data.num_slices,
+                     "val_volumes": self.val_data.names, "val_slices": self.val_data.num_slices},
         }
-        (out / "run.json").write_text(json.dumps(summary, indent=1))
+        (self.out / "run.json").write_text(json.dumps(summary, indent=1))
         if len(set(digests)) > 1:
-            log(f"warning: the ranks ended with different weights: {digests}")
-        log(f"done: {iteration} iterations, {state['train_seconds'] / 60:.1f} min of training, "
-            f"best val score {state['best_val_score']:.3f} dB at iteration {state['best']['iteration']}")
-    return summary
+            self.log(f"warning: the ranks ended with different weights: {digests}")
+        self.log(f"done: {iteration} iterations, {state['train_seconds'] / 60:.1f} min of training, "
+                 f"best val score {state['best_val_score']:.3f} dB at iteration {state['best']['iteration']}")
+        return summary
 
 
 def guide_randomisation(parts: str) -> GuideRandomisation:

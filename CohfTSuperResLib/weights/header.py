@@ -1,4 +1,5 @@
-"""The header of a safetensors weights file, read without torch or the safetensors package.
+"""The header of a safetensors weights file, read without torch or the safetensors package, and whether the model
+it describes fits a request.
 
 A safetensors file starts with the length of its JSON header (8 bytes, little endian) and the header,
 whose ``__metadata__`` holds this library's strings: the network configuration under ``CONFIG_KEY``
@@ -56,3 +57,15 @@ def stored_config(metadata: dict[str, Any], name: str) -> dict[str, Any]:
     if isinstance(metadata[CONFIG_KEY], str):
         raise WeightsError(f"{name} has a Cohf-T configuration that is not CohfTSuperRes metadata (not JSON)")
     return metadata[CONFIG_KEY]
+
+
+def fit_problem(name: str, model_scale: int, model_use_t1: bool, scale: int, use_t1: bool) -> str | None:
+    """Why the model `name` (of model_scale, trained with or without the T1) can not serve a run at `scale` with or
+    without a T1, or None: the one rule the engine and the Slicer module apply."""
+    if model_scale != scale:
+        return f"{name} super-resolves x{model_scale}, but scale x{scale} was asked for"
+    if model_use_t1 and not use_t1:
+        return f"{name} needs the registered HR T1 guide; none was given"
+    if not model_use_t1 and use_t1:
+        return f"{name} was trained without a T1 guide: run it without the T1"
+    return None

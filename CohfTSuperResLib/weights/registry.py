@@ -27,11 +27,14 @@ MANIFEST_NAME = "models.json"
 
 
 def installed_folder(name: str, manifest: str, environment: str) -> Path:
-    """The first folder holding `manifest` of: $environment, Resources/<name> beside the library (source tree and
-    Slicer install), <prefix>/share/CohfTSuperRes/<name> (pip install); the first candidate when none has it."""
+    """The first folder holding `manifest` of: $environment, Resources/<name> inside the library's folder (3D Slicer
+    install), Resources/<name> beside it (source tree), <prefix>/share/CohfTSuperRes/<name> (pip install); the
+    first candidate when none has it."""
+    package = Path(__file__).resolve().parents[1]
     candidates = [Path(os.environ[environment])] if os.environ.get(environment) else []
     candidates += [
-        Path(__file__).resolve().parents[2] / "Resources" / name,
+        package / "Resources" / name,
+        package.parent / "Resources" / name,
         Path(sys.prefix) / "share" / "CohfTSuperRes" / name,
     ]
     for folder in candidates:
@@ -41,7 +44,8 @@ def installed_folder(name: str, manifest: str, environment: str) -> Path:
 
 
 def models_dir() -> Path:
-    """Folder of the shipped models: $COHFT_SR_MODELS, Resources/Models or <prefix>/share/CohfTSuperRes/Models."""
+    """Folder of the shipped models (installed_folder: $COHFT_SR_MODELS, the Slicer install, the source tree or a
+    pip install)."""
     return installed_folder("Models", MANIFEST_NAME, MODELS_ENV)
 
 
@@ -95,6 +99,13 @@ def shipped_models() -> list[ShippedModel]:
     return models
 
 
+def describe_models(keys: list[tuple[str, int, bool]]) -> str:
+    """Models in words, those with the T1 guide first: e.g. 'S x2, S x4 (with T1); S x4 (without T1)', or 'none'."""
+    parts = [f"{', '.join(f'{v} x{s}' for v, s, t1 in keys if t1 == guided)} ({'with' if guided else 'without'} T1)"
+             for guided in (True, False) if any(t1 == guided for _v, _s, t1 in keys)]
+    return "; ".join(parts) or "none"
+
+
 def available_models() -> list[tuple[str, int, bool]]:
     """(variant, scale, use_t1) of every shipped model, in the manifest's order: the choices a user has."""
     return [model.key for model in shipped_models()]
@@ -106,9 +117,8 @@ def find_model(variant: str, scale: int, use_t1: bool = True) -> ShippedModel:
     for model in models:
         if (model.variant, model.scale, model.use_t1) == (variant, scale, use_t1):
             return model
-    available = ", ".join(f"{m.variant} x{m.scale}{'' if m.use_t1 else ' (no T1)'}" for m in models) or "none"
     guide = "with" if use_t1 else "without"
     raise WeightsError(
         f"no shipped model for variant {variant} at scale x{scale} {guide} the T1 guide "
-        f"(shipped: {available}; folder {models_dir()})"
+        f"(shipped: {describe_models([m.key for m in models])}; folder {models_dir()})"
     )

@@ -57,8 +57,23 @@ macro(add_subdirectory dir)
   list(GET _standin_dir 1 CMAKE_CURRENT_BINARY_DIR)
 endmacro()
 
+# install(FILES ... DESTINATION ... [COMPONENT ...]): each file recorded with its install path (the
+# missing-file check CMake makes at install time is made here at once); other forms are not modelled.
 function(install)
-  message(FATAL_ERROR "stand-in: a direct install(${ARGN}) is not modelled; add it to Testing/cmake/SlicerStandin.cmake")
+  cmake_parse_arguments(MY "" "DESTINATION;COMPONENT" "FILES" ${ARGN})
+  if(NOT MY_FILES OR NOT DEFINED MY_DESTINATION OR MY_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "stand-in: install(${ARGN}) is not modelled; add it to Testing/cmake/SlicerStandin.cmake")
+  endif()
+  foreach(file ${MY_FILES})
+    get_filename_component(src ${file} ABSOLUTE BASE_DIR ${CMAKE_CURRENT_SOURCE_DIR})
+    if(NOT EXISTS ${src})
+      message(FATAL_ERROR "stand-in: install(FILES) given the nonexistent file '${src}'")
+    endif()
+    get_filename_component(name ${src} NAME)
+    get_filename_component(installed ${MY_DESTINATION}/${name} ABSOLUTE BASE_DIR /)
+    string(REGEX REPLACE "^/" "" installed "${installed}")
+    _standin_record(file install ${src} ${installed})
+  endforeach()
 endfunction()
 
 # --- Slicer / CTK macros ---
