@@ -71,6 +71,7 @@ def _held_out_report(model: torch.nn.Module, held_out: SliceSet) -> dict[str, fl
     return summary(attention_report(model, lr, t1))
 
 
+@pytest.mark.slow  # a few hundred training steps
 def test_training_keeps_the_inter_modality_attention_alive(real_slices) -> None:
     train_set, held_out = real_slices
     torch.manual_seed(0)
@@ -81,6 +82,7 @@ def test_training_keeps_the_inter_modality_attention_alive(real_slices) -> None:
     assert health["cross_entropy"] < 0.99
 
 
+@pytest.mark.slow  # a few hundred training steps
 def test_the_papers_optimiser_collapses_the_query_key_weights(real_slices) -> None:
     """The same run with Adam + L2 on every weight (release 0.1.0) fails the test above: this is what it guards."""
     train_set, _held_out = real_slices

@@ -271,9 +271,9 @@ def test_weight_bounds_hold_and_select_the_chunked_path(grouping, monkeypatch):
     assert accelerate(BasicAttention(16, 4, 5, "window", 6))._weight_bounds() is None  # patch tokens: from the data
 
 
-def test_engine_runs_one_slice_batches_largest_box_first(tmp_path, monkeypatch):
-    """Largest first, so the memory freed after the first slice serves the later ones (inference.py); every slice
-    still lands in its own place."""
+def test_engine_runs_one_slice_batches_each_on_its_own_box(tmp_path, monkeypatch):
+    """One slice per CPU batch, each on its own box (whatever the order the engine picks): every slice lands in its
+    own place."""
     voxels = np.zeros((4, 90, 120), dtype=np.float32)
     for index, half in enumerate((5, 25, 15, 35)):  # heads of growing and shrinking size
         voxels[index, 45 - half : 45 + half, 60 - half : 60 + half] = 100.0 + index
@@ -286,10 +286,7 @@ def test_engine_runs_one_slice_batches_largest_box_first(tmp_path, monkeypatch):
     monkeypatch.setattr(TorchRunner, "run", lambda self, lr, t1, device: seen.append(
         (lr.shape[-2] * lr.shape[-1], float(lr.amax()))) or original(self, lr, t1, device))
     result = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights, device="cpu"))
-    areas = [area for area, _peak in seen]
-    assert areas == sorted(areas, reverse=True) and len(set(areas)) > 1
-    order = [int(round(peak * 100)) for _area, peak in seen]  # which slice ran: its normalised level
-    assert order != sorted(order)
+    assert len({area for area, _peak in seen}) > 1  # each slice ran on its own box
     for index in range(4):  # each output slice from its own input slice: brightest where its head is
         assert result[index][90, 120] > 0.5 * (100.0 + index)
 

@@ -35,7 +35,8 @@ def test_forward_shapes_every_variant_scale_small_size(variant, scale, size):
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("size", SLICE_SIZES)
+@pytest.mark.parametrize("size", [pytest.param(size, marks=pytest.mark.slow) if size == (348, 384) else size
+                                  for size in SLICE_SIZES])
 def test_variant_s_on_real_slice_sizes(scale, size):
     torch.manual_seed(0)
     model = build_model("S", scale).eval()

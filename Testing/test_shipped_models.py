@@ -101,6 +101,7 @@ def _shipped(scale: int, use_t1: bool = True) -> bool:
     return ("S", scale, use_t1) in available_models()
 
 
+@pytest.mark.slow  # the shipped models on held-out data
 @pytest.mark.parametrize("scale", SCALES)
 def test_guided_model_beats_bicubic_on_held_out_slices(held_out_psnr, scale):
     gain = held_out_psnr(scale, "registered") - held_out_psnr(scale, "bicubic")
@@ -108,6 +109,7 @@ def test_guided_model_beats_bicubic_on_held_out_slices(held_out_psnr, scale):
     assert gain >= MIN_GAIN_DB[scale], f"x{scale} with T1: {gain:+.2f} dB over bicubic"
 
 
+@pytest.mark.slow  # the shipped models on held-out data
 @pytest.mark.parametrize("scale", SCALES)
 def test_unguided_model_beats_bicubic_on_held_out_slices(held_out_psnr, scale):
     if not _shipped(scale, use_t1=False):
@@ -117,6 +119,7 @@ def test_unguided_model_beats_bicubic_on_held_out_slices(held_out_psnr, scale):
     assert gain >= MIN_GAIN_WITHOUT_T1_DB, f"x{scale} without T1: {gain:+.2f} dB over bicubic"
 
 
+@pytest.mark.slow  # the shipped models on held-out data
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("wrong", ["shifted", "foreign"])
 def test_the_registered_t1_beats_a_wrong_one(held_out_psnr, scale, wrong):
@@ -126,12 +129,14 @@ def test_the_registered_t1_beats_a_wrong_one(held_out_psnr, scale, wrong):
     assert cost >= MIN_T1_RELIANCE_DB, f"x{scale}: a {wrong} T1 costs only {cost:.3f} dB"
 
 
+@pytest.mark.slow  # the shipped models on held-out data
 def test_the_t1_guide_beats_no_guide_at_x4(held_out_psnr):
     benefit = held_out_psnr(4, "registered") - held_out_psnr(4, "registered", use_t1=False)
     print(f"x4: the T1 brings {benefit:+.2f} dB over the model without it")
     assert benefit >= MIN_T1_RELIANCE_DB, f"x4: the T1 brings only {benefit:+.3f} dB"
 
 
+@pytest.mark.slow  # the shipped models on held-out data
 def test_demo_runs_on_the_shipped_model_and_beats_bicubic(tmp_path):
     """The README's first command: the real sample slab (held out from training) at x2 with the shipped model,
     at least 2 dB over bicubic."""

@@ -80,12 +80,8 @@ def test_gui_run_reports_progress_and_cancel_kills_the_child_at_once(module, sce
     folders = temporary_folders()
     run = logic.startProcessing(sample["lr_t2"], sample["t1"], options=RunOptions(
         scale=SCALE, device="cpu", model_path=weights, batch_size=1))
-    poll_times, deadline = [], time.monotonic() + 300
     while run.progress[0] < 1:  # until the first slice is done: the network is running in the child
-        start = time.monotonic()
         assert not run.poll(), run.error
-        poll_times.append(time.monotonic() - start)
-        assert time.monotonic() < deadline
         time.sleep(0.2)
     assert run.progress[1] == 24 and run.remainingSeconds() is not None
     pid, folder = run.child.process.pid, run.child.folder

@@ -45,6 +45,7 @@ print("torch imported:", any(name == "torch" or name.startswith("torch.") for na
 """
 
 
+@pytest.mark.slow  # a Python subprocess that imports MRML
 def test_self_test_without_torch_tests_what_it_can_and_says_what_it_skipped():
     process = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT], capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stderr[-3000:]

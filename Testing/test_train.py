@@ -174,6 +174,7 @@ def test_init_refuses_missing_weights_and_another_network(manifest: Path, tmp_pa
         _run(manifest, tmp_path / "y", "--iterations", "0", "--init", str(tmp_path / "x3.safetensors"))
 
 
+@pytest.mark.slow  # torchrun with two ranks
 def test_distributed_two_cpu_ranks_end_with_identical_weights(manifest: Path, tmp_path: Path) -> None:
     """torchrun with 2 gloo processes: DDP keeps the ranks in step; each rank's final weight digest is in run.json."""
     out = tmp_path / "ddp"

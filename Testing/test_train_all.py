@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import SimpleITK as sitk
 
 from CohfTSuperResLib.data.pack import build_pack, write_pack
@@ -34,6 +35,7 @@ def _call(pack: Path, out: Path, *extra: str, models: str = "S_x4,S_x4_noT1") ->
         capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+@pytest.mark.slow  # six training processes
 def test_train_all_trains_each_model_and_the_next_call_resumes(tmp_path: Path) -> None:
     pack = _pack(tmp_path)
     first = _call(pack, tmp_path / "runs")
@@ -50,6 +52,7 @@ def test_train_all_trains_each_model_and_the_next_call_resumes(tmp_path: Path) -
     assert summary["S_x4"]["status"] == 0 and summary["S_x4_noT1"]["best"]["val_psnr"] > 0
 
 
+@pytest.mark.slow  # six training processes
 def test_train_all_fine_tunes_the_shipped_models_at_the_given_learning_rate(tmp_path: Path) -> None:
     """The GPU call's form: --init-from shipped starts each run from the shipped model of its name."""
     result = _call(_pack(tmp_path), tmp_path / "runs", "--init-from", "shipped", "--lr", "1.5e-4", models="S_x4_noT1")
