@@ -23,7 +23,16 @@ from pathlib import Path
 
 from CohfTSuperResLib import __version__
 from CohfTSuperResLib.errors import LIBRARY_ERRORS, InputError, InputNote
-from CohfTSuperResLib.options import BACKENDS, OUTPUT_SUFFIXES, PRECISIONS, SCALES, SLICE_AXES, VARIANTS, RunOptions
+from CohfTSuperResLib.options import (
+    BACKENDS,
+    GUIDE_CHECKS,
+    OUTPUT_SUFFIXES,
+    PRECISIONS,
+    SCALES,
+    SLICE_AXES,
+    VARIANTS,
+    RunOptions,
+)
 
 PROG = "cohft-sr"
 DEBUG_ENV = "COHFT_SR_DEBUG"
@@ -72,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--slice-axis", type=int, choices=SLICE_AXES, default=None,
                      help="voxel axis of the acquisition (default: the axis whose spacing differs from the two others; "
                           "the thickest when all differ; 2 when all are equal)")
+    run.add_argument("--guide-check", choices=GUIDE_CHECKS, default="auto",
+                     help="check on the input whether the T1 helps: auto runs the no-T1 model where it does not, "
+                          "warn runs guided and warns, refuse stops, off skips the check")
+    run.add_argument("--register", action="store_true",
+                     help="register the T1 to the T2 (rigid, mutual information) before the check and the run")
     run.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (never an input)")
     run.add_argument("--progress-json", action="store_true",
                      help='progress as one JSON line per update on stdout ({"done": D, "total": T}) instead of a bar')
@@ -210,7 +224,8 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
     """The run's options from the command line, checked once."""
     return RunOptions(scale=args.scale, variant=args.variant, model_path=args.model, device=args.device,
                       backend=args.backend, precision=args.precision, batch_size=args.batch_size,
-                      slice_axis=args.slice_axis, whole_slices=args.whole_slices)
+                      slice_axis=args.slice_axis, whole_slices=args.whole_slices, guide_check=args.guide_check,
+                      register=args.register)
 
 
 def _super_resolve_file(args: argparse.Namespace, options: RunOptions, t2: Path, t1: Path | None,

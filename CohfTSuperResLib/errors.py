@@ -6,7 +6,8 @@ these classes before the library's dependencies are installed.
 
 from __future__ import annotations
 
-__all__ = ["InferenceCancelled", "InferenceError", "InputError", "InputNote", "LIBRARY_ERRORS", "WeightsError"]
+__all__ = ["GuideNote", "InferenceCancelled", "InferenceError", "InputError", "InputNote", "LIBRARY_ERRORS",
+           "WeightsError"]
 
 
 class InputError(ValueError):
@@ -27,6 +28,10 @@ class InferenceError(RuntimeError):
 
 class InputNote(UserWarning):
     """Something the library decided for the caller and says in one line (e.g. the acquisition axis it picked)."""
+
+
+class GuideNote(InputNote):
+    """What the guide check measured and which model ran because of it, in one line (inference/guide_check.py)."""
 
 
 LIBRARY_ERRORS = (InputError, WeightsError, InferenceError, InferenceCancelled)

@@ -21,6 +21,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")  # 'cuda:N' names one GPU of several
 BACKENDS = ("torch", "onnx")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SLICE_AXES = (0, 1, 2)
+GUIDE_CHECKS = ("auto", "warn", "refuse", "off")  # what to do when the T1 does not help (inference/guide_check.py)
 # Output formats: single files that hold a float32 3-D volume with its geometry, so a result appears
 # complete or not at all.
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
@@ -60,7 +61,9 @@ class RunOptions:
     'fp32', 'bf16' or 'fp16' (torch autocast; ONNX runs in fp32). batch_size: slices per batch (None: one on the
     CPU, from free memory on a GPU). slice_axis: the voxel axis of the acquisition (None: decided from the
     spacing, see inference.input_checks). whole_slices: run the network on whole slices instead of the box
-    around the head.
+    around the head. guide_check: what to do with a T1 that the guide check (inference/guide_check.py) finds
+    unhelpful: 'auto' runs the no-T1 model instead, 'warn' runs guided and warns, 'refuse' stops, 'off' skips the
+    check. register: register the T1 to the T2 (rigid, mutual information) before the check and the run.
     """
 
     scale: int = 2
@@ -72,12 +75,15 @@ class RunOptions:
     batch_size: int | None = None
     slice_axis: int | None = None
     whole_slices: bool = False
+    guide_check: str = "auto"
+    register: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", check_scale(self.scale))
         check_choice(self.variant, VARIANTS, "model variant")
         check_choice(self.backend, BACKENDS, "backend")
         check_choice(self.precision, PRECISIONS, "precision")
+        check_choice(self.guide_check, GUIDE_CHECKS, "guide check")
         if not isinstance(self.device, str) or not self.device:
             raise InputError(f"device must be a name such as {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
         if self.model_path is not None:
@@ -104,4 +110,7 @@ class RunOptions:
             arguments += ["--slice-axis", str(self.slice_axis)]
         if self.whole_slices:
             arguments.append("--whole-slices")
+        arguments += ["--guide-check", self.guide_check]
+        if self.register:
+            arguments.append("--register")
         return arguments

@@ -35,7 +35,7 @@ def pair():
 def test_output_grid_type_and_inputs_untouched(pair, weights):
     t2, t1 = pair
     before = sitk.GetArrayFromImage(t2).copy(), sitk.GetArrayFromImage(t1).copy()
-    out = super_resolve(t2, t1, 2, model_path=weights[2], device="cpu")
+    out = super_resolve(t2, t1, 2, model_path=weights[2], device="cpu", guide_check="off")
     assert out.GetSize() == (52, 44, 4)
     assert out.GetSpacing() == pytest.approx((0.4, 0.45, 3.0))
     assert out.GetOrigin() == t2.GetOrigin() and out.GetDirection() == t2.GetDirection()
@@ -47,14 +47,14 @@ def test_output_grid_type_and_inputs_untouched(pair, weights):
 
 
 def test_deterministic(pair, weights):
-    runs = [sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu")) for _ in range(2)]
+    runs = [sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu", guide_check="off")) for _ in range(2)]
     np.testing.assert_array_equal(*runs)
 
 
 def test_background_stays_exactly_zero(pair, weights):
     t2, t1 = pair
     lr = sitk.GetArrayFromImage(t2)
-    out = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu"))
+    out = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu", guide_check="off"))
     # an HR sample x reads LR samples floor(x/2)-1 .. floor(x/2)+2; where all are 0 the SR must be exactly 0
     background = np.zeros(out.shape, dtype=bool)
     for k, y, x in np.ndindex(*out.shape):
@@ -67,10 +67,10 @@ def test_background_stays_exactly_zero(pair, weights):
 
 def test_slice_axis_is_the_stacking_axis(pair, weights):
     t2, t1 = pair
-    reference = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu"))
+    reference = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu", guide_check="off"))
     order = (2, 0, 1)  # new voxel axis 0 = old slice axis 2
     permuted = [sitk.PermuteAxes(image, order) for image in (t2, t1)]
-    out = super_resolve(*permuted, 2, model_path=weights[2], device="cpu", slice_axis=0)
+    out = super_resolve(*permuted, 2, model_path=weights[2], device="cpu", slice_axis=0, guide_check="off")
     back = sitk.GetArrayFromImage(sitk.PermuteAxes(out, (1, 2, 0)))
     np.testing.assert_allclose(back, reference, atol=1e-4 * np.abs(reference).max())
 
@@ -87,7 +87,7 @@ def test_progress_and_empty_slices_skipped(weights, monkeypatch):
         TorchRunner, "run", lambda self, lr, t1, d: calls.append(lr.shape[0]) or original(self, lr, t1, d)
     )
     out = super_resolve(empty, guide_for(t2, 2), 2, model_path=weights[2], device="cpu", batch_size=2,
-                        progress=lambda done, total: seen.append((done, total)))
+                        progress=lambda done, total: seen.append((done, total)), guide_check="off")
     assert sum(calls) == 4 and max(calls) == 2
     assert seen[0] == (1, 5) and seen[-1] == (5, 5) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert (sitk.GetArrayFromImage(out)[2] == 0).all()
@@ -95,15 +95,15 @@ def test_progress_and_empty_slices_skipped(weights, monkeypatch):
 
 def test_cancel(pair, weights):
     with pytest.raises(InferenceCancelled):
-        super_resolve(*pair, 2, model_path=weights[2], device="cpu", batch_size=1, cancel=lambda: True)
+        super_resolve(*pair, 2, model_path=weights[2], device="cpu", batch_size=1, cancel=lambda: True, guide_check="off")
 
 
 def test_model_without_t1(weights):
     t2 = volume((2, 20, 20))
-    out = super_resolve(t2, None, 2, model_path=weights["no_t1"], device="cpu")
+    out = super_resolve(t2, None, 2, model_path=weights["no_t1"], device="cpu", guide_check="off")
     assert out.GetSize() == (40, 40, 2)
     with pytest.raises(InputError, match="without a T1"):
-        super_resolve(t2, guide_for(t2, 2), 2, model_path=weights["no_t1"], device="cpu")
+        super_resolve(t2, guide_for(t2, 2), 2, model_path=weights["no_t1"], device="cpu", guide_check="off")
 
 
 def _bad_images():
@@ -123,7 +123,7 @@ def _bad_images():
 def test_bad_t2_rejected_with_reason(reason, weights):
     bad = _bad_images()[reason]
     with pytest.raises(InputError, match=reason):
-        super_resolve(bad, guide_for(volume((3, 20, 20)), 2), 2, model_path=weights[2], device="cpu")
+        super_resolve(bad, guide_for(volume((3, 20, 20)), 2), 2, model_path=weights[2], device="cpu", guide_check="off")
 
 
 @pytest.mark.parametrize(
@@ -143,18 +143,18 @@ def test_bad_t2_rejected_with_reason(reason, weights):
 def test_bad_options_rejected(pair, weights, options, error, message):
     options = {"scale": 2, "model_path": weights[2], "device": "cpu"} | options
     with pytest.raises(error, match=message):
-        super_resolve(*pair, **options)
+        super_resolve(*pair, **options, guide_check="off")
 
 
 def test_missing_t1_and_missing_weights(pair, weights, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="needs the registered HR T1"):
-        super_resolve(pair[0], None, 2, model_path=weights[2], device="cpu")
+        super_resolve(pair[0], None, 2, model_path=weights[2], device="cpu", guide_check="off")
     with pytest.raises(WeightsError, match="not found"):
-        super_resolve(*pair, 2, model_path=tmp_path / "absent.safetensors", device="cpu")
+        super_resolve(*pair, 2, model_path=tmp_path / "absent.safetensors", device="cpu", guide_check="off")
     monkeypatch.setenv("COHFT_SR_MODELS", str(tmp_path))
     monkeypatch.setattr("CohfTSuperResLib.weights.registry.models_dir", lambda: tmp_path)
     with pytest.raises(WeightsError, match="model_path"):
-        super_resolve(*pair, 2, device="cpu")
+        super_resolve(*pair, 2, device="cpu", guide_check="off")
 
 
 def test_t1_overlap_partial_warns_and_none_fails(pair, weights):
@@ -164,15 +164,15 @@ def test_t1_overlap_partial_warns_and_none_fails(pair, weights):
     origin[0] += 0.5 * t2.GetSize()[0] * t2.GetSpacing()[0]
     shifted.SetOrigin(origin)
     with pytest.warns(RuntimeWarning, match=r"covers only 5\d\.\d% of the T2"):
-        super_resolve(t2, shifted, 2, model_path=weights[2], device="cpu")
+        super_resolve(t2, shifted, 2, model_path=weights[2], device="cpu", guide_check="off")
     origin[0] += 1000
     shifted.SetOrigin(origin)
     with pytest.raises(InputError, match="does not overlap"):
-        super_resolve(t2, shifted, 2, model_path=weights[2], device="cpu")
+        super_resolve(t2, shifted, 2, model_path=weights[2], device="cpu", guide_check="off")
 
 
 def test_out_of_memory_halves_the_batch(pair, weights, monkeypatch):
-    reference = sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu", batch_size=1))
+    reference = sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu", batch_size=1, guide_check="off"))
     original, sizes = TorchRunner.run, []
 
     def flaky(self, lr, t1, device):
@@ -183,7 +183,7 @@ def test_out_of_memory_halves_the_batch(pair, weights, monkeypatch):
 
     monkeypatch.setattr(TorchRunner, "run", flaky)
     monkeypatch.setattr(inference, "run_in_batches", _as_if_on_cuda(run_in_batches))
-    out = sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu", batch_size=4))
+    out = sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu", batch_size=4, guide_check="off"))
     assert sizes[:3] == [4, 2, 1]
     np.testing.assert_allclose(out, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
 
@@ -222,19 +222,19 @@ def test_out_of_memory_on_cpu_is_not_hidden():
 def test_big_slices_are_tiled(weights, monkeypatch):
     t2 = volume((1, 70, 64))
     t1 = guide_for(t2, 2)
-    whole = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu"))
+    whole = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu", guide_check="off"))
     monkeypatch.setattr(inference, "working_memory_budget", lambda device: slice_bytes(tiny_model().config, 60, 60))
     tile_sides = []
     monkeypatch.setattr(inference, "run_tiled", lambda *args: tile_sides.append(args[4]) or run_tiled(*args))
-    tiled = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu"))
+    tiled = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu", guide_check="off"))
     assert tile_sides == [60]
     # the network is global, so tiles change the result (measured sizes in docs/inference.md)
     assert np.isfinite(tiled).all() and np.abs(tiled - whole).mean() < 0.25 * np.abs(whole).mean()
 
 
 def test_bf16_close_to_fp32(pair, weights):
-    fp32 = sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu"))
-    bf16 = sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu", precision="bf16"))
+    fp32 = sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu", guide_check="off"))
+    bf16 = sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu", precision="bf16", guide_check="off"))
     assert np.abs(bf16 - fp32).mean() < 0.05 * np.abs(fp32).mean()
 
 
@@ -245,7 +245,7 @@ def test_real_clinical_pair_in_own_geometries(open_ms, weights):
     t1 = sitk.ReadImage(str(study / "t1w.nii.gz"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the T1 may cover a bit less than the T2's field of view
-        out = super_resolve(t2, t1, 2, model_path=weights[2], device="cpu")
+        out = super_resolve(t2, t1, 2, model_path=weights[2], device="cpu", guide_check="off")
     assert out.GetSize() == (2 * t2.GetSize()[0], 2 * t2.GetSize()[1], 2)
     assert out.GetOrigin() == t2.GetOrigin()
     values = sitk.GetArrayFromImage(out)

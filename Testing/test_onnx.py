@@ -37,7 +37,7 @@ def _real_batch(mni_slices, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def exported_x2(tmp_path_factory):
-    """Tiny x2 weights and their ONNX export, placed in a private cache as super_resolve(backend='onnx') does."""
+    """Tiny x2 weights and their ONNX export, placed in a private cache as super_resolve(backend='onnx', guide_check="off") does."""
     folder = tmp_path_factory.mktemp("onnx")
     weights = save_tiny(folder, 2)
     cache = folder / "cache"
@@ -89,13 +89,13 @@ def test_onnx_backend_of_super_resolve_matches_torch(exported_x2, monkeypatch):
     weights, onnx_file = exported_x2["weights"], exported_x2["onnx"]
     t2 = volume((3, 22, 26))
     t1 = guide_for(t2, 2)
-    by_torch = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights, device="cpu"))
-    by_onnx = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights, device="cpu", backend="onnx"))
+    by_torch = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights, device="cpu", guide_check="off"))
+    by_onnx = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights, device="cpu", backend="onnx", guide_check="off"))
     np.testing.assert_allclose(by_onnx, by_torch, rtol=0, atol=PARITY * float(np.abs(by_torch).max()))
-    direct = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=onnx_file, device="cpu", backend="onnx"))
+    direct = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=onnx_file, device="cpu", backend="onnx", guide_check="off"))
     np.testing.assert_array_equal(direct, by_onnx)
     with pytest.raises(InputError, match="backend='onnx'"):
-        super_resolve(t2, t1, 2, model_path=onnx_file, device="cpu")
+        super_resolve(t2, t1, 2, model_path=onnx_file, device="cpu", guide_check="off")
 
 
 def test_providers():

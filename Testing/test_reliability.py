@@ -40,8 +40,8 @@ def test_every_pixel_type_gives_the_same_float32_result(pixel, weights):
     # whole numbers 0 and 40..120 (more distinct values than a label map has): exact in every pixel type
     t2 = sitk.Round(sitk.Mask(volume((2, 16, 18)) * 4 - 360, volume((2, 16, 18)) > 0))
     t1 = sitk.Round(sitk.Mask(guide_for(t2, 2) * 4 - 360, guide_for(t2, 2) > 0))
-    reference = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights, device="cpu"))
-    out = super_resolve(sitk.Cast(t2, pixel), sitk.Cast(t1, pixel), 2, model_path=weights, device="cpu")
+    reference = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights, device="cpu", guide_check="off"))
+    out = super_resolve(sitk.Cast(t2, pixel), sitk.Cast(t1, pixel), 2, model_path=weights, device="cpu", guide_check="off")
     assert out.GetPixelID() == sitk.sitkFloat32
     np.testing.assert_allclose(sitk.GetArrayFromImage(out), reference, rtol=1e-5, atol=1e-4)
 
@@ -49,7 +49,7 @@ def test_every_pixel_type_gives_the_same_float32_result(pixel, weights):
 def test_ct_like_negative_volume_is_refused(weights):
     ct = sitk.Cast(volume((2, 16, 16)), sitk.sitkFloat32) * 10 - 1000  # -1000 background, like air in HU
     with pytest.raises(InputError, match="negative voxels.*CT, phase or difference"):
-        super_resolve(ct, guide_for(ct, 2), 2, model_path=weights, device="cpu")
+        super_resolve(ct, guide_for(ct, 2), 2, model_path=weights, device="cpu", guide_check="off")
 
 
 def test_slight_negative_ringing_is_accepted(weights):
@@ -58,7 +58,7 @@ def test_slight_negative_ringing_is_accepted(weights):
     voxels[voxels == 0] = -0.3  # small ringing below zero in the background
     ringing = sitk.GetImageFromArray(voxels)
     ringing.CopyInformation(t2)
-    out = super_resolve(ringing, guide_for(t2, 2), 2, model_path=weights, device="cpu")
+    out = super_resolve(ringing, guide_for(t2, 2), 2, model_path=weights, device="cpu", guide_check="off")
     assert np.isfinite(sitk.GetArrayFromImage(out)).all()
 
 
@@ -67,19 +67,19 @@ def test_single_2d_slice_gives_a_2d_slice(weights):
     t1 = guide_for(t2, 2)
     # the same slice as a one-slice volume (normalisation is per volume, so not slice 1 of the stack's result)
     one = [sitk.JoinSeries(image[:, :, 1]) for image in (t2, t1)]
-    stack = sitk.GetArrayFromImage(super_resolve(*one, 2, model_path=weights, device="cpu"))
-    out = super_resolve(t2[:, :, 1], t1[:, :, 1], 2, model_path=weights, device="cpu")
+    stack = sitk.GetArrayFromImage(super_resolve(*one, 2, model_path=weights, device="cpu", guide_check="off"))
+    out = super_resolve(t2[:, :, 1], t1[:, :, 1], 2, model_path=weights, device="cpu", guide_check="off")
     assert out.GetDimension() == 2 and out.GetSize() == (40, 32)
     assert out.GetSpacing() == pytest.approx((0.35, 0.4)) and out.GetOrigin() == pytest.approx((5.0, -2.0))
     np.testing.assert_allclose(sitk.GetArrayFromImage(out), stack[0], rtol=1e-5, atol=1e-4)
     with pytest.raises(InputError, match="T1 must be the matching 2-D slice"):
-        super_resolve(t2[:, :, 1], t1, 2, model_path=weights, device="cpu")
+        super_resolve(t2[:, :, 1], t1, 2, model_path=weights, device="cpu", guide_check="off")
 
 
 def test_four_dimensional_series_is_refused(weights):
     series = sitk.JoinSeries([volume((2, 8, 8)), volume((2, 8, 8), seed=3)])
     with pytest.raises(InputError, match="4-D series holds several volumes"):
-        super_resolve(series, None, 2, model_path=weights, device="cpu")
+        super_resolve(series, None, 2, model_path=weights, device="cpu", guide_check="off")
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (5, 7), (31, 1)])
@@ -88,7 +88,7 @@ def test_slices_smaller_than_the_windows(rows, cols, weights):
     t2 = sitk.GetImageFromArray(rng.uniform(1, 2, (2, rows, cols)).astype(np.float32))
     t1 = sitk.GetImageFromArray(rng.uniform(1, 2, (2, 2 * rows, 2 * cols)).astype(np.float32))
     t1.SetSpacing((0.5, 0.5, 1.0))
-    out = super_resolve(t2, t1, 2, model_path=weights, device="cpu")
+    out = super_resolve(t2, t1, 2, model_path=weights, device="cpu", guide_check="off")
     assert out.GetSize() == (2 * cols, 2 * rows, 2)
     assert np.isfinite(sitk.GetArrayFromImage(out)).all()
 
@@ -144,14 +144,14 @@ def test_tampered_shipped_model_is_refused(tmp_path, monkeypatch):
     (folder / "models.json").write_text(json.dumps(manifest))
     monkeypatch.setenv(models_registry.MODELS_ENV, str(folder))
     t2 = volume((1, 12, 12))
-    assert super_resolve(t2, guide_for(t2, 2), 2, device="cpu").GetSize() == (24, 24, 1)
+    assert super_resolve(t2, guide_for(t2, 2), 2, device="cpu", guide_check="off").GetSize() == (24, 24, 1)
     data = bytearray((folder / "S_x2.safetensors").read_bytes())
     data[-1] ^= 0xFF  # one flipped byte in the last weight
     (folder / "S_x2.safetensors").write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="fail their checksum"):
-        super_resolve(t2, guide_for(t2, 2), 2, device="cpu")
+        super_resolve(t2, guide_for(t2, 2), 2, device="cpu", guide_check="off")
     with pytest.raises(WeightsError, match="no shipped model for variant S at scale x3"):
-        super_resolve(t2, guide_for(t2, 3), 3, device="cpu")
+        super_resolve(t2, guide_for(t2, 3), 3, device="cpu", guide_check="off")
 
 
 def test_onnx_model_of_the_wrong_scale_is_refused(tmp_path):
@@ -161,7 +161,7 @@ def test_onnx_model_of_the_wrong_scale_is_refused(tmp_path):
     path = export_onnx(tiny_model(3), tmp_path / "x3.onnx")
     t2 = volume((1, 12, 12))
     with pytest.raises(InputError, match="super-resolves x3, but scale x2"):
-        super_resolve(t2, guide_for(t2, 2), 2, model_path=path, backend="onnx", device="cpu")
+        super_resolve(t2, guide_for(t2, 2), 2, model_path=path, backend="onnx", device="cpu", guide_check="off")
 
 
 # ---------- output files ----------
@@ -258,7 +258,7 @@ def test_a_network_that_gives_inf_is_an_inference_error_and_nothing_is_returned(
     save_weights(model, tmp_path / "huge.safetensors")
     t2 = volume((2, 16, 16))
     with pytest.raises(InferenceError, match="NaN or Inf voxel"):
-        super_resolve(t2, guide_for(t2, 2), 2, model_path=tmp_path / "huge.safetensors", device="cpu")
+        super_resolve(t2, guide_for(t2, 2), 2, model_path=tmp_path / "huge.safetensors", device="cpu", guide_check="off")
 
 
 def test_cli_messages_use_command_line_wording(tmp_path, weights, capsys):

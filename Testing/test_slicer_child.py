@@ -39,7 +39,7 @@ def test_child_process_gives_the_in_process_voxels(module, scene, images, weight
     t2, t1 = images
     t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
     logic = module.CohfTSuperResLogic()
-    options = RunOptions(scale=SCALE, device="cpu", model_path=weights)
+    options = RunOptions(scale=SCALE, device="cpu", model_path=weights, guide_check="off")
     reference = logic.process(t2_node, t1_node, options=options, inProcess=True)
     folders, reports, log = temporary_folders(), [], []
     child = logic.process(t2_node, t1_node, options=options, progressCallback=lambda d, t: reports.append((d, t)),
@@ -56,14 +56,14 @@ def test_command_line_is_the_librarys_run_with_json_progress(module, tmp_path):
     from CohfTSuperResSlicerLib import childrun
 
     command = childrun.commandLine("python", tmp_path, True, RunOptions(
-        scale=3, slice_axis=2, variant="S", device="cpu", backend="onnx", precision="fp32", batch_size=2))
+        scale=3, slice_axis=2, variant="S", device="cpu", backend="onnx", precision="fp32", batch_size=2, guide_check="off"))
     assert command[:4] == ["python", "-c", childrun.CLI_ENTRY, "run"]
     arguments = dict(zip(command[4::2], command[5::2], strict=False))
     assert arguments["--t2"] == str(tmp_path / "t2.nrrd") and arguments["--t1"] == str(tmp_path / "t1.nrrd")
     assert (arguments["--scale"], arguments["--slice-axis"], arguments["--backend"]) == ("3", "2", "onnx")
     assert "--progress-json" in command and "--variant" in command and "--model" not in command
     no_t1 = childrun.commandLine("python", tmp_path, False,
-                                        RunOptions(scale=4, slice_axis=2, model_path="/m.safetensors"))
+                                        RunOptions(scale=4, slice_axis=2, model_path="/m.safetensors", guide_check="off"))
     assert "--t1" not in no_t1 and no_t1[no_t1.index("--model") + 1] == "/m.safetensors" and "--variant" not in no_t1
 
 
@@ -79,7 +79,7 @@ def test_gui_run_reports_progress_and_cancel_kills_the_child_at_once(module, sce
     volumes = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
     folders = temporary_folders()
     run = logic.startProcessing(sample["lr_t2"], sample["t1"], options=RunOptions(
-        scale=SCALE, device="cpu", model_path=weights, batch_size=1))
+        scale=SCALE, device="cpu", model_path=weights, batch_size=1, guide_check="off"))
     while run.progress[0] < 1:  # until the first slice is done: the network is running in the child
         assert not run.poll(), run.error
         time.sleep(0.2)
@@ -101,7 +101,7 @@ def test_process_cancel_callback_stops_the_child(module, scene, sample, weights)
     volumes, folders, seen = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), temporary_folders(), []
     with pytest.raises(InferenceCancelled):
         logic.process(sample["lr_t2"], sample["t1"], options=RunOptions(
-            scale=SCALE, device="cpu", model_path=weights, batch_size=1),
+            scale=SCALE, device="cpu", model_path=weights, batch_size=1, guide_check="off"),
             progressCallback=lambda done, total: seen.append(total), cancelCallback=lambda: bool(seen))
     assert seen and temporary_folders() == folders
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
@@ -121,7 +121,7 @@ def test_failing_child_reports_its_error_message_in_the_status(module, scene, im
     t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
     damaged = _damaged_weights(weights, tmp_path)
     logic = module.CohfTSuperResLogic()
-    options = RunOptions(scale=SCALE, device="cpu", model_path=damaged)
+    options = RunOptions(scale=SCALE, device="cpu", model_path=damaged, guide_check="off")
     assert logic.choiceProblem(t2_node, t1_node, options=options) is None  # knowable only by loading
     volumes, folders = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), temporary_folders()
     run = logic.startProcessing(t2_node, t1_node, options=options)
@@ -143,7 +143,7 @@ def test_crashing_child_is_reported_and_this_process_goes_on(module, scene, imag
     monkeypatch.setattr(childrun, "CLI_ENTRY", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     folders = temporary_folders()
     run = module.CohfTSuperResLogic().startProcessing(t2_node, t1_node,
-                                                      options=RunOptions(scale=SCALE, model_path=weights))
+                                                      options=RunOptions(scale=SCALE, model_path=weights, guide_check="off"))
     assert run.wait(120)
     assert f"killed by signal {int(signal.SIGSEGV)}" in str(run.error) and "Slicer is unaffected" in str(run.error)
     assert temporary_folders() == folders
@@ -154,7 +154,7 @@ def test_timings_on_the_sample_with_the_shipped_model(module, scene, sample):
     """Child-process run vs in-process run of the shipped S x2 model on the sample, and cancel latency (printed for
     docs/slicer.md; the bounds only catch gross regressions)."""
     logic = module.CohfTSuperResLogic()
-    options = RunOptions(scale=SCALE, device="cpu")
+    options = RunOptions(scale=SCALE, device="cpu", guide_check="off")
     start = time.monotonic()
     in_process = logic.process(sample["lr_t2"], sample["t1"], options=options, inProcess=True)
     in_process_s = time.monotonic() - start
@@ -174,7 +174,7 @@ def test_timings_on_the_sample_with_the_shipped_model(module, scene, sample):
     latencies = []
     for _ in range(3):
         run = logic.startProcessing(sample["lr_t2"], sample["t1"], options=RunOptions(scale=SCALE, device="cpu",
-                                                                                       batch_size=1))
+                                                                                       batch_size=1, guide_check="off"))
         while run.progress[0] < 1:
             assert not run.poll(), run.error
             time.sleep(0.2)

@@ -54,7 +54,7 @@ def library_result(tmp_path: Path, t2: sitk.Image, t1: sitk.Image, weights: Path
     sitk.WriteImage(t2, str(tmp_path / "t2.nrrd"))
     sitk.WriteImage(t1, str(tmp_path / "t1.mha"))
     result = super_resolve(read_volume(tmp_path / "t2.nrrd"), read_volume(tmp_path / "t1.mha"), SCALE,
-                           model_path=weights, device="cpu")
+                           model_path=weights, device="cpu", guide_check="off")
     return sitk.GetArrayFromImage(result)
 
 
@@ -131,7 +131,7 @@ def test_non_linear_transform_t1_resampled_on_a_copy_t2_refused(module, scene, i
     assert pulled.GetSize() != t1.GetSize() or not np.array_equal(
         sitk.GetArrayFromImage(pulled), sitk.GetArrayFromImage(t1))
     with pytest.raises(module.VolumeNodeError, match="non-linear"):
-        module.CohfTSuperResLogic().prepare(t2_node, t1_node, options=RunOptions(scale=SCALE))
+        module.CohfTSuperResLogic().prepare(t2_node, t1_node, options=RunOptions(scale=SCALE, guide_check="off"))
 
 
 def test_non_linear_transform_moves_the_voxels_where_it_says(module, scene):
@@ -168,7 +168,7 @@ def test_process_in_process_geometry_voxels_inputs_and_storage(module, scene, im
     reports = []
 
     output = module.CohfTSuperResLogic().process(
-        t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu", model_path=weights), inProcess=True,
+        t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu", model_path=weights, guide_check="off"), inProcess=True,
         progressCallback=lambda done, total: reports.append((done, total)),
     )
 
@@ -208,7 +208,7 @@ def test_t2_under_transform_output_in_world_space_and_existing_output_reused(mod
     t1_node = add_volume(scene, t1, "T1")
     existing = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my output")
     logic = module.CohfTSuperResLogic()
-    output = logic.process(t2_node, t1_node, existing, RunOptions(scale=SCALE, device="cpu", model_path=weights),
+    output = logic.process(t2_node, t1_node, existing, RunOptions(scale=SCALE, device="cpu", model_path=weights, guide_check="off"),
                            inProcess=True)
     assert output is existing and output.GetName() == "my output"
     expected = ijk_to_ras(t2)
@@ -229,7 +229,7 @@ def test_prepare_checks_once_with_the_library_and_reports_its_notes(module, scen
     calls = []
     real = checks.check_inputs
     monkeypatch.setattr(checks, "check_inputs", lambda *a, **k: calls.append(a) or real(*a, **k))
-    job = module.CohfTSuperResLogic().prepare(t2_node, t1_node, options=RunOptions(scale=SCALE))
+    job = module.CohfTSuperResLogic().prepare(t2_node, t1_node, options=RunOptions(scale=SCALE, guide_check="off"))
     assert len(calls) == 1 and job.checked.slice_axis == 0
     assert any("slice axis is voxel axis 0" in message for message in job.messages)
     assert any("covers only" in message for message in job.messages)
@@ -243,7 +243,7 @@ def test_background_run_polls_to_the_end_and_cancel_leaves_nothing(module, scene
     logic = module.CohfTSuperResLogic()
     folders = temporary_folders()
     run = logic.startProcessing(t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu", model_path=tiny_weights,
-                                                                  batch_size=1))
+                                                                  batch_size=1, guide_check="off"))
     while not run.poll():  # what the GUI's QTimer does
         run.child.wait(0.2)
     assert run.error is None and run.outputNode.GetName() == "T2_SRx2"
@@ -252,7 +252,7 @@ def test_background_run_polls_to_the_end_and_cancel_leaves_nothing(module, scene
 
     volumes = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
     run = logic.startProcessing(t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu",
-                                                                  model_path=tiny_weights))
+                                                                  model_path=tiny_weights, guide_check="off"))
     run.cancel()
     assert run.poll() and type(run.error).__name__ == "InferenceCancelled" and run.outputNode is None
     assert run.child.process.returncode is not None and temporary_folders() == folders
@@ -314,7 +314,7 @@ def test_bad_input_raises_clear_error_and_changes_nothing(module, scene, images,
     before = [snapshot(node) for node in volumes if node.GetImageData() is not None]
     count = scene.GetNumberOfNodes()
     with pytest.raises((InputError, WeightsError), match=message):  # the library's own error types
-        module.CohfTSuperResLogic().process(t2_node, t1_node, output, RunOptions(scale=SCALE, device="cpu"))
+        module.CohfTSuperResLogic().process(t2_node, t1_node, output, RunOptions(scale=SCALE, device="cpu", guide_check="off"))
     assert [snapshot(node) for node in volumes if node.GetImageData() is not None] == before
     assert scene.GetNumberOfNodes() == count
 
@@ -327,7 +327,7 @@ def test_unavailable_device_is_refused_before_the_child_starts(module, scene, im
     folders, count = temporary_folders(), scene.GetNumberOfNodes()
     with pytest.raises(InputError, match="CUDA GPU"):
         module.CohfTSuperResLogic().startProcessing(t2_node, t1_node, options=RunOptions(
-            scale=SCALE, device="cuda:63", model_path=weights))
+            scale=SCALE, device="cuda:63", model_path=weights, guide_check="off"))
     assert temporary_folders() == folders and scene.GetNumberOfNodes() == count
 
 
@@ -390,7 +390,7 @@ def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weig
 
     def needs_export() -> bool:
         monkeypatch.setattr(module.dependencies, "installedVersion", lambda name: None if name in onnx_names else "9")
-        options = RunOptions(backend="onnx", device="cpu", model_path=tiny_weights)
+        options = RunOptions(backend="onnx", device="cpu", model_path=tiny_weights, guide_check="off")
         return onnx_names <= {p.name for p in logic.missingPackages(options)}
 
     assert needs_export()
@@ -401,7 +401,7 @@ def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weig
     record(cached)
     assert not needs_export()
     onnx_file = tmp_path / "mine.onnx"
-    assert not onnx_names & {p.name for p in logic.missingPackages(RunOptions(backend="onnx", model_path=onnx_file))}
+    assert not onnx_names & {p.name for p in logic.missingPackages(RunOptions(backend="onnx", model_path=onnx_file, guide_check="off"))}
 
 
 def test_minimum_versions_are_pyprojects(module):
@@ -495,7 +495,7 @@ def test_a_new_output_goes_into_the_t2s_study(module, scene, images, weights):
     study = hierarchy.CreateStudyItem(patient, "MR study")
     hierarchy.CreateItem(study, t2_node)  # as Slicer's subject hierarchy logic does when a study is loaded
     output = module.CohfTSuperResLogic().process(
-        t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu", model_path=weights), inProcess=True)
+        t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu", model_path=weights, guide_check="off"), inProcess=True)
     assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(output)) == study
     assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(t1_node)) != study  # nothing else was moved
 
@@ -519,7 +519,7 @@ def test_model_choices_are_read_once_per_file_version(module, monkeypatch, tmp_p
     headers = []
     real_metadata = module.choices.read_metadata
     monkeypatch.setattr(module.choices, "read_metadata", lambda path: headers.append(path) or real_metadata(path))
-    options = RunOptions(scale=SCALE, model_path=mine)
+    options = RunOptions(scale=SCALE, model_path=mine, guide_check="off")
     for _ in range(5):
         assert module.choices.modelProblem(options, True) is None
     assert len(headers) == 1

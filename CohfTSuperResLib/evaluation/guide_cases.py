@@ -29,7 +29,7 @@ from CohfTSuperResLib.evaluation.evaluate import baselines, score
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.data.pairs import REPORTING_SUBJECTS
-from CohfTSuperResLib.inference.geometry import image_stack
+from CohfTSuperResLib.inference.geometry import image_stack, translated
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
 from CohfTSuperResLib.imageio.volumes import read_volume
@@ -57,14 +57,6 @@ class Subject:
 def reporting_subjects(data: Path) -> list[Subject]:
     """The held-out reporting subjects present under the data folder."""
     return [Subject(name, data / name) for name in REPORTING_SUBJECTS if (data / name / "t2.nii.gz").is_file()]
-
-
-def translated(image: sitk.Image, millimetres: tuple[float, float, float]) -> sitk.Image:
-    """The image moved by (x, y, z) millimetres along its voxel axes i, j, k (origin changed, voxels kept)."""
-    moved = sitk.Image(image)
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    moved.SetOrigin(tuple(np.asarray(image.GetOrigin()) + direction @ np.asarray(millimetres, dtype=float)))
-    return moved
 
 
 def tissue_centre(image: sitk.Image) -> np.ndarray:
@@ -106,7 +98,7 @@ def evaluate_subject(subject: Subject, scale: int, guides: dict[str, sitk.Image]
     runs: dict[str, tuple[sitk.Image | None, Path | None]] = {NO_T1: (None, no_t1_model)}
     runs.update({name: (guide, model) for name, guide in guides.items()})
     for name, (guide, weights) in runs.items():
-        sr = super_resolve(lr, guide, scale, model_path=weights, device="cpu", slice_axis=AXIS)
+        sr = super_resolve(lr, guide, scale, model_path=weights, device="cpu", slice_axis=AXIS, guide_check="off")
         results[name] = image_stack(sr, AXIS)[brain] / reference
         log(f"{subject.name} x{scale} {name}: {score(results[name], target)['psnr']:.3f} dB")
     return {name: score(stack, target) for name, stack in results.items()}

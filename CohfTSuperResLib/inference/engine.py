@@ -2,7 +2,9 @@
 
 Pipeline (details in docs/inference.md):
 1. validate the volumes and options before any model is loaded (``check_inputs``: InputError /
-   WeightsError with the reason; the acquisition axis from the spacing unless given);
+   WeightsError with the reason; the acquisition axis from the spacing unless given); with
+   ``register``, register the T1 to the T2 (registration.py); unless ``guide_check`` is 'off', check on
+   the input whether the T1 helps (guide_check.py) and act on it (a GuideNote says what happened);
 2. output grid = LR grid with in-plane spacing / s and size x s (geometry.py);
 3. robust-normalise T2 and T1 each by its own 99.5th percentile (normalize.py);
 4. slice by slice along `slice_axis`, in batches sized from the device's free
@@ -19,6 +21,7 @@ Pipeline (details in docs/inference.md):
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +31,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from CohfTSuperResLib.errors import InferenceCancelled, InferenceError, InputNote
+from CohfTSuperResLib.errors import GuideNote, InferenceCancelled, InferenceError, InputError, InputNote, WeightsError
 from CohfTSuperResLib.imageio.normalize import denormalize, normalize
 from CohfTSuperResLib.inference.allocator import reuse_freed_memory
 from CohfTSuperResLib.inference.backends import Runner, load_runner
@@ -36,11 +39,14 @@ from CohfTSuperResLib.inference.batching import input_multiple, plan_batches, ru
 from CohfTSuperResLib.inference.cropping import content_box
 from CohfTSuperResLib.inference.devices import deterministic_kernels, resolve_device, working_memory_budget
 from CohfTSuperResLib.inference.geometry import Grid, output_grid, resample_to, slab, to_slice_stack
+from CohfTSuperResLib.inference.guide_check import GuideVerdict, check_guide
 from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
+from CohfTSuperResLib.inference.registration import register_t1
 from CohfTSuperResLib.inference.tiling import Tile, run_tiled, scaled
 from CohfTSuperResLib.model.partition import pad_to_multiple, padded_length
 from CohfTSuperResLib.model.upsample import upsample_cubic
 from CohfTSuperResLib.options import RunOptions
+from CohfTSuperResLib.weights.registry import find_model
 
 __all__ = ["InputCheck", "RunOptions", "check_inputs", "super_resolve", "super_resolve_checked"]
 
@@ -61,6 +67,8 @@ def super_resolve(
     batch_size: int | None = None,
     slice_axis: int | None = None,
     whole_slices: bool = False,
+    guide_check: str = "auto",
+    register: bool = False,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> sitk.Image:
@@ -70,12 +78,15 @@ def super_resolve(
     here onto the output grid in physical space; zero outside its extent), or None for a model trained without T1.
     The other choices are those of ``options.RunOptions`` (checked there, once). progress(done, total) is called as
     slices finish; cancel() returning True stops with InferenceCancelled. Returns the float32 SR T2 in the input's
-    units on the output grid. Notes on what was decided (the acquisition axis) are InputNote warnings, concerns
-    (partial T1 coverage) RuntimeWarnings.
+    units on the output grid, with the model that ran and the guide check's numbers in its metadata (RECORD_KEYS;
+    NIfTI keeps a one-line summary as its description). Notes on what was decided (the acquisition axis) are
+    InputNote warnings, what the guide check found and did a GuideNote, concerns (partial T1 coverage)
+    RuntimeWarnings.
     Errors: InputError, WeightsError, InferenceError, InferenceCancelled (errors.py).
     """
     options = RunOptions(scale=scale, variant=variant, model_path=model_path, device=device, backend=backend,
-                         precision=precision, batch_size=batch_size, slice_axis=slice_axis, whole_slices=whole_slices)
+                         precision=precision, batch_size=batch_size, slice_axis=slice_axis, whole_slices=whole_slices,
+                         guide_check=guide_check, register=register)
     checked = check_inputs(t2, t1, options.scale, options.slice_axis)
     for note in checked.notes:
         warnings.warn(note, InputNote, stacklevel=2)
@@ -89,12 +100,64 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
     """``super_resolve`` of volumes that ``check_inputs`` accepted (its notes and warnings are the caller's to show),
     with the run's options; the checked scale and slice axis are the ones used."""
     device = resolve_device(options.device)
+    verdict = None
+    if checked.t1 is not None and options.register:
+        registration = register_t1(checked.t2, checked.t1, checked.t2_scale)
+        warnings.warn(registration.summary(), GuideNote, stacklevel=2)
+        checked = dataclasses.replace(checked, t1=registration.t1)
+    if checked.t1 is not None and options.guide_check != "off":
+        try:
+            verdict = check_guide(checked, options)
+        except WeightsError as error:  # the check's x2 models are not installed: nothing to judge the T1 with
+            warnings.warn(f"guide check not run ({error}); running with the T1", GuideNote, stacklevel=2)
+        else:
+            checked, options, said = act_on(verdict, checked, options)
+            warnings.warn(said, GuideNote, stacklevel=2)
     runner = load_runner(options, checked.t1 is not None)
     grid = output_grid(Grid.of(checked.t2), checked.scale, checked.slice_axis)
     with deterministic_kernels(device), reuse_freed_memory():
         run = SliceRun(runner, checked, grid, options, device, progress, cancel)
         result = grid.image_from_array(run.volume())
-    return result[:, :, 0] if checked.single_slice else result
+    result = result[:, :, 0] if checked.single_slice else result
+    record(result, options, checked.t1 is not None, verdict)
+    return result
+
+
+RECORD_KEYS = ("cohft_model", "cohft_guide_check")
+
+
+def act_on(verdict: GuideVerdict, checked: InputCheck,
+           options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
+    """The run's inputs and options after the guide check's verdict under options.guide_check, and the line that
+    says what happened; InputError for 'refuse' when the T1 does not help. 'auto' swaps the shipped guided model for
+    the shipped no-T1 model of the same variant and scale; a weights file of the user's runs as given (warned)."""
+    line = verdict.summary()
+    if verdict.helps:
+        return checked, options, f"{line}; running with the T1"
+    if options.guide_check == "refuse":
+        raise InputError(f"{line}; not run (guide check 'refuse'): register the T1, or run without it")
+    if options.guide_check == "warn":
+        return checked, options, f"{line}; running with the T1 anyway (guide check 'warn')"
+    if options.model_path is not None:  # a weights file of the user's is not swapped for a shipped model
+        return checked, options, f"{line}; running {options.model_path.name} with the T1 all the same"
+    try:
+        find_model(options.variant, options.scale, use_t1=False)
+    except WeightsError:
+        return checked, options, f"{line}; running with the T1 all the same: no model without T1 ships for " \
+                                 f"{options.variant} x{options.scale}"
+    without = dataclasses.replace(checked, t1=None, t1_scale=None, t1_coverage=None)
+    return without, dataclasses.replace(options, model_path=None), f"{line}; running the model without T1 instead"
+
+
+def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: GuideVerdict | None) -> None:
+    """Keep with the output which model ran and what the guide check measured (metadata; NIfTI description)."""
+    model = (options.model_path.name if options.model_path is not None else
+             f"shipped {options.variant} x{options.scale} {'with' if used_t1 else 'without'} T1")
+    check = "off" if verdict is None else verdict.record()
+    result.SetMetaData(RECORD_KEYS[0], model)
+    result.SetMetaData(RECORD_KEYS[1], check)
+    brief = f"Cohf-T {model}" + ("" if verdict is None else f"; guide check {verdict.benefit_db:+.2f} dB")
+    result.SetMetaData("ITK_FileNotes", brief[:79])
 
 
 class SliceRun:

@@ -119,6 +119,22 @@ def from_slice_stack(stack: np.ndarray, slice_axis: int) -> np.ndarray:
     return np.moveaxis(stack, 0, 2 - slice_axis)
 
 
+def translated(image: sitk.Image, millimetres: tuple[float, float, float]) -> sitk.Image:
+    """The image moved by (x, y, z) millimetres along its voxel axes i, j, k (origin changed, voxels kept)."""
+    moved = sitk.Image(image)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    moved.SetOrigin(tuple(np.asarray(image.GetOrigin()) + direction @ np.asarray(millimetres, dtype=float)))
+    return moved
+
+
+def strided_slices(image: sitk.Image, slice_axis: int, start: int, stop: int, step: int) -> sitk.Image:
+    """Slices start, start + step, ... < stop of the image along its slice axis, as an image whose slice spacing is
+    step times the image's (its geometry stays exact: each kept slice is where it was)."""
+    index = [slice(None)] * 3
+    index[slice_axis] = slice(start, stop, step)
+    return image[tuple(index)]
+
+
 def resample_to(image: sitk.Image, grid: Grid, interpolator: int = sitk.sitkLinear) -> np.ndarray:
     """float32 array of `image` sampled at the voxels of `grid` in physical space; 0 outside its extent."""
     resampler = sitk.ResampleImageFilter()

@@ -1,0 +1,137 @@
+"""The guide check and its policies (inference/guide_check.py, engine.act_on), the record kept with the output, the
+shift estimate and the rigid registration (inference/registration.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from inference_helpers import guide_for, save_tiny, volume
+
+from CohfTSuperResLib.errors import GuideNote, InputError
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.imageio.volumes import write_volume
+from CohfTSuperResLib.inference import super_resolve
+from CohfTSuperResLib.inference.engine import RECORD_KEYS, act_on
+from CohfTSuperResLib.inference.geometry import translated
+from CohfTSuperResLib.inference.guide_check import GuideVerdict, estimate_shift
+from CohfTSuperResLib.inference.input_checks import check_inputs
+from CohfTSuperResLib.inference.registration import largest_displacement, moved_by, register_t1
+from CohfTSuperResLib.options import RunOptions
+
+MNI = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_ms" / "mni"
+
+
+def _verdict(benefit: float) -> GuideVerdict:
+    return GuideVerdict(benefit, benefit >= 0.5, 0.5, 8, None if benefit >= 0.5 else (3.0, 0.0, 0.0), 1.0)
+
+
+@pytest.fixture
+def checked():
+    t2 = volume((3, 20, 24))
+    return check_inputs(t2, guide_for(t2, 2), 2)
+
+
+def test_a_helpful_t1_is_used_under_every_policy(checked):
+    for policy in ("auto", "warn", "refuse"):
+        after, options, said = act_on(_verdict(1.2), checked, RunOptions(guide_check=policy))
+        assert after.t1 is checked.t1 and options.guide_check == policy and "running with the T1" in said
+
+
+def test_an_unhelpful_t1_is_dropped_warned_about_or_refused(checked):
+    after, options, said = act_on(_verdict(-0.8), checked, RunOptions(guide_check="auto"))
+    assert after.t1 is None and after.t1_scale is None and options.model_path is None
+    assert "does not help" in said and "model without T1 instead" in said and "shifted by about 3 mm" in said
+    after, _options, said = act_on(_verdict(-0.8), checked, RunOptions(guide_check="warn"))
+    assert after.t1 is checked.t1 and "anyway" in said
+    with pytest.raises(InputError, match="does not help.*not run .guide check 'refuse'"):
+        act_on(_verdict(-0.8), checked, RunOptions(guide_check="refuse"))
+
+
+def test_a_users_weights_file_is_not_swapped_for_a_shipped_model(checked, tmp_path):
+    weights = save_tiny(tmp_path, 2)
+    after, options, said = act_on(_verdict(-0.8), checked, RunOptions(model_path=weights))
+    assert after.t1 is checked.t1 and options.model_path == weights and weights.name in said
+
+
+def test_the_output_records_the_model_and_the_check(tmp_path):
+    t2 = volume((3, 20, 24))
+    weights = save_tiny(tmp_path, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = super_resolve(t2, guide_for(t2, 2), 2, model_path=weights, device="cpu")
+    notes = [str(w.message) for w in caught if issubclass(w.category, GuideNote)]
+    assert len(notes) == 1 and notes[0].startswith("guide check: the T1")
+    assert result.GetMetaData(RECORD_KEYS[0]) == weights.name
+    assert result.GetMetaData(RECORD_KEYS[1]).startswith("benefit_db=")
+    for suffix in (".nii.gz", ".nrrd"):
+        reread = sitk.ReadImage(str(write_volume(result, tmp_path / f"sr{suffix}")))
+        if suffix == ".nrrd":
+            assert reread.GetMetaData(RECORD_KEYS[1]) == result.GetMetaData(RECORD_KEYS[1])
+        else:  # NIfTI keeps the one-line summary as its description
+            assert reread.GetMetaData("descrip").startswith(f"Cohf-T {weights.name}; guide check ")
+    off = super_resolve(t2, guide_for(t2, 2), 2, model_path=weights, device="cpu", guide_check="off")
+    assert off.GetMetaData(RECORD_KEYS[1]) == "off"
+
+
+def test_moving_the_geometry_is_the_rigid_transform_exactly():
+    image = volume((5, 12, 14), spacing=(0.9, 1.1, 2.0), origin=(3.0, -4.0, 7.0))
+    transform = sitk.Euler3DTransform((1.0, 2.0, 3.0), 0.05, -0.03, 0.08, (2.5, -1.0, 0.7))
+    moved = moved_by(image, transform)
+    for index in ((0, 0, 0), (13, 11, 4), (5, 3, 2)):
+        before = np.asarray(image.TransformIndexToPhysicalPoint(index))
+        after = np.asarray(moved.TransformIndexToPhysicalPoint(index))
+        np.testing.assert_allclose(transform.TransformPoint(tuple(after)), before, atol=1e-9)  # T maps T2 -> T1
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(moved), sitk.GetArrayFromImage(image))
+    mask = sitk.Cast(sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1, sitk.sitkUInt8)
+    mask.CopyInformation(image)
+    assert largest_displacement(transform, image, mask) >= np.linalg.norm((2.5, -1.0, 0.7)) - 1e-6
+
+
+@pytest.fixture(scope="module")
+def patient26():
+    if not MNI.is_dir():
+        pytest.skip("open_ms data absent")
+    read = lambda name: sitk.ReadImage(str(MNI / "patient26" / f"{name}.nii.gz"), sitk.sitkFloat32)  # noqa: E731
+    return read("t2"), read("t1")
+
+
+def test_the_shift_estimate_finds_a_moved_t1(patient26):
+    t2, t1 = patient26
+    slab = t2[:, :, 60:120:8]
+    for move in ((3.0, 0.0, 0.0), (0.0, -2.0, 0.0), (0.0, 0.0, 3.0)):
+        estimate = estimate_shift(slab, translated(t1, move), 2)
+        np.testing.assert_allclose(estimate, move, atol=0.75)
+    assert np.linalg.norm(estimate_shift(slab, t1, 2)) < 0.75
+
+
+@pytest.mark.slow  # a few seconds of registration
+def test_registration_undoes_a_3mm_5_degree_move(patient26):
+    t2, t1 = patient26
+    lr = t2[::4, ::4, :]  # an x4 LR T2
+    centre = t1.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in t1.GetSize()])
+    move = sitk.Euler3DTransform(centre, np.radians(5.0), 0.0, 0.0, (3.0, 0.0, 0.0))
+    moved = moved_by(t1, move.GetInverse())  # the T1's content moved by the transform
+    result = register_t1(lr, moved, robust_scale(sitk.GetArrayViewFromImage(lr)))
+    assert 3.0 <= result.displacement_mm
+    mask = sitk.Cast(lr > 0.1 * robust_scale(sitk.GetArrayViewFromImage(lr)), sitk.sitkUInt8)
+    residual = sitk.CompositeTransform([move.GetInverse(), result.transform])
+    assert largest_displacement(residual, lr, mask) < 1.0
+
+
+def test_register_option_and_notes_reach_the_caller(tmp_path):
+    t2 = volume((10, 20, 24))
+    weights = save_tiny(tmp_path, 2)
+    options = dict(model_path=weights, device="cpu", guide_check="off", register=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        super_resolve(t2, guide_for(t2, 2), 2, **options)
+    assert any(str(w.message).startswith("registration: the T1 was moved by") for w in caught
+               if issubclass(w.category, GuideNote))
+    assert dataclasses.asdict(RunOptions(**options, scale=2))["register"] is True
+    with pytest.raises(InputError, match="too small to register"):
+        super_resolve(volume((3, 20, 24)), guide_for(volume((3, 20, 24)), 2), 2, **options)
