@@ -18,7 +18,6 @@ import logging
 import pathlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
@@ -37,10 +36,11 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from CohfTSuperResLib.errors import InferenceCancelled, WeightsError  # torch-free
-from CohfTSuperResLib.options import BACKENDS, DEVICES, SCALES, VARIANTS, RunOptions
+from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
+from CohfTSuperResLib.options import BACKENDS, DEVICES, GUIDE_CHECKS, SCALES, VARIANTS, RunOptions
 from CohfTSuperResSlicerLib import choices, dependencies, nodes, samples
 from CohfTSuperResSlicerLib.nodes import VolumeNodeError
-from CohfTSuperResSlicerLib.runs import SceneRun, formatSeconds
+from CohfTSuperResSlicerLib.runs import CohfTSuperResJob, SceneRun, formatSeconds
 from CohfTSuperResSlicerLib.text import _
 
 POLL_INTERVAL_MS = 200  # the GUI reads the child's progress this often
@@ -102,7 +102,8 @@ class CohfTSuperResParameterNode:
     inputT2: the LR T2 volume. useT1 / guideT1: whether to use the registered HR T1, and which.
     outputVolume: where the result goes (None: a new volume). modelPath: a weights file of the user's (None:
     the shipped model of variant and scale; kept in step with its path field by the widget). showResult: show
-    the result in the slice views. scale, variant, device, backend: as in options.RunOptions.
+    the result in the slice views. scale, variant, device, backend, guideCheck, registerT1 (register): as in
+    options.RunOptions.
     """
 
     inputT2: vtkMRMLScalarVolumeNode
@@ -114,34 +115,19 @@ class CohfTSuperResParameterNode:
     modelPath: pathlib.Path | None = None
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     backend: Annotated[str, Choice(list(BACKENDS))] = "torch"
+    guideCheck: Annotated[str, Choice(list(GUIDE_CHECKS))] = "auto"
+    registerT1: bool = False
     showResult: bool = True
 
     def runOptions(self) -> RunOptions:
         """The run's options from the GUI state."""
         return RunOptions(scale=self.scale, variant=self.variant, model_path=self.modelPath, device=self.device,
-                          backend=self.backend)
+                          backend=self.backend, guide_check=self.guideCheck, register=self.registerT1)
 
 
 #
 # CohfTSuperResLogic
 #
-
-
-@dataclass
-class CohfTSuperResJob:
-    """Everything one run needs, taken from the scene on the main thread (the checked images are copies)."""
-
-    checked: object  # CohfTSuperResLib.inference.input_checks.InputCheck
-    options: RunOptions  # with the checked scale and slice axis
-    t2NodeID: str
-    outputNodeID: str | None
-    outputName: str
-    scene: object
-
-    @property
-    def messages(self) -> list[str]:
-        """What the library's input check decided (notes) and is concerned about (warnings), one line each."""
-        return [*self.checked.notes, *self.checked.warnings]
 
 
 class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
@@ -236,6 +222,9 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
         t1 = None if t1Node is None else nodes.imageFromVolumeNode(t1Node, _("guide T1"), resampleNonLinear=True)
         checked = check_inputs(t2, t1, options.scale, options.slice_axis)
         resolve_device(options.device)  # InputError now for a GPU that is not there, not after the child has started
+        if t1 is not None and options.register:  # here, so that the transform can go into the scene
+            checked = self._registered(checked, t1Node, t2Node)
+            options = dataclasses.replace(options, register=False)
         job = CohfTSuperResJob(
             checked=checked,
             options=dataclasses.replace(options, scale=checked.scale, slice_axis=checked.slice_axis),
@@ -247,6 +236,18 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
         for message in job.messages:
             logging.warning(f"CohfTSuperRes: {message}")
         return job
+
+    @staticmethod
+    def _registered(checked, t1Node, t2Node):
+        """The checked inputs with the T1 registered to the T2 (the T1 node untouched); the rigid transform is added
+        to the scene as a transform node, to inspect or to reuse (applied to the T1 it moves it onto the T2)."""
+        from CohfTSuperResLib.inference.registration import register_t1
+
+        registration = register_t1(checked.t2, checked.t1, checked.t2_scale)
+        scene = t2Node.GetScene()
+        nodes.addRigidTransform(scene, registration.transform,
+                                scene.GenerateUniqueName(f"{t1Node.GetName()}_registered_to_{t2Node.GetName()}"))
+        return dataclasses.replace(checked, t1=registration.t1, notes=(*checked.notes, registration.summary()))
 
     @staticmethod
     def runInProcess(job: CohfTSuperResJob, progressCallback=None, cancelCallback=None):
@@ -265,6 +266,9 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
             if t2Node is not None:
                 nodes.placeInStudyOf(outputNode, t2Node)
         nodes.updateVolumeNodeFromImage(outputNode, image)
+        for key in RECORD_KEYS:  # which model ran, what the guide check measured
+            if image.HasMetaDataKey(key):
+                outputNode.SetAttribute(f"CohfTSuperRes.{key}", image.GetMetaData(key))
         if outputNode.GetDisplayNode() is None:
             outputNode.CreateDefaultDisplayNodes()
         inputDisplay = t2Node.GetDisplayNode() if t2Node is not None else None
@@ -314,7 +318,8 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
         """What the status line says about a finished run: the result, the cancellation, or the error's own message."""
         if run.error is None:
             return " ".join([_("Done: {name} in {time}.").format(
-                name=run.outputNode.GetName(), time=formatSeconds(run.child.elapsedSeconds)), *run.job.messages])
+                name=run.outputNode.GetName(), time=formatSeconds(run.child.elapsedSeconds)), *run.job.messages,
+                *run.notes])
         if isinstance(run.error, InferenceCancelled):
             return _("Cancelled; nothing was written.")
         text = str(run.error)

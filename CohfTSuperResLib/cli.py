@@ -229,9 +229,10 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
 
 
 def _super_resolve_file(args: argparse.Namespace, options: RunOptions, t2: Path, t1: Path | None,
-                        output: Path) -> None:
-    """Check the output, read, super-resolve and write one case, holding the output's lock throughout."""
-    from CohfTSuperResLib.imageio.volumes import OutputLock, check_output, read_volume, write_volume
+                        output: Path) -> dict[str, str]:
+    """Check the output, read, super-resolve and write one case, holding the output's lock throughout; what was kept
+    with the output (the model that ran, the guide check's numbers)."""
+    from CohfTSuperResLib.imageio.volumes import RECORD_KEYS, OutputLock, check_output, read_volume, write_volume
     from CohfTSuperResLib.inference import super_resolve
 
     check_output(output, (t2, t1), args.overwrite)
@@ -245,6 +246,7 @@ def _super_resolve_file(args: argparse.Namespace, options: RunOptions, t2: Path,
         finally:
             close()
         write_volume(image, output)
+    return {"model": image.GetMetaData(RECORD_KEYS[0]), "guide_check": image.GetMetaData(RECORD_KEYS[1])}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -257,18 +259,24 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.t1 is not None or args.output is not None:
         raise InputError("--t1 and --output come from the manifest's columns in cohort mode; do not pass them")
-    from CohfTSuperResLib.inference.cohort import read_cases, shard
+    from CohfTSuperResLib.inference.cohort import read_cases, shard, summary_path, write_summary
 
     cases = shard(read_cases(args.manifest))
     failed: list[str] = []
     skipped = 0
+    rows = []
     for case in cases:
+        row = {"line": str(case.line), "t2": str(case.t2), "t1": "" if case.t1 is None else str(case.t1),
+               "output": str(case.output)}
+        rows.append(row)
         if case.output.exists() and not args.overwrite:
             print(f"skip {case.output} (exists)")
+            row["status"] = "skipped (exists)"
             skipped += 1
             continue
         try:
-            _super_resolve_file(args, options, case.t2, case.t1, case.output)
+            policy = options if case.guide_check is None else dataclasses.replace(options, guide_check=case.guide_check)
+            row.update(_super_resolve_file(args, policy, case.t2, case.t1, case.output), status="written")
             print(f"wrote {case.output}")
         except (KeyboardInterrupt, Terminated):
             raise
@@ -276,9 +284,12 @@ def _run(args: argparse.Namespace) -> int:
             known = isinstance(error, (*LIBRARY_ERRORS, OSError))
             reason = str(error) if known else f"unexpected {type(error).__name__}: {error}"
             failed.append(f"line {case.line}")
+            row.update(status="failed", message=reason)
             _error(f"{args.manifest.name} line {case.line} ({case.t2.name}): {reason}")
     done = len(cases) - skipped - len(failed)
-    print(f"cohort: {done} written, {skipped} skipped (exist), {len(failed)} failed of {len(cases)} row(s)")
+    summary = write_summary(rows, summary_path(args.manifest))
+    print(f"cohort: {done} written, {skipped} skipped (exist), {len(failed)} failed of {len(cases)} row(s); "
+          f"summary {summary}")
     if failed:
         _error(f"{len(failed)} of {len(cases)} row(s) failed: {', '.join(failed)}")
     return 1 if failed else 0

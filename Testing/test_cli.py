@@ -282,3 +282,32 @@ def test_the_t2_given_as_its_own_t1_is_refused(files, weights, tmp_path, capsys)
     assert main(["run", "--t2", str(files["t2"]), "--t1", str(files["t2"]), "-o", str(tmp_path / "sr.nii.gz"),
                  "--model", str(weights), "--device", "cpu"]) == 1
     assert "the T1 and the T2 are the same file" in _one_error_line(capsys)
+
+
+def test_cohort_rows_choose_their_guide_check_and_the_summary_records_what_ran(files, weights, tmp_path, capsys,
+                                                                                monkeypatch):
+    """A guide_check column overrides --guide-check per row; the summary CSV beside the manifest says, per row, what
+    happened, which model ran and what the check measured (here a check that finds the T1 unhelpful)."""
+    import csv
+
+    from CohfTSuperResLib.inference.guide_check import GuideVerdict
+
+    monkeypatch.setattr("CohfTSuperResLib.inference.engine.check_guide",
+                        lambda checked, options: GuideVerdict(-1.0, False, 0.5, 3, (3.0, 0.0, 0.0), 0.1))
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("t2,t1,output,guide_check\n"
+                        "t2.nrrd,t1.nii.gz,out/warned.nrrd,warn\n"
+                        "t2.nrrd,t1.nii.gz,out/refused.nrrd,refuse\n"
+                        "t2.nrrd,t1.nii.gz,out/unchecked.nrrd,off\n")
+    assert main(["run", "--manifest", str(manifest), "--model", str(weights), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "cohft-sr: note: guide check: the T1 does not help" in err and "seems shifted by about 3 mm" in err
+    with open(tmp_path / "cases_summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["status"] for row in rows] == ["written", "failed", "written"]
+    assert rows[0]["model"] == weights.name and rows[0]["guide_check"].startswith("benefit_db=-1.000")
+    assert "guide check 'refuse'" in rows[1]["message"] and rows[2]["guide_check"] == "off"
+    written = sitk.ReadImage(str(tmp_path / "out" / "warned.nrrd"))
+    assert written.GetMetaData("cohft_guide_check").startswith("benefit_db=-1.000")
+    with pytest.raises(SystemExit):
+        main(["run", "--t2", str(files["t2"]), "-o", str(tmp_path / "x.nrrd"), "--guide-check", "sometimes"])

@@ -16,7 +16,8 @@ from CohfTSuperResLib.errors import GuideNote, InputError
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.imageio.volumes import write_volume
 from CohfTSuperResLib.inference import super_resolve
-from CohfTSuperResLib.inference.engine import RECORD_KEYS, act_on
+from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
+from CohfTSuperResLib.inference.engine import act_on
 from CohfTSuperResLib.inference.geometry import translated
 from CohfTSuperResLib.inference.guide_check import GuideVerdict, estimate_shift
 from CohfTSuperResLib.inference.input_checks import check_inputs

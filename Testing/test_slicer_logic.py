@@ -528,3 +528,37 @@ def test_model_choices_are_read_once_per_file_version(module, monkeypatch, tmp_p
     module.choices.modelProblem(options, True)
     assert len(headers) == 2
     module.choices._offer.cache_clear()
+
+
+def test_register_option_adds_the_transform_and_leaves_the_t1_node_alone(module, scene, weights):
+    """With 'register' the T1 is registered to the T2 in Slicer's process: the T1 node is untouched, the rigid
+    transform is a new transform node (applied to the T1 it moves it onto the T2), and the job says what it did.
+    The sample slab (72 x 90 x 24 LR T2, its 1 mm T1 moved 2 mm to the right)."""
+    from CohfTSuperResLib.data.sample_data import read_sample
+
+    sample = read_sample()
+    moved = sitk.Image(sample["t1"])
+    moved.SetOrigin(tuple(np.asarray(moved.GetOrigin()) + (-2.0, 0.0, 0.0)))  # LPS -x: 2 mm to the right
+    t2_node, t1_node = add_volume(scene, sample["lr_t2"], "T2"), add_volume(scene, moved, "T1")
+    before = snapshot(t1_node)
+    transforms = scene.GetNumberOfNodesByClass("vtkMRMLLinearTransformNode")
+    job = module.CohfTSuperResLogic().prepare(t2_node, t1_node, options=RunOptions(
+        scale=SCALE, device="cpu", model_path=weights, guide_check="off", register=True))
+    assert snapshot(t1_node) == before and not job.options.register  # done here, not again in the child
+    assert any(message.startswith("registration: the T1 was moved by") for message in job.messages)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLLinearTransformNode") == transforms + 1
+    node = scene.GetNodesByClass("vtkMRMLLinearTransformNode").GetItemAsObject(transforms)
+    matrix = vtk.vtkMatrix4x4()
+    node.GetMatrixTransformToParent(matrix)
+    shift_ras = np.array([matrix.GetElement(row, 3) for row in range(3)])
+    np.testing.assert_allclose(shift_ras, (-2.0, 0.0, 0.0), atol=0.5)  # back 2 mm to the left (RAS -x)
+
+
+def test_the_output_node_says_which_model_ran_and_what_the_check_found(module, scene, images, weights):
+    t2, t1 = images
+    t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
+    output = module.CohfTSuperResLogic().process(
+        t2_node, t1_node, options=RunOptions(scale=SCALE, device="cpu", model_path=weights, guide_check="off"),
+        inProcess=True)
+    assert output.GetAttribute("CohfTSuperRes.cohft_model") == weights.name
+    assert output.GetAttribute("CohfTSuperRes.cohft_guide_check") == "off"

@@ -198,3 +198,19 @@ def placeInStudyOf(node, reference) -> None:
         hierarchy.SetItemParent(item, parent)
     else:
         hierarchy.CreateItem(parent, node)
+
+
+def addRigidTransform(scene, transform: sitk.Transform, name: str):
+    """A linear transform node holding a rigid SimpleITK transform that maps T2 points to T1 points (LPS): its
+    transform to parent is the inverse, in RAS, so that applied to the T1 node it moves the T1 onto the T2."""
+    inverse = transform.GetInverse()
+    lps = np.eye(4)
+    origin = np.asarray(inverse.TransformPoint((0.0, 0.0, 0.0)))
+    for axis in range(3):
+        unit = [0.0, 0.0, 0.0]
+        unit[axis] = 1.0
+        lps[:3, axis] = np.asarray(inverse.TransformPoint(tuple(unit))) - origin
+    lps[:3, 3] = origin
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", name)
+    node.SetMatrixTransformToParent(numpyToVtk(LPS_FROM_RAS @ lps @ LPS_FROM_RAS))
+    return node

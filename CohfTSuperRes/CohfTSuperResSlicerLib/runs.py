@@ -1,4 +1,5 @@
-"""One super-resolution run that ends in the scene: the child process, its progress, its cancellation, its result.
+"""One super-resolution run that ends in the scene: the job taken from the scene, the child process, its progress,
+its cancellation, its result.
 
 The one run object of the module: the GUI polls it from a timer, the Logic's process() waits for it.
 """
@@ -7,14 +8,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import SimpleITK as sitk
 
 import slicer
+from CohfTSuperResLib.options import RunOptions
 
 from .childrun import ChildRun
 
 WAIT_INTERVAL_S = 0.1  # wait() looks at the child (and lets Slicer's GUI work) this often
+NOTE_PREFIX = "cohft-sr: note: "
+
+
+@dataclass
+class CohfTSuperResJob:
+    """Everything one run needs, taken from the scene on the main thread (the checked images are copies)."""
+
+    checked: object  # CohfTSuperResLib.inference.input_checks.InputCheck
+    options: RunOptions  # with the checked scale and slice axis
+    t2NodeID: str
+    outputNodeID: str | None
+    outputName: str
+    scene: object
+
+    @property
+    def messages(self) -> list[str]:
+        """What the library's input check decided (notes) and is concerned about (warnings), one line each."""
+        return [*self.checked.notes, *self.checked.warnings]
 
 
 class SceneRun:
@@ -22,13 +43,18 @@ class SceneRun:
     result into the scene (MRML is only touched in poll(), on the main thread). The module's GUI polls it from a
     timer; its Logic's process() waits for it."""
 
-    def __init__(self, job, finish: Callable[[object, sitk.Image], object],
+    def __init__(self, job: CohfTSuperResJob, finish: Callable[[CohfTSuperResJob, sitk.Image], object],
                  logCallback: Callable[[str], None] | None = None) -> None:
         self.job, self.finish = job, finish
         self.child = ChildRun(job.checked.t2, job.checked.t1, job.options, logCallback)
         self.outputNode = None
         self.error: BaseException | None = None
         self.finished = False
+
+    @property
+    def notes(self) -> list[str]:
+        """The child's notes (what the guide check found and which model ran), without their prefix."""
+        return [line.removeprefix(NOTE_PREFIX) for line in self.child.messages if line.startswith(NOTE_PREFIX)]
 
     @property
     def progress(self) -> tuple[int, int]:

@@ -34,6 +34,9 @@ except ImportError:  # Windows: msvcrt's byte-range lock instead (not tested on 
     fcntl = None
     import msvcrt
 
+# metadata the library keeps with an output: the model that ran, the guide check's numbers (NRRD keys; NIfTI keeps
+# a one-line summary in its description, ITK's ITK_FileNotes)
+RECORD_KEYS = ("cohft_model", "cohft_guide_check")
 GEOMETRY_TOLERANCE_MM = 1e-3  # origin / spacing agreement of a written header with the intended grid
 DIRECTION_TOLERANCE = 1e-4
 

@@ -1,4 +1,9 @@
-"""Cohort mode of `cohft-sr run`: the CSV manifest of cases and its split across torchrun ranks."""
+"""Cohort mode of `cohft-sr run`: the CSV manifest of cases, its split across torchrun ranks, and its summary.
+
+Manifest columns: t2, output (required), t1, guide_check (one of options.GUIDE_CHECKS for this row; empty: the
+command line's). The summary (``write_summary``) has one row per case: what happened, the model that ran and the
+guide check's numbers.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from CohfTSuperResLib.errors import InputError
+from CohfTSuperResLib.options import GUIDE_CHECKS
 
 REQUIRED_COLUMNS = ("t2", "output")
+SUMMARY_COLUMNS = ("line", "t2", "t1", "output", "status", "model", "guide_check", "message")
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,7 @@ class Case:
     t1: Path | None
     output: Path
     line: int = 0
+    guide_check: str | None = None  # this row's policy; None: the command line's
 
 
 def read_cases(path: str | Path) -> list[Case]:
@@ -51,7 +59,11 @@ def _cases(reader: csv.DictReader, path: Path) -> list[Case]:
             raise InputError(f"manifest {path.name}, line {line}: t2 and output must not be empty")
         t1 = row.get("t1") or None
         guide = None if t1 is None else path.parent / t1
-        cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"], line))
+        policy = row.get("guide_check") or None
+        if policy is not None and policy not in GUIDE_CHECKS:
+            raise InputError(f"manifest {path.name}, line {line}: guide_check {policy!r} is not one of "
+                             f"{', '.join(GUIDE_CHECKS)}")
+        cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"], line, policy))
     return cases
 
 
@@ -83,3 +95,20 @@ def shard(cases: list[Case]) -> list[Case]:
     if world < 1 or not 0 <= rank < world:
         raise InputError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world}")
     return cases[rank::world]
+
+
+def summary_path(manifest: Path) -> Path:
+    """Where the summary of a manifest's run goes: beside it (one file per torchrun rank)."""
+    rank = os.environ.get("RANK")
+    suffix = "" if rank in (None, "0") and os.environ.get("WORLD_SIZE", "1") == "1" else f"_rank{rank}"
+    return manifest.with_name(f"{manifest.stem}_summary{suffix}.csv")
+
+
+def write_summary(rows: list[dict[str, str]], path: Path) -> Path:
+    """Write the summary rows (SUMMARY_COLUMNS) as CSV."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, SUMMARY_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({column: row.get(column, "") for column in SUMMARY_COLUMNS})
+    return path

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from CohfTSuperResLib.errors import GuideNote, InferenceCancelled, InferenceError, InputError, InputNote, WeightsError
 from CohfTSuperResLib.imageio.normalize import denormalize, normalize
+from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
 from CohfTSuperResLib.inference.allocator import reuse_freed_memory
 from CohfTSuperResLib.inference.backends import Runner, load_runner
 from CohfTSuperResLib.inference.batching import input_multiple, plan_batches, run_in_batches, size_multiple
@@ -121,9 +122,6 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
     result = result[:, :, 0] if checked.single_slice else result
     record(result, options, checked.t1 is not None, verdict)
     return result
-
-
-RECORD_KEYS = ("cohft_model", "cohft_guide_check")
 
 
 def act_on(verdict: GuideVerdict, checked: InputCheck,

@@ -1,0 +1,139 @@
+"""The guide check on held-out subjects with good and bad T1s: its verdict, and what each policy gives.
+
+Usage: PYTHONPATH=. python bench/guide_check_cases.py [--scale 4] [--every 4] [--guided W] [--no-t1 W]
+       [--cases all|distributed] [--register] [--json out.json] [--threads 2]
+Protocol of CohfTSuperResLib/evaluation/guide_cases.py (every --every-th slice, LR by k-space truncation, PSNR over
+the brain slices against the HR T2) on open_ms mni/patient26 and BraTS-GLI-00000-000. Per guide case: the check's
+proxy benefit and verdict (inference/guide_check.py, with the shipped x2 models), the PSNR of the guided model
+with that guide and of the no-T1 model (the networks themselves, check off), and the PSNR the default policy
+'auto' gives (the guided result where the check says the T1 helps, else the no-T1 result). Cases: the T1 as
+distributed; moved 1 / 2 / 3 / 5 mm along each voxel axis; rotated 2 / 5 / 10 degrees about the T1's centre (about
+the slice axis); flipped left-right; another subject's T1; the T1 of another slab (moved 40 mm along the slice
+axis). --register: also the 3 mm / 5 degree case registered first (check off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from CohfTSuperResLib.data.patches import brain_slices
+from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
+from CohfTSuperResLib.evaluation.evaluate import score
+from CohfTSuperResLib.evaluation.guide_cases import AXIS, FOREIGN_SOURCE, Subject, foreign_guide, reporting_subjects
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.inference import super_resolve
+from CohfTSuperResLib.inference.geometry import image_stack, translated
+from CohfTSuperResLib.inference.guide_check import check_guide
+from CohfTSuperResLib.inference.input_checks import check_inputs
+from CohfTSuperResLib.inference.registration import moved_by, register_t1
+from CohfTSuperResLib.options import RunOptions
+from CohfTSuperResLib.weights.registry import find_model
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def rotated(image: sitk.Image, degrees: float) -> sitk.Image:
+    """The image's content turned by `degrees` about its centre, around its slice axis (geometry only)."""
+    centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
+    axis = np.asarray(image.GetDirection()).reshape(3, 3)[:, AXIS]
+    turn = sitk.VersorRigid3DTransform()
+    turn.SetCenter(centre)
+    turn.SetRotation(tuple(axis), float(np.radians(degrees)))
+    return moved_by(image, turn.GetInverse())
+
+
+def flipped(image: sitk.Image) -> sitk.Image:
+    """The image's content mirrored along its voxel axis 0 (left-right), on the same grid."""
+    mirrored = sitk.GetImageFromArray(sitk.GetArrayFromImage(image)[:, :, ::-1].copy())
+    mirrored.CopyInformation(image)
+    return mirrored
+
+
+def cases(t1: sitk.Image, t2: sitk.Image, foreign: sitk.Image | None, which: str) -> dict[str, sitk.Image]:
+    found = {"as distributed": t1}
+    if which == "distributed":
+        return found
+    for millimetres in (1.0, 2.0, 3.0, 5.0):
+        for axis, name in enumerate("xyz"):
+            move = [0.0, 0.0, 0.0]
+            move[axis] = millimetres
+            found[f"moved {millimetres:g} mm in {name}"] = translated(t1, tuple(move))
+    for degrees in (2.0, 5.0, 10.0):
+        found[f"rotated {degrees:g} degrees"] = rotated(t1, degrees)
+    found["flipped left-right"] = flipped(t1)
+    if foreign is not None:
+        found["another subject's T1"] = foreign_guide(foreign, t2)
+    move = [0.0, 0.0, 0.0]
+    move[AXIS] = 40.0
+    found["another slab (40 mm along the slices)"] = translated(t1, tuple(move))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--every", type=int, default=4)
+    parser.add_argument("--guided", type=Path)
+    parser.add_argument("--no-t1", type=Path)
+    parser.add_argument("--cases", choices=("all", "distributed"), default="all")
+    parser.add_argument("--register", action="store_true")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    guided = args.guided or find_model("S", args.scale, True).path
+    unguided = args.no_t1 or find_model("S", args.scale, False).path
+    rows = []
+    print("| subject | guide | proxy benefit dB | T1 used (auto) | guided | no-T1 | auto | auto - no-T1 | auto - best |")
+    print("|" + " --- |" * 9)
+    for subject in reporting_subjects(DATA):
+        hr = trim_in_plane(subject.read("t2"), args.scale, AXIS)[:, :, ::args.every]
+        hr_stack = image_stack(hr, AXIS)
+        reference = robust_scale(hr_stack)
+        brain = brain_slices(hr_stack / reference)
+        target = hr_stack[brain] / reference
+        lr = lr_volume(hr, args.scale, AXIS)
+
+        def psnr_of(guide: sitk.Image | None, weights: Path) -> float:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sr = super_resolve(lr, guide, args.scale, model_path=weights, device="cpu", slice_axis=AXIS,
+                                   guide_check="off")
+            return score(image_stack(sr, AXIS)[brain] / reference, target)["psnr"]
+
+        no_t1 = psnr_of(None, unguided)
+        t1 = subject.read("t1")
+        foreign = FOREIGN_SOURCE.get(subject.name)
+        guides = cases(t1, subject.read("t2"), Subject(foreign, DATA / foreign).read("t1") if foreign else None,
+                       args.cases)
+        if args.register:
+            move = rotated(translated(t1, (3.0, 0.0, 0.0)), 5.0)
+            registration = register_t1(lr, move, robust_scale(sitk.GetArrayViewFromImage(lr)))
+            guides["moved 3 mm and rotated 5 degrees, registered"] = registration.t1
+            guides["moved 3 mm and rotated 5 degrees"] = move
+        for name, guide in guides.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                verdict = check_guide(check_inputs(lr, guide, args.scale, AXIS), RunOptions(scale=args.scale,
+                                                                                            device="cpu"))
+            with_t1 = psnr_of(guide, guided)
+            auto = with_t1 if verdict.helps else no_t1
+            best = max(with_t1, no_t1)
+            rows.append({"subject": subject.name, "guide": name, "benefit_db": verdict.benefit_db,
+                         "helps": verdict.helps, "shift_mm": verdict.shift_mm, "guided": with_t1, "no_t1": no_t1,
+                         "auto": auto, "check_seconds": verdict.seconds})
+            print(f"| {subject.name} | {name} | {verdict.benefit_db:+.2f} | {'yes' if verdict.helps else 'no'} | "
+                  f"{with_t1:.3f} | {no_t1:.3f} | {auto:.3f} | {auto - no_t1:+.3f} | {auto - best:+.3f} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
