@@ -1,4 +1,4 @@
-"""LR synthesis by k-space truncation (degrade.py), checked on a real T2 slice against numpy references."""
+"""LR synthesis by k-space truncation (data/degradations.py), checked on a real T2 slice against numpy references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`cohft-sr evaluate` (evaluate.py): LR synthesis on the DFT grid, baselines, metrics.json and the figure."""
+"""`cohft-sr evaluate` (evaluation/evaluate.py): LR synthesis on the DFT grid, baselines, metrics.json and the figure."""
 
 from __future__ import annotations
 

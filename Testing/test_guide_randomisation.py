@@ -1,4 +1,4 @@
-"""Guide randomisation of training (guide_randomisation.py): what each part does to the T1, and that the T2 is untouched."""
+"""Guide randomisation of training (data/degradations.py): what each part does to the T1, and that the T2 is untouched."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from CohfTSuperResLib.data.degradations import (
     GuideRandomisation,
     _rigidly_moved_slice,
     _thick_slices_along,
-    degrade,
 )
 from CohfTSuperResLib.data.patches import PatchSampler, SliceSet
 

@@ -1,4 +1,4 @@
-"""The one input check of the library (checks.check_inputs): label maps, sheared grids, acquisition axis,
+"""The one input check of the library (input_checks.check_inputs): label maps, sheared grids, acquisition axis,
 intensities out of float32's range, volumes that cannot be normalised — each refused or decided before any model
 loads, with a library error type."""
 

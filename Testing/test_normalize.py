@@ -1,4 +1,4 @@
-"""Robust intensity normalisation (normalize.py) on a real T2 slice and edge cases."""
+"""Robust intensity normalisation (imageio/normalize.py) on a real T2 slice and edge cases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training pack (pack.py): roles and guard band, float16 round trip, crop box, training from it without SimpleITK."""
+"""The training pack (data/pack.py): roles and guard band, float16 round trip, crop box, training from it without SimpleITK."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Paired volumes (pairs.py): manifests, the T1 put onto the T2 grid, slicing, normalisation of real pairs."""
+"""Paired volumes (data/pairs.py): manifests, the T1 put onto the T2 grid, slicing, normalisation of real pairs."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ node and the widget code. (The Python packages a run needs: test_slicer_logic.py
 from __future__ import annotations
 
 import re
-import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 

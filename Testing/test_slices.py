@@ -1,4 +1,4 @@
-"""Training slices and patches (slices.py): brain slices, aligned patches, augmentation, seeded sampling."""
+"""Training slices and patches (data/patches.py): brain slices, aligned patches, augmentation, seeded sampling."""
 
 from __future__ import annotations
 

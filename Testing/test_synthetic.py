@@ -1,4 +1,4 @@
-"""LR volumes and the bicubic baseline on the DFT grid (synthetic.py), shared by evaluate, the demo and Slicer."""
+"""LR volumes and the bicubic baseline on the DFT grid (data/synthetic_volumes.py), shared by evaluate, the demo and Slicer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training entrypoint (train.py): a tiny run, exact resume, and DistributedDataParallel on 2 CPU processes."""
+"""Training entrypoint (training/train.py): a tiny run, exact resume, and DistributedDataParallel on 2 CPU processes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Volume files in and out (volume_io.py, file_integrity.py): what SimpleITK lets through is caught, outputs are
+"""Volume files in and out (imageio/volumes.py, imageio/file_integrity.py): what SimpleITK lets through is caught, outputs are
 atomic and verified, an input is never overwritten, two runs never both write one output."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ same), through the public `super_resolve` with the shipped model; seconds are sc
 volume. --baseline-tree DIR adds the same methods run from another checkout of the project (e.g.
 a git worktree of the previous release): before and after on the same machine in one run.
 Every output is compared with this tree's torch output: max abs difference in units of the
-T2's robust scale (normalize.py; tissue about 0 .. 1).
+T2's robust scale (imageio/normalize.py; tissue about 0 .. 1).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.inference.geometry import image_stack
 from CohfTSuperResLib.data.patches import brain_slices
 
-HEAD_LEVEL = 0.02  # the content box's threshold (cropping.py), here on the HR target
+HEAD_LEVEL = 0.02  # the content box's threshold (inference/cropping.py), here on the HR target
 
 
 def ssim_inside_outside(result: np.ndarray, target: np.ndarray, heads: np.ndarray) -> tuple[float, float]:

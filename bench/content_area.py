@@ -3,9 +3,9 @@
 Usage (from the repository root):
     PYTHONPATH=. python bench/content_area.py [--cases clinical-x2 mni240-x4] [--settings 0:16:30 0.02:8:30 0.02:8]
 
-For each benchmark case (bench/benchmark.py) and each THRESHOLD:MARGIN[:MULTIPLE] setting (cropping.py:
+For each benchmark case (bench/benchmark.py) and each THRESHOLD:MARGIN[:MULTIPLE] setting (inference/cropping.py:
 normalised LR samples above THRESHOLD, MARGIN LR samples of context, sides grown to a multiple of MULTIPLE,
-by default the network's input multiple, and to at least its size multiple, batching.py), the mean over the
+by default the network's input multiple, and to at least its size multiple, inference/batching.py), the mean over the
 slices with content of the box area as a fraction of the slice padded to the size multiple (what a whole-slice
 run costs, the work bench/benchmark.py counts): with one slice per batch (the CPU default) and with one box
 for the whole volume. No network runs; the network's

@@ -5,7 +5,7 @@ Usage (from the repository root):
 
 Rows (milliseconds, best of several runs, shipped S x2 model on a 390 x 360 LR slice where a
 network is involved; max abs difference between A and B in the network's output units):
-- one forward pass with glibc's default malloc against freed memory kept (allocator.py);
+- one forward pass with glibc's default malloc against freed memory kept (inference/allocator.py);
 - one forward pass of the reference network (model/) against the one with the CPU fast paths swapped in
   (inference/fast_paths.py), alternating call by call: medians and the median of the pairs' ratios;
 - a residual dense block at LR and HR size, concatenating against fused (inference/fast_paths.py);

@@ -6,7 +6,7 @@ block of k-space, inverse-FFT it and take the magnitude. The result is scaled
 by (h*w)/(H*W) so that the intensity level is preserved: a constant image
 stays exactly that constant.
 
-Grid convention (the MR reconstruction / DFT one, shared with ``upsample.py``):
+Grid convention (the MR reconstruction / DFT one, shared with ``model/upsample.py``):
 the LR voxel j sits at the HR voxel s*j. Hence an LR volume made from an HR one
 keeps the HR origin and has its in-plane spacing multiplied by s, and a
 super-resolved output keeps the LR origin with its in-plane spacing divided by

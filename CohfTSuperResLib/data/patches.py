@@ -103,7 +103,7 @@ def crop_patch(lr: np.ndarray, hr: np.ndarray, t1: np.ndarray, scale: int, top: 
 class PatchSampler:
     """Batches of random augmented patches; batch(iteration) depends only on (seed, rank, iteration).
 
-    guide: the guide randomisation (guide_randomisation.py) applied to the T1 slab of each sample before
+    guide: the guide randomisation (data/degradations.py) applied to the T1 slab of each sample before
     the intensity augmentation; the LR and HR T2 are never touched by it.
     """
 

@@ -1,10 +1,10 @@
 """`cohft-sr demo`: the whole job on real anatomy shipped with the project, with no network and no outside data.
 
-Default input: the sample slab of the held-out subject mni/patient26 (sample_data.py; HR T2 of
+Default input: the sample slab of the held-out subject mni/patient26 (data/sample_data.py; HR T2 of
 1 x 1 x 3 mm and its registered 1 mm T1). ``phantom=True`` uses the brain phantom generated in code
-(phantom.py) instead, for tests. The HR T2 is reduced in-plane by the paper's k-space protocol
-(synthetic.lr_volume) into the LR input, super-resolved with the T1 as guide, and compared with the
-HR truth and the bicubic baseline (synthetic.bicubic_volume). Intensities are divided by the HR T2's
+(data/phantom.py) instead, for tests. The HR T2 is reduced in-plane by the paper's k-space protocol
+(synthetic_volumes.lr_volume) into the LR input, super-resolved with the T1 as guide, and compared with the
+HR truth and the bicubic baseline (synthetic_volumes.bicubic_volume). Intensities are divided by the HR T2's
 robust scale (99.5th percentile of its positive voxels) and PSNR is taken over the whole volume with
 data range 1. Writes the LR, HR, T1, SR and bicubic volumes and a comparison PNG of the middle slice
 with labelled panels (PANELS, left to right) and returns the measured PSNRs.

@@ -6,7 +6,7 @@ Protocol (one HR T2 volume with its T1; ``--slice-axis`` is the acquisition axis
    of the scale s (origin unchanged).
 2. LR synthesis, the paper's k-space protocol, slice by slice along the slice axis and in the
    T2's own units: 2-D FFT of the whole HR slice, keep the central (H/s) x (W/s) block, inverse
-   FFT, magnitude, level-preserving factor (``degrade.degrade``). The LR volume lives on the
+   FFT, magnitude, level-preserving factor (``degradations.degrade``). The LR volume lives on the
    DFT grid: HR origin and direction, in-plane spacing x s, in-plane size / s.
 3. Cohf-T: the LR volume and the T1 go through ``inference.super_resolve`` (the public path users
    call; it normalises each input by its own robust scale, resamples the T1 onto the output grid
@@ -14,7 +14,7 @@ Protocol (one HR T2 volume with its T1; ``--slice-axis`` is the acquisition axis
    ``t1_to_t2`` transform (manifest) is first resampled onto the HR grid with it.
    Optionally a model trained without the T1 (``--no-t1-model``) is run the same way.
 4. Baselines on the same LR slices: bicubic = ``upsample.upsample_cubic`` (Keys cubic on the DFT
-   grid, edge replicated); zero-fill = ``degrade.zero_fill_upsample`` (LR spectrum zero-padded,
+   grid, edge replicated); zero-fill = ``degradations.zero_fill_upsample`` (LR spectrum zero-padded,
    magnitude).
 5. Scoring: every result and the HR are divided by the HR T2's robust scale (99.5th percentile of
    its positive voxels, ``normalize.robust_scale``); no clipping. Slices with brain are those of
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--t2", type=Path, help="HR T2 volume (the reference)")
-    source.add_argument("--manifest", type=Path, help="CSV/JSON manifest of (t2, t1[, transforms]) pairs (see pairs.py)")
+    source.add_argument("--manifest", type=Path, help="CSV/JSON manifest of (t2, t1[, transforms]) pairs (see data/pairs.py)")
     parser.add_argument("--t1", type=Path, help="T1 of the same subject (registered, or in physical alignment)")
     parser.add_argument("--scale", type=int, choices=SCALES, required=True)
     parser.add_argument("--model", type=Path, help="Cohf-T weights with T1 (default: the shipped model of --variant)")
@@ -202,7 +202,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_t1_model is not None:
         models["cohft_no_t1"] = {"path": str(args.no_t1_model), "sha256": sha256_of(args.no_t1_model)}
     report = {
-        "protocol": {"lr_synthesis": "k-space central-block truncation per slice, magnitude (degrade.degrade)",
+        "protocol": {"lr_synthesis": "k-space central-block truncation per slice, magnitude (degradations.degrade)",
                      "grid": "DFT: LR sample j at HR sample s*j; origin kept, in-plane spacing x s",
                      "intensity": "divided by the HR T2's 99.5th percentile of positive voxels; no clipping",
                      "slices": "brain slices (>= 5% of voxels above 0.1 normalised), whole slices",

@@ -5,7 +5,7 @@ Protocol (``evaluate_subject``), on one HR T2 / T1 pair of a subject never used 
 1. the HR T2 is read as float32, trimmed in-plane to a multiple of the scale, and every ``every``-th
    slice along the acquisition axis (2) is kept (an image with that slice spacing: the network works
    slice by slice, so each kept slice gets exactly the result of a full run);
-2. LR by the paper's k-space truncation of each slice (``synthetic.lr_volume``);
+2. LR by the paper's k-space truncation of each slice (``synthetic_volumes.lr_volume``);
 3. each guide case goes through the public ``super_resolve`` with the guided model, the no-T1 model
    without a guide, and bicubic upsampling is the baseline;
 4. intensities / the HR T2's robust scale, PSNR pooled over the brain slices, SSIM their mean

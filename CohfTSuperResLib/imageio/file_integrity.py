@@ -8,7 +8,7 @@ file is used (inputs) or trusted (outputs), with an ``InputError`` that says wha
 - a NIfTI-1 or NIfTI-2 file (``.nii``, ``.nii.gz``) must hold all the voxels its header promises;
 - the float voxels of a NIfTI file must be finite (counted, with the first bad voxel's index).
 NRRD and MetaImage files are checked by ITK's own readers, which refuse truncated data and keep
-NaN / Inf (caught later by ``validation.volume_array``).
+NaN / Inf (caught later by ``inference.input_checks.volume_array``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Pipeline (details in docs/inference.md):
    ``register``, register the T1 to the T2 (registration.py); unless ``guide_check`` is 'off', check on
    the input whether the T1 helps (guide_check.py) and act on it (a GuideNote says what happened);
 2. output grid = LR grid with in-plane spacing / s and size x s (geometry.py);
-3. robust-normalise T2 and T1 each by its own 99.5th percentile (normalize.py);
+3. robust-normalise T2 and T1 each by its own 99.5th percentile (imageio/normalize.py);
 4. slice by slice along `slice_axis`, in batches sized from the device's free
    memory (batching.py), with freed memory kept in the process (allocator.py):
    resample the T1 of the batch's slab onto the output grid, cut the batch's

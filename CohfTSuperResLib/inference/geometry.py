@@ -1,6 +1,6 @@
 """Voxel grids of the super-resolution: the output grid, slabs of it, T1 resampling and T1 coverage.
 
-DFT grid convention (see upsample.py / degrade.py): the LR sample j of an
+DFT grid convention (see model/upsample.py / data/degradations.py): the LR sample j of an
 in-plane axis sits at the HR sample s*j. The output grid therefore keeps the
 LR origin and direction, divides the in-plane spacing by s and multiplies the
 in-plane size by s; the slice axis (the acquisition axis, voxel axis 2 by

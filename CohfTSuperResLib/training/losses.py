@@ -8,7 +8,7 @@ with alpha = 0.95 and lambda = 0.5. SSIM is the Gaussian-window one of
 ``pytorch_msssim`` (11 x 11, sigma 1.5, K = (0.01, 0.03)), computed on the
 valid region only, so images must be at least 11 x 11 pixels. Its
 ``data_range`` defaults to 1.0 because images are normalised to about [0, 1]
-(see ``normalize.py``); the same value is used for the gradient maps unless
+(see ``imageio/normalize.py``); the same value is used for the gradient maps unless
 ``grad_data_range`` is given. For identical inputs the loss is
 -(1 - alpha) * (1 + lambda) (MSE 0, SSIM 1).
 """

@@ -1,12 +1,12 @@
 """`cohft-sr train`: train a Cohf-T model on paired (T2, T1) slices from a manifest or a training pack.
 
-Data: ``--manifest`` (see ``pairs.py``: manifest format, registration, slicing, normalisation) is
+Data: ``--manifest`` (see ``data/pairs.py``: manifest format, registration, slicing, normalisation) is
 turned into a training pack in memory, ``--pack`` reads one written by ``cohft-sr pack`` (numpy and
-torch only; see ``pack.py``). Both give the same slices. Patches (``slices.py``): aligned LR / HR / T1
+torch only; see ``data/pack.py``). Both give the same slices. Patches (``data/patches.py``): aligned LR / HR / T1
 patches of ``--patch`` LR samples a side, or whole slices where the slices are smaller; LR
 synthesised by the paper's k-space protocol after intensity augmentation (gamma, bias field,
 k-space noise; ``--no-intensity-augment`` turns it off) and dihedral augmentation. A guided model's T1
-is randomised (``guide_randomisation.py``: misregistration, resolution loss, intensity remapping,
+is randomised (``data/degradations.py``: misregistration, resolution loss, intensity remapping,
 dropout; ``--guide-randomisation`` names the parts, ``none`` turns it off) so that the network learns
 to use the guide only where the LR T2 agrees with it.
 
@@ -25,8 +25,8 @@ projections and position biases. ``--optimizer adam`` is the paper's text: Adam 
 
 Outputs in ``--out``: ``checkpoint/`` (model + optimiser state + RNG, safetensors and JSON, no pickle;
 ``--resume`` continues from it exactly), ``best.safetensors`` (the checkpoint with the best
-validation PSNR, loadable by ``weights.load_model``), ``last.safetensors``, ``train_log.csv``,
-``val_log.csv`` (with the attention health of ``diagnostics.py``), ``run.json`` (arguments, data,
+validation PSNR, loadable by ``weights.storage.load_model``), ``last.safetensors``, ``train_log.csv``,
+``val_log.csv`` (with the attention health of ``training/attention_health.py``), ``run.json`` (arguments, data,
 hardware, times).
 
 Fine-tuning: ``--init WEIGHTS`` starts from a weights file (or ``--init shipped``: the shipped
