@@ -4,12 +4,18 @@ Usage (from the repository root, after `cohft-sr train` runs and `cohft-sr evalu
 held-out subject):
 
     python tools/ship_models.py --runs RUNS_DIR --evaluations EVAL_DIR [--variant S] [--scales 2 3 4]
+    python tools/ship_models.py --replace RUN_DIR [RUN_DIR ...] --robustness EVAL.json [EVAL.json ...]
 
 Expects RUNS_DIR/<variant>_x<s>/ (with T1) holding `best.safetensors` and `run.json` from
 `cohft-sr train`, and EVAL_DIR/x<s>/metrics.json from `cohft-sr evaluate --model ... [--no-t1-model ...]`.
 A model without T1 (RUNS_DIR/<variant>_x<s>_noT1/) is shipped where the evaluation of its scale has it. The shipped file of each model is its
 best-on-validation checkpoint (selected on the validation slab, never on the test subject);
 its sha256, training run summary and held-out metrics go into models.json.
+
+``--replace`` ships single runs (scale and T1 use read from each file's header) in place of the entries they
+replace and keeps the others; their held-out record is every row of the ``bench/guide_robustness.py --json``
+files that measured that run's weights (per subject of other sources: bicubic, the no-T1 model, the registered,
+moved and foreign T1).
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from CohfTSuperResLib.weights.registry import MANIFEST_NAME
 from CohfTSuperResLib.weights.storage import load_model, sha256_of
 
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+DATA_SPLIT = ("open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patient19 trained every model; the "
+              "guide-randomised fine-tunes also trained on templates/icbm2009c_sym and were selected on "
+              "templates/mni152_fsl; held out for reporting: open_ms mni/patient26 and BraTS-GLI-00000-000 (BraTS 2023)")
 
 
-def model_entry(variant: str, scale: int, use_t1: bool, run: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
+def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dict[str, Any]) -> dict[str, Any]:
     """Copy one run's best weights into Resources/Models; its manifest entry."""
     name = f"cohft_{variant}_x{scale}{'' if use_t1 else '_noT1'}.safetensors"
     target = MODELS / name
@@ -35,8 +44,6 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, evaluation: d
     if (network.config.scale, network.config.use_t1) != (scale, use_t1):
         raise SystemExit(f"{run}: the weights are x{network.config.scale}, use_t1={network.config.use_t1}")
     summary = json.loads((run / "run.json").read_text())
-    method = "cohft" if use_t1 else "cohft_no_t1"
-    subject = evaluation["subjects"][0]
     return {
         "variant": variant, "scale": scale, "use_t1": use_t1, "file": name, "sha256": sha256_of(target),
         "bytes": target.stat().st_size, "parameters": sum(p.numel() for p in network.parameters()),
@@ -49,23 +56,63 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, evaluation: d
             "data": summary["data"], "selected": summary["best"], "torch": summary["torch"],
             "started_from": summary.get("init"),  # fine-tuned from these weights (None: random initialisation)
         },
-        "held_out": {
-            "subject": subject["subject"], "brain_slices": subject["brain_slices"],
-            "protocol": "cohft-sr evaluate (CohfTSuperResLib/evaluation/evaluate.py docstring)",
-            "metrics": {key: subject["metrics"][key] for key in ("zero_fill", "bicubic", "cohft_no_t1", "cohft")
-                        if key in subject["metrics"]},
-            "this_model": method,
-        },
+        "held_out": held_out,
     }
+
+
+def evaluated_held_out(evaluation: dict[str, Any], use_t1: bool) -> dict[str, Any]:
+    """The held-out record of a model from a `cohft-sr evaluate` metrics.json."""
+    subject = evaluation["subjects"][0]
+    return {
+        "subject": subject["subject"], "brain_slices": subject["brain_slices"],
+        "protocol": "cohft-sr evaluate (CohfTSuperResLib/evaluation/evaluate.py docstring)",
+        "metrics": {key: subject["metrics"][key] for key in ("zero_fill", "bicubic", "cohft_no_t1", "cohft")
+                    if key in subject["metrics"]},
+        "this_model": "cohft" if use_t1 else "cohft_no_t1",
+    }
+
+
+def replaced_entry(run: Path, robustness: list[dict[str, Any]], variant: str) -> dict[str, Any]:
+    """Copy one run's best weights over the shipped file of its scale and T1 use; its manifest entry."""
+    network = load_model(run / "best.safetensors")
+    scale, use_t1 = network.config.scale, network.config.use_t1
+    rows = [row for row in robustness if Path(row["model"]).resolve() == (run / "best.safetensors").resolve()]
+    if not rows:
+        raise SystemExit(f"{run}: no bench/guide_robustness.py row measured its best.safetensors")
+    return model_entry(variant, scale, use_t1, run, {
+        "protocol": "bench/guide_robustness.py (CohfTSuperResLib/evaluation/guide_cases.py docstring)",
+        "subjects": [{"subject": row["subject"], "every_nth_slice": row["every"],
+                      "no_t1_model": Path(row["no_t1_model"]).name, "metrics": row["metrics"]} for row in rows],
+        "this_model": "cohft" if use_t1 else "cohft_no_t1",
+    })
+
+
+def replace(runs: list[Path], robustness: list[Path], variant: str) -> None:
+    """Ship each run in place of the shipped model of its scale and T1 use; other entries stay."""
+    rows = [row for path in robustness for row in json.loads(path.read_text())]
+    manifest = json.loads((MODELS / MANIFEST_NAME).read_text())
+    for run in runs:
+        entry = replaced_entry(run, rows, variant)
+        manifest["models"] = [old if old["file"] != entry["file"] else entry for old in manifest["models"]]
+        print(f"shipped {run} as {entry['file']} (sha256 {entry['sha256'][:12]}...)")
+    manifest["data"] = DATA_SPLIT
+    (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, required=True)
-    parser.add_argument("--evaluations", type=Path, required=True)
+    parser.add_argument("--runs", type=Path)
+    parser.add_argument("--evaluations", type=Path)
+    parser.add_argument("--replace", type=Path, nargs="+", help="run folders to ship in place of their entries")
+    parser.add_argument("--robustness", type=Path, nargs="+", default=[], help="bench/guide_robustness.py --json files")
     parser.add_argument("--variant", default="S")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     args = parser.parse_args()
+    if args.replace:
+        replace(args.replace, args.robustness, args.variant)
+        return
+    if args.runs is None or args.evaluations is None:
+        parser.error("give --runs and --evaluations, or --replace with --robustness")
     MODELS.mkdir(parents=True, exist_ok=True)
     entries = []
     for scale in args.scales:
@@ -73,7 +120,7 @@ def main() -> None:
         for use_t1 in (True, False):
             run = args.runs / f"{args.variant}_x{scale}{'' if use_t1 else '_noT1'}"
             if use_t1 or "cohft_no_t1" in evaluation["mean"]:  # shipped only with held-out metrics
-                entries.append(model_entry(args.variant, scale, use_t1, run, evaluation))
+                entries.append(model_entry(args.variant, scale, use_t1, run, evaluated_held_out(evaluation, use_t1)))
     manifest = {
         "data": "open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patient19 for training and "
                 "validation, mni/patient26 held out for testing",
