@@ -13,6 +13,7 @@ axis moved first: (slices, rows, columns).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -93,6 +94,36 @@ def output_grid(lr: Grid, scale: int, slice_axis: int = 2) -> Grid:
     size = tuple(n if axis == slice_axis else n * scale for axis, n in enumerate(lr.size))
     spacing = tuple(d if axis == slice_axis else d / scale for axis, d in enumerate(lr.spacing))
     return replace(lr, size=size, spacing=spacing)
+
+
+def thick_slice_grid(thin: Grid, factor: int, slice_axis: int) -> Grid:
+    """The grid of a thick-slice volume made from thin slices: every `factor` thin slices (the length trimmed to
+    a multiple) become one slice of `factor` times the spacing, centred on their middle."""
+    size = tuple(n // factor if axis == slice_axis else n for axis, n in enumerate(thin.size))
+    spacing = tuple(d * factor if axis == slice_axis else d for axis, d in enumerate(thin.spacing))
+    shift = [0.0, 0.0, 0.0]
+    shift[slice_axis] = (factor - 1) / 2.0
+    return Grid(size, spacing, tuple(thin.index_to_point(tuple(shift))), thin.direction)
+
+
+def thin_slice_grid(thick: Grid, factor: int, slice_axis: int) -> Grid:
+    """The through-plane output grid: `factor` thin slices tiling each thick slice's extent, centred at
+    c_k + (j - (factor - 1) / 2) * spacing / factor; the in-plane grid, the extent and the direction unchanged."""
+    size = tuple(n * factor if axis == slice_axis else n for axis, n in enumerate(thick.size))
+    spacing = tuple(d / factor if axis == slice_axis else d for axis, d in enumerate(thick.spacing))
+    shift = [0.0, 0.0, 0.0]
+    shift[slice_axis] = -(factor - 1) / (2.0 * factor)
+    return Grid(size, spacing, tuple(thick.index_to_point(tuple(shift))), thick.direction)
+
+
+def thin_slices_per_thick_slice(thick_mm: float, thin_mm: float) -> int:
+    """How many thin slices of about `thin_mm` tile a thick slice of `thick_mm` (rounded half up); InputError when
+    under 2 (the volume is not thick-sliced for that spacing)."""
+    factor = int(math.floor(thick_mm / thin_mm + 0.5))
+    if factor < 2:
+        raise InputError(f"slices of {thick_mm:g} mm are not thick for a {thin_mm:g} mm target: through-plane "
+                         f"super-resolution needs a slice spacing at least 1.5 times the target spacing")
+    return factor
 
 
 def slab(grid: Grid, start: int, stop: int, slice_axis: int) -> Grid:
