@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from CohfTSuperResLib.training import train
 from CohfTSuperResLib.data.pairs import read_manifest, write_manifest
 from CohfTSuperResLib.model import build_model
-from CohfTSuperResLib.errors import WeightsError
+from CohfTSuperResLib.data.degradations import GuideRandomisation
+from CohfTSuperResLib.errors import InputError, WeightsError
 from CohfTSuperResLib.weights.registry import find_model
 from CohfTSuperResLib.weights.storage import load_model, read_metadata, save_weights, sha256_of
 
@@ -191,3 +192,13 @@ def test_distributed_two_cpu_ranks_end_with_identical_weights(manifest: Path, tm
     assert digests[0] == train.state_digest(load_model(out / "last.safetensors"))
     torch.manual_seed(5)
     assert digests[0] != train.state_digest(build_model("S", 2))
+
+
+def test_guide_randomisation_parts_take_their_own_chances() -> None:
+    chosen = train.guide_randomisation("misregistration=0.3, dropout")
+    assert chosen.misregistration == 0.3 and chosen.dropout == GuideRandomisation().dropout
+    assert chosen.resolution == 0.0 and chosen.intensity == 0.0
+    assert train.guide_randomisation("all") == GuideRandomisation()
+    for bad in ("misregistration=1.5", "misregistration=often", "all=0.2", "blur"):
+        with pytest.raises(InputError, match="--guide-randomisation"):
+            train.guide_randomisation(bad)

@@ -50,6 +50,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no gamma / bias-field / k-space-noise augmentation")
     parser.add_argument("--guide-randomisation", default="all",
                         help=f"comma-separated parts of the T1 randomisation of guided models ({', '.join(GUIDE_PARTS)}),"
-                             " 'all' or 'none'")
+                             " each optionally PART=CHANCE; 'all' or 'none'")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint + validate this often")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N iterations")
     parser.add_argument("--val-slices", type=int, default=12, help="slab size of a 'split' volume's validation")
@@ -370,10 +371,17 @@ class Trainer:
 
 
 def guide_randomisation(parts: str) -> GuideRandomisation:
-    """The GuideRandomisation of a --guide-randomisation value ('all', 'none' or a comma-separated list)."""
-    names = [part.strip() for part in parts.split(",") if part.strip()]
+    """The GuideRandomisation of a --guide-randomisation value: 'all', 'none' or a comma-separated list of parts,
+    each at its default chance or given one as PART=CHANCE (e.g. 'misregistration=0.3,dropout')."""
+    items = [item.strip() for item in parts.split(",") if item.strip()]
+    names = [item.split("=")[0].strip() for item in items]
     try:
-        return GuideRandomisation.only(names)
+        chances = {name: float(item.split("=", 1)[1]) for name, item in zip(names, items) if "=" in item}
+        if any(not 0.0 <= chance <= 1.0 for chance in chances.values()):
+            raise ValueError(f"a chance is a probability in [0, 1], not {chances}")
+        if set(chances) & {"all", "none"}:
+            raise ValueError("'all' and 'none' take no chance")
+        return replace(GuideRandomisation.only(names), **chances)
     except ValueError as error:
         raise InputError(f"--guide-randomisation: {error}") from error
 
