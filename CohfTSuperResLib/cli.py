@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--slice-axis", type=int, choices=SLICE_AXES, default=None,
                      help="voxel axis of the acquisition (default: the axis whose spacing differs from the two others; "
                           "the thickest when all differ; 2 when all are equal)")
+    run.add_argument("--through-plane", action="store_true",
+                     help="restore thin slices along the thick slice axis of a thick-slice T2 (the in-plane grid kept; "
+                          "--slice-axis names the thick axis, default the thickest; --scale unused)")
+    run.add_argument("--slice-spacing", type=float, metavar="MM",
+                     help="through-plane: the thin slices' spacing in mm, rounded so that each thick slice holds a "
+                          "whole number of them (default: the in-plane spacing, at most 6 per slice)")
     run.add_argument("--guide-check", choices=GUIDE_CHECKS, default="auto",
                      help="check on the input whether the T1 helps: auto runs the no-T1 model where it does not, "
                           "warn runs guided and warns, refuse stops, off skips the check")
@@ -225,7 +231,8 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(scale=args.scale, variant=args.variant, model_path=args.model, device=args.device,
                       backend=args.backend, precision=args.precision, batch_size=args.batch_size,
                       slice_axis=args.slice_axis, whole_slices=args.whole_slices, guide_check=args.guide_check,
-                      register=args.register)
+                      register=args.register, mode="through-plane" if args.through_plane else "in-plane",
+                      slice_spacing=args.slice_spacing)
 
 
 def _super_resolve_file(args: argparse.Namespace, options: RunOptions, t2: Path, t1: Path | None,
@@ -275,7 +282,7 @@ def _run(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            policy = options if case.guide_check is None else dataclasses.replace(options, guide_check=case.guide_check)
+            policy = dataclasses.replace(options, **case.overrides())
             row.update(_super_resolve_file(args, policy, case.t2, case.t1, case.output), status="written")
             print(f"wrote {case.output}")
         except (KeyboardInterrupt, Terminated):

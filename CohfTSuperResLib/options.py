@@ -8,6 +8,7 @@ fact of the installation, not an option: see ``weights.registry.available_models
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -16,6 +17,12 @@ from pathlib import Path
 from CohfTSuperResLib.errors import InputError
 
 SCALES = (2, 3, 4)
+# Through-plane mode (inference/through_plane.py): thin slices per thick slice the models were trained for, and the
+# scale of their network, which restores planes already interpolated onto the thin grid (so one network serves
+# every factor).
+THROUGH_PLANE_FACTORS = (2, 3, 4, 5, 6)
+THROUGH_PLANE_SCALE = 1
+MODES = ("in-plane", "through-plane")
 VARIANTS = ("S", "M", "L")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # 'cuda:N' names one GPU of several
 BACKENDS = ("torch", "onnx")
@@ -35,6 +42,15 @@ def check_scale(scale: object, supported: Collection[int] | None = SCALES) -> in
         wanted = "a positive integer" if supported is None else "one of " + ", ".join(f"x{s}" for s in supported)
         raise InputError(f"scale must be {wanted}, got {scale!r}")
     return int(scale)
+
+
+def check_slice_spacing(value: object) -> float | None:
+    """The through-plane target slice spacing in mm as a float (None: the default); InputError unless positive."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"slice_spacing must be a positive number of millimetres, got {value!r}")
+    return float(value)
 
 
 def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
@@ -64,6 +80,9 @@ class RunOptions:
     around the head. guide_check: what to do with a T1 that the guide check (inference/guide_check.py) finds
     unhelpful: 'auto' runs the no-T1 model instead, 'warn' runs guided and warns, 'refuse' stops, 'off' skips the
     check. register: register the T1 to the T2 (rigid, mutual information) before the check and the run.
+    mode: 'in-plane' (the slices super-resolved by `scale`) or 'through-plane' (thin slices restored along the
+    thick slice axis of a thick-slice T2; `scale` does not apply, slice_axis is the thick axis).
+    slice_spacing: the through-plane target spacing in mm (None: the in-plane spacing; see inference.input_checks).
     """
 
     scale: int = 2
@@ -77,9 +96,16 @@ class RunOptions:
     whole_slices: bool = False
     guide_check: str = "auto"
     register: bool = False
+    mode: str = "in-plane"
+    slice_spacing: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", check_scale(self.scale))
+        check_choice(self.mode, MODES, "mode")
+        object.__setattr__(self, "slice_spacing", check_slice_spacing(self.slice_spacing))
+        if self.slice_spacing is not None and self.mode != "through-plane":
+            raise InputError("slice_spacing sets the thin slices of the through-plane mode; it does not apply to "
+                             "in-plane super-resolution (use scale)")
         check_choice(self.variant, VARIANTS, "model variant")
         check_choice(self.backend, BACKENDS, "backend")
         check_choice(self.precision, PRECISIONS, "precision")
@@ -99,10 +125,23 @@ class RunOptions:
         if self.slice_axis is not None:
             object.__setattr__(self, "slice_axis", check_slice_axis(self.slice_axis))
 
+    @property
+    def through_plane(self) -> bool:
+        return self.mode == "through-plane"
+
+    @property
+    def network_scale(self) -> int:
+        """The scale of the network this run needs: `scale` in-plane, THROUGH_PLANE_SCALE through-plane."""
+        return THROUGH_PLANE_SCALE if self.through_plane else self.scale
+
     def command_line(self) -> list[str]:
         """The options as `cohft-sr run` arguments (what the 3D Slicer module's child process is given)."""
-        arguments = ["--scale", str(self.scale), "--device", self.device, "--backend", self.backend,
-                     "--precision", self.precision]
+        arguments = ["--scale", str(self.scale)]
+        if self.through_plane:
+            arguments.append("--through-plane")
+        if self.slice_spacing is not None:
+            arguments += ["--slice-spacing", repr(self.slice_spacing)]
+        arguments += ["--device", self.device, "--backend", self.backend, "--precision", self.precision]
         arguments += ["--model", str(self.model_path)] if self.model_path is not None else ["--variant", self.variant]
         if self.batch_size is not None:
             arguments += ["--batch-size", str(self.batch_size)]

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 from inference_helpers import guide_for, save_tiny, tiny_model, volume
 
-from CohfTSuperResLib.inference import engine as inference
+from CohfTSuperResLib.inference import slice_run
 from CohfTSuperResLib.inference.backends import TorchRunner
 from CohfTSuperResLib.inference.batching import run_in_batches, slice_bytes
 from CohfTSuperResLib.errors import InferenceCancelled, InputError, WeightsError
@@ -136,7 +136,7 @@ def test_bad_t2_rejected_with_reason(reason, weights):
         ({"variant": "XL"}, InputError, "unknown model variant"),
         ({"batch_size": 0}, InputError, "batch_size"),
         ({"device": "cuda:7"}, InputError, "device"),
-        ({"scale": 3}, InputError, "super-resolves x2, but scale x3"),
+        ({"scale": 3}, InputError, "is the in-plane x2 model, but in-plane x3 super-resolution"),
         ({"backend": "onnx", "precision": "bf16"}, InputError, "fp32 only"),
     ],
 )
@@ -182,7 +182,7 @@ def test_out_of_memory_halves_the_batch(pair, weights, monkeypatch):
         return original(self, lr, t1, device)
 
     monkeypatch.setattr(TorchRunner, "run", flaky)
-    monkeypatch.setattr(inference, "run_in_batches", _as_if_on_cuda(run_in_batches))
+    monkeypatch.setattr(slice_run, "run_in_batches", _as_if_on_cuda(run_in_batches))
     out = sitk.GetArrayFromImage(super_resolve(*pair, 2, model_path=weights[2], device="cpu", batch_size=4, guide_check="off"))
     assert sizes[:3] == [4, 2, 1]
     np.testing.assert_allclose(out, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
@@ -223,9 +223,9 @@ def test_big_slices_are_tiled(weights, monkeypatch):
     t2 = volume((1, 70, 64))
     t1 = guide_for(t2, 2)
     whole = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu", guide_check="off"))
-    monkeypatch.setattr(inference, "working_memory_budget", lambda device: slice_bytes(tiny_model().config, 60, 60))
+    monkeypatch.setattr(slice_run, "working_memory_budget", lambda device: slice_bytes(tiny_model().config, 60, 60))
     tile_sides = []
-    monkeypatch.setattr(inference, "run_tiled", lambda *args: tile_sides.append(args[4]) or run_tiled(*args))
+    monkeypatch.setattr(slice_run, "run_tiled", lambda *args: tile_sides.append(args[4]) or run_tiled(*args))
     tiled = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights[2], device="cpu", guide_check="off"))
     assert tile_sides == [60]
     # the network is global, so tiles change the result (measured sizes in docs/inference.md)

@@ -150,7 +150,7 @@ def test_tampered_shipped_model_is_refused(tmp_path, monkeypatch):
     (folder / "S_x2.safetensors").write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="fail their checksum"):
         super_resolve(t2, guide_for(t2, 2), 2, device="cpu", guide_check="off")
-    with pytest.raises(WeightsError, match="no shipped model for variant S at scale x3"):
+    with pytest.raises(WeightsError, match="no shipped S x3 model"):
         super_resolve(t2, guide_for(t2, 3), 3, device="cpu", guide_check="off")
 
 
@@ -160,7 +160,7 @@ def test_onnx_model_of_the_wrong_scale_is_refused(tmp_path):
 
     path = export_onnx(tiny_model(3), tmp_path / "x3.onnx")
     t2 = volume((1, 12, 12))
-    with pytest.raises(InputError, match="super-resolves x3, but scale x2"):
+    with pytest.raises(InputError, match="is the in-plane x3 model, but in-plane x2"):
         super_resolve(t2, guide_for(t2, 2), 2, model_path=path, backend="onnx", device="cpu", guide_check="off")
 
 

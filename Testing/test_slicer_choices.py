@@ -74,7 +74,7 @@ def test_a_weights_file_is_checked_like_the_shipped_models(module, tmp_path, shi
     x3 = save_tiny(tmp_path, 3)
     no_t1 = save_tiny(tmp_path, 4, use_t1=False)
     assert problem("S", 3, True, x3) is None and problem("M", 3, True, x3) is None  # the variant is the file's
-    assert "super-resolves x3" in problem("S", 2, True, x3) and "choose scale 3" in problem("S", 2, True, x3)
+    assert "in-plane x3 model" in problem("S", 2, True, x3) and "choose scale 3" in problem("S", 2, True, x3)
     assert "needs the registered HR T1 guide" in problem("S", 3, False, x3)
     assert problem("S", 4, False, no_t1) is None and "trained without a T1" in problem("S", 4, True, no_t1)
     assert module.choices.describeWeightsFile(x3) == module.choices.WeightsFileInfo(3, True)

@@ -185,7 +185,8 @@ class IntensityAugmentation:
     noise_max: float = 0.02  # k-space noise std ~ U(0, noise_max)
     chance: float = 0.5
 
-    def _gamma_and_bias(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def gamma_and_bias(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A random gamma curve and smooth bias field on one normalised 2-D image (each with probability chance)."""
         if rng.random() < self.chance:
             image = np.clip(image, 0.0, None) ** np.exp(rng.uniform(-self.gamma_log_range, self.gamma_log_range))
         if rng.random() < self.chance:
@@ -198,8 +199,8 @@ class IntensityAugmentation:
     def apply(self, hr: np.ndarray, t1: np.ndarray, scale: int,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(LR, HR T2, T1) of one whole slice after augmentation; the LR is synthesised from the augmented HR."""
-        hr = self._gamma_and_bias(hr, rng)
-        t1 = self._gamma_and_bias(t1, rng)
+        hr = self.gamma_and_bias(hr, rng)
+        t1 = self.gamma_and_bias(t1, rng)
         noise = rng.uniform(0.0, self.noise_max) if rng.random() < self.chance else 0.0
         return degrade(hr, scale, noise, rng), hr, t1
 

@@ -80,7 +80,7 @@ def load_runner(options: RunOptions, use_t1: bool) -> Runner:
         runner: Runner = OnnxSessionRunner(OnnxRunner(path, options.device))
     else:
         if path is None:
-            shipped = _shipped(options.variant, options.scale, use_t1)
+            shipped = _shipped(options.variant, options.network_scale, use_t1)
             network, key = shipped.load("cpu"), shipped.sha256
         else:
             network, key = load_model(path, device="cpu"), sha256_of(path)
@@ -88,7 +88,7 @@ def load_runner(options: RunOptions, use_t1: bool) -> Runner:
             runner = OnnxSessionRunner(OnnxRunner(cached_export(network, key), options.device))
         else:
             runner = TorchRunner(network, options.precision)
-    _check_fits(runner.config, options.scale, use_t1, path)
+    _check_fits(runner.config, options.network_scale, use_t1, path)
     return runner
 
 

@@ -1,7 +1,8 @@
 """Cohort mode of `cohft-sr run`: the CSV manifest of cases, its split across torchrun ranks, and its summary.
 
 Manifest columns: t2, output (required), t1, guide_check (one of options.GUIDE_CHECKS for this row; empty: the
-command line's). The summary (``write_summary``) has one row per case: what happened, the model that ran and the
+command line's), mode (in-plane or through-plane for this row; empty: the command line's; a through-plane row takes
+the command line's --slice-spacing, an in-plane row ignores it). The summary (``write_summary``) has one row per case: what happened, the model that ran and the
 guide check's numbers.
 """
 
@@ -11,9 +12,10 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.options import GUIDE_CHECKS
+from CohfTSuperResLib.options import GUIDE_CHECKS, MODES
 
 REQUIRED_COLUMNS = ("t2", "output")
 SUMMARY_COLUMNS = ("line", "t2", "t1", "output", "status", "model", "guide_check", "message")
@@ -28,6 +30,16 @@ class Case:
     output: Path
     line: int = 0
     guide_check: str | None = None  # this row's policy; None: the command line's
+    mode: str | None = None  # this row's mode; None: the command line's
+
+    def overrides(self) -> dict[str, Any]:
+        """This row's RunOptions fields that replace the command line's (an in-plane row drops a slice spacing)."""
+        values: dict[str, Any] = {} if self.guide_check is None else {"guide_check": self.guide_check}
+        if self.mode is not None:
+            values["mode"] = self.mode
+            if self.mode == "in-plane":
+                values["slice_spacing"] = None
+        return values
 
 
 def read_cases(path: str | Path) -> list[Case]:
@@ -63,7 +75,10 @@ def _cases(reader: csv.DictReader, path: Path) -> list[Case]:
         if policy is not None and policy not in GUIDE_CHECKS:
             raise InputError(f"manifest {path.name}, line {line}: guide_check {policy!r} is not one of "
                              f"{', '.join(GUIDE_CHECKS)}")
-        cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"], line, policy))
+        mode = row.get("mode") or None
+        if mode is not None and mode not in MODES:
+            raise InputError(f"manifest {path.name}, line {line}: mode {mode!r} is not one of {', '.join(MODES)}")
+        cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"], line, policy, mode))
     return cases
 
 

@@ -14,9 +14,22 @@ import numpy as np
 import SimpleITK as sitk
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.inference.geometry import Grid, acquisition_axis, check_coverage, check_direction
+from CohfTSuperResLib.inference.geometry import (
+    Grid,
+    acquisition_axis,
+    check_coverage,
+    check_direction,
+    thin_slices_per_thick_slice,
+)
 from CohfTSuperResLib.imageio.normalize import robust_scale
-from CohfTSuperResLib.options import check_scale, check_slice_axis
+from CohfTSuperResLib.options import (
+    MODES,
+    THROUGH_PLANE_FACTORS,
+    check_choice,
+    check_scale,
+    check_slice_axis,
+    check_slice_spacing,
+)
 
 COVERAGE_WARNING = 0.999  # warn when less of the T2 than this lies inside the T1
 COMPLEX_PIXELS = {sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
@@ -33,9 +46,10 @@ NIFTI_LABEL_INTENT = "1002"  # NIFTI_INTENT_LABEL
 class InputCheck:
     """The outcome of ``check_inputs``: the volumes as the engine will use them, and what to tell the user.
 
-    slice_axis: the acquisition axis used (given, or geometry.acquisition_axis). notes: one-line
-    decisions taken for the caller (the axis picked). warnings: one-line concerns (partial T1
-    coverage). t1_coverage: fraction of the T2 inside the T1 (None without T1).
+    slice_axis: the acquisition axis used (given, or geometry.acquisition_axis); through-plane, the thick axis.
+    scale: the upsampling factor: in-plane, the scale; through-plane, the thin slices per thick slice.
+    notes: one-line decisions taken for the caller (the axis picked, the thin spacing). warnings: one-line
+    concerns (partial T1 coverage). t1_coverage: fraction of the T2 inside the T1 (None without T1).
     """
 
     t2: sitk.Image
@@ -49,9 +63,11 @@ class InputCheck:
     t1_coverage: float | None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    mode: str = "in-plane"
 
 
-def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: int | None = None) -> InputCheck:
+def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: int | None = None,
+                 mode: str = "in-plane", slice_spacing: float | None = None) -> InputCheck:
     """Every check of the volumes before any model is loaded; InputError with the reason when they can not be used.
 
     slice_axis None picks the acquisition axis from the spacing (geometry.acquisition_axis: the axis whose spacing
@@ -59,11 +75,17 @@ def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: 
     Checks: scale; 3-D scalar grey-level volumes (or one 2-D slice with a 2-D T1), finite,
     not constant, not a label map, not mostly negative, within float32's range; an orthonormal T2
     direction; a T1 that overlaps the T2 in physical space.
+    mode 'through-plane' (`scale` unused): a 3-D T2 whose thick axis (slice_axis, or the acquisition axis) has at
+    least 2 thin slices of `slice_spacing` per slice (``through_plane_factor``).
     """
+    check_choice(mode, MODES, "mode")
     scale = check_scale(scale)
     if t1 is not None and t1 is t2:
         raise InputError("the T1 and the T2 are the same image; the guide is the registered HR T1")
     single_slice = isinstance(t2, sitk.Image) and t2.GetDimension() == 2
+    if single_slice and mode == "through-plane":
+        raise InputError("a single 2-D slice has no slices to restore between: through-plane super-resolution needs "
+                         "the 3-D thick-slice T2")
     if slice_axis is not None:
         slice_axis = check_slice_axis(slice_axis)
     if single_slice:
@@ -75,7 +97,11 @@ def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: 
     t2_voxels = volume_array(t2, "T2")
     check_direction(t2, "T2")
     notes = []
-    if slice_axis is None:
+    if mode == "through-plane":
+        slice_axis = acquisition_axis(t2.GetSpacing()) if slice_axis is None else slice_axis
+        scale, note = through_plane_factor(t2.GetSpacing(), slice_axis, check_slice_spacing(slice_spacing))
+        notes.append(note)
+    elif slice_axis is None:
         slice_axis = acquisition_axis(t2.GetSpacing())
         if slice_axis != 2:
             spacing = t2.GetSpacing()
@@ -91,7 +117,32 @@ def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: 
         if fraction < COVERAGE_WARNING:
             warned.append(f"the T1 covers only {100 * fraction:.1f}% of the T2; the network sees a zero T1 elsewhere")
     return InputCheck(t2, t1, scale, slice_axis, single_slice, t2_voxels, t2_scale, t1_scale, fraction,
-                      tuple(notes), tuple(warned))
+                      tuple(notes), tuple(warned), mode)
+
+
+def through_plane_factor(spacing: tuple[float, ...], thick_axis: int, slice_spacing: float | None) -> tuple[int, str]:
+    """The thin slices per thick slice of a through-plane run, and the note that says so.
+
+    From `slice_spacing` (rounded so the count is whole; InputError outside THROUGH_PLANE_FACTORS, which the models
+    were trained for), or by default from the finest in-plane spacing, limited to the largest trained factor.
+    """
+    thick = spacing[thick_axis]
+    in_plane = min(d for axis, d in enumerate(spacing) if axis != thick_axis)
+    largest = THROUGH_PLANE_FACTORS[-1]
+    if slice_spacing is not None:
+        factor = thin_slices_per_thick_slice(thick, slice_spacing)
+        if factor > largest:
+            raise InputError(f"{factor} thin slices of {slice_spacing:g} mm per {thick:g} mm slice: the through-plane "
+                             f"models restore at most {largest}; ask for a slice spacing of at least "
+                             f"{thick / (largest + 0.5):.2f} mm")
+        chosen = f"{slice_spacing:g} mm asked"
+    else:
+        factor = thin_slices_per_thick_slice(thick, in_plane)
+        chosen = f"the in-plane spacing {in_plane:g} mm"
+        if factor > largest:
+            factor, chosen = largest, "the most the models were trained for; set the slice spacing to choose"
+    return factor, (f"through-plane along voxel axis {thick_axis} ({thick:g} mm slices): {factor} thin slices of "
+                    f"{thick / factor:g} mm per slice ({chosen})")
 
 
 def _robust_scale(voxels: np.ndarray, role: str) -> float:

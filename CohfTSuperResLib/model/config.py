@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from CohfTSuperResLib.options import VARIANTS, check_scale
+from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_SCALE, VARIANTS, check_scale
 
 ADAIN_MODULATIONS = ("pixel", "channel")
 CROSS_POSITIONS = ("none", "local")
@@ -35,6 +35,8 @@ class CohfTConfig:
     guide_input: the HR T1 and its gradient, folded to LR size (space-to-depth), also enter the
     main stream's input gate: a direct path for the guide (an extension of the paper).
     The last three are only used with use_t1; PAPER_TEXT_SWITCHES gives the paper's values.
+    scale: the in-plane factor (2, 3, 4), or THROUGH_PLANE_SCALE (1) for the through-plane network, which
+    restores planes already interpolated onto the thin-slice grid (no upsampling inside the network).
     """
 
     scale: int = 2
@@ -56,7 +58,7 @@ class CohfTConfig:
     guide_input: bool = True
 
     def __post_init__(self) -> None:
-        check_scale(self.scale)
+        check_scale(self.scale, (THROUGH_PLANE_SCALE, *SCALES))
         for name in ("dim", "stages", "rrdbs_per_stage", "rdbs_per_rrdb", "convs_per_rdb", "window", "intra_patch",
                      "inter_patch", "heads", "mlp_ratio"):
             value = getattr(self, name)

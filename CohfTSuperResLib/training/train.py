@@ -34,6 +34,13 @@ model of ``--variant`` / ``--scale`` / ``--no-t1``) instead of random weights, w
 the file's network must be the one the flags describe. ``--resume`` takes precedence (the
 checkpoint already holds the fine-tuned weights) and keeps the record of the starting weights.
 
+Through-plane: ``--through-plane`` trains the network of the through-plane mode on planes that contain a
+simulated thick-slice axis (``data/planes.py``: factors 2-6, box / Gaussian profiles, gaps, noise, the guide
+randomisation), interpolated back onto the thin grid; one network serves every factor (its scale is 1), so
+``--scale`` does not apply and ``--patch`` is the side of the thin-grid crop. It is validated at x4 (box) on
+planes of the validation volumes. ``--init shipped`` then starts from the shipped x2 in-plane model of the same
+T1 use, every tensor whose shape fits (the others keep their random initialisation).
+
 Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m CohfTSuperResLib.training.train ...`` (or
 ``torchrun ... $(which cohft-sr) train ...``): DistributedDataParallel, each rank samples its
 own patches (seeded by seed, rank and iteration), so the effective batch is N x --batch-size;
@@ -60,10 +67,11 @@ import torch.distributed as dist
 from CohfTSuperResLib.data.degradations import GUIDE_PARTS, GuideRandomisation, IntensityAugmentation
 from CohfTSuperResLib.data.pack import PackVolume, build_pack, read_pack, slice_sets
 from CohfTSuperResLib.data.patches import PatchSampler
+from CohfTSuperResLib.data.planes import PlaneSampler, validation_planes
 from CohfTSuperResLib.errors import InputError, WeightsError
 from CohfTSuperResLib.model import CohfTNet, build_model, count_parameters
 from CohfTSuperResLib.model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
-from CohfTSuperResLib.options import SCALES, VARIANTS
+from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_SCALE, VARIANTS
 from CohfTSuperResLib.training.checkpoint import load_checkpoint, save_checkpoint
 from CohfTSuperResLib.training.distributed import Distributed
 from CohfTSuperResLib.training.losses import CohfTLoss
@@ -83,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=VARIANTS, default="S")
     parser.add_argument("--scale", type=int, choices=SCALES, default=2)
     parser.add_argument("--no-t1", action="store_true", help="train the network without the T1 guide")
+    parser.add_argument("--through-plane", action="store_true",
+                        help="train the through-plane network (thick slices of factors 2-6 simulated; --scale unused)")
     parser.add_argument("--no-inter-head", action="store_true", help="ablation: no inter-head correlation")
     parser.add_argument("--no-adain", action="store_true", help="ablation: no AdaIN")
     parser.add_argument("--adain-modulation", choices=ADAIN_MODULATIONS, default="channel",
@@ -150,17 +160,26 @@ def training_volumes(args: argparse.Namespace, log: Any) -> tuple[list[PackVolum
 def load_initial_weights(model: CohfTNet, source: str, variant: str) -> dict[str, str]:
     """Copy the weights of a file, or of the shipped model ('shipped') of this variant and config, into model.
 
-    Raises WeightsError when the file is missing, damaged or holds another network. Returns a record
-    of where the weights came from (path and sha256).
+    A through-plane network (scale 1) starts from an in-plane network of the same variant and T1 use ('shipped':
+    the x2 one): every tensor whose shape fits; the scale-dependent ones (input gate, T1 embedding stride, AdaIN
+    lift, upsamplers) keep their random initialisation. Raises WeightsError when the file is missing, damaged or
+    holds another network. Returns a record of where the weights came from (path, sha256, tensors copied).
     """
     config = model.config
+    through_plane = config.scale == THROUGH_PLANE_SCALE
     if source == "shipped":
-        shipped = find_model(variant, config.scale, config.use_t1)
+        shipped = find_model(variant, SCALES[0] if through_plane else config.scale, config.use_t1)
         initial, path, digest = shipped.load(), shipped.path, shipped.sha256  # load() checked this sha256
     else:
         path = Path(source)
         initial, digest = load_model(path), sha256_of(path)
     wanted, found = config.to_dict(), initial.config.to_dict()
+    if through_plane and {**found, "scale": config.scale} == wanted:
+        own = model.state_dict()
+        fitting = {name: value for name, value in initial.state_dict().items() if own[name].shape == value.shape}
+        model.load_state_dict(fitting, strict=False)
+        return {"source": source, "path": str(path), "sha256": digest,
+                "tensors": f"{len(fitting)} of {len(own)} (those whose shape fits)"}
     if found != wanted:
         differences = ", ".join(f"{name} {found[name]} (flags: {wanted[name]})" for name in wanted
                                 if found[name] != wanted[name])
@@ -217,13 +236,19 @@ class Trainer:
         missing = sorted({volume.name for volume in volumes if not volume.has_t1})
         if self.use_t1 and missing:
             raise InputError(f"{source}: no t1 for {missing}; give one or train with --no-t1")
-        self.train_data, self.val_data = slice_sets(volumes, args.scale)
+        self.train_volumes = [volume for volume in volumes if volume.role == "train"]
+        if args.through_plane:
+            self.val_data = validation_planes([volume for volume in volumes if volume.role == "val"])
+        else:
+            self.train_data, self.val_data = slice_sets(volumes, args.scale)
         if self.val_data.num_slices == 0:
             raise InputError(f"{source}: no validation slices; mark a row with role 'val' or 'split'")
-        self.log(f"data: {self.train_data.num_slices} training slices from {len(self.train_data.names)} volumes, "
-                 f"{self.val_data.num_slices} validation slices ({time.time() - started:.0f} s)")
+        self.log(f"data: {sum(v.hr.shape[0] for v in self.train_volumes)} training slices from "
+                 f"{len(self.train_volumes)} volumes, {self.val_data.num_slices} validation "
+                 f"{'planes' if args.through_plane else 'slices'} ({time.time() - started:.0f} s)")
         torch.manual_seed(args.seed)
-        model = build_model(args.variant, args.scale, use_t1=self.use_t1, inter_head=not args.no_inter_head,
+        scale = THROUGH_PLANE_SCALE if args.through_plane else args.scale
+        model = build_model(args.variant, scale, use_t1=self.use_t1, inter_head=not args.no_inter_head,
                             adain=not args.no_adain, adain_modulation=args.adain_modulation,
                             cross_position=args.cross_position, guide_input=not args.no_guide_input)
         self.model = model.to(self.device, memory_format=torch.channels_last)
@@ -234,19 +259,23 @@ class Trainer:
             self.log(f"resumed from iteration {self.state['iteration']}")
         elif args.init is not None:
             self.state["init"] = load_initial_weights(self.model, args.init, args.variant)
-            self.log(f"starting from {self.state['init']['path']} (sha256 {self.state['init']['sha256'][:12]}...)")
+            copied = f"; tensors {self.state['init']['tensors']}" if "tensors" in self.state["init"] else ""
+            self.log(f"starting from {self.state['init']['path']} (sha256 {self.state['init']['sha256'][:12]}...)"
+                     f"{copied}")
         self.net = self.model
         if env.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.criterion = CohfTLoss(args.alpha, args.lam)
         self.guide = guide_randomisation(args.guide_randomisation) if self.use_t1 else None
-        self.sampler = PatchSampler(self.train_data, args.patch, args.batch_size, seed=args.seed, rank=env.rank,
-                                    augment=not args.no_augment,
-                                    intensity=None if args.no_intensity_augment else IntensityAugmentation(),
-                                    guide=self.guide)
+        sampler = PlaneSampler if args.through_plane else PatchSampler
+        self.sampler = sampler(self.train_volumes if args.through_plane else self.train_data, args.patch,
+                               args.batch_size, seed=args.seed, rank=env.rank, augment=not args.no_augment,
+                               intensity=None if args.no_intensity_augment else IntensityAugmentation(),
+                               guide=self.guide)
         parts = ", ".join(self.guide.active) if self.guide is not None and self.guide.active else "none"
-        self.log(f"model {args.variant} x{args.scale} {'with' if self.use_t1 else 'without'} T1: "
+        kind = "through-plane" if args.through_plane else f"x{args.scale}"
+        self.log(f"model {args.variant} {kind} {'with' if self.use_t1 else 'without'} T1: "
                  f"{count_parameters(self.model):,} parameters, device {_hardware(self.device)}, world size "
                  f"{env.world}; LR patches of {self.sampler.patch_shape[0]} x {self.sampler.patch_shape[1]}; guide "
                  f"randomisation: {parts}")
@@ -359,7 +388,8 @@ class Trainer:
             "hardware": _hardware(self.device), "world_size": self.env.world, "torch": torch.__version__,
             "rank_weights_sha256": digests,
             "guide_randomisation": None if self.guide is None else self.guide.to_dict(),
-            "data": {"train_volumes": self.train_data.names, "train_slices": self.train_data.num_slices,
+            "data": {"train_volumes": [volume.name for volume in self.train_volumes],
+                     "train_slices": sum(volume.hr.shape[0] for volume in self.train_volumes),
                      "val_volumes": self.val_data.names, "val_slices": self.val_data.num_slices},
         }
         (self.out / "run.json").write_text(json.dumps(summary, indent=1))
@@ -387,10 +417,12 @@ def guide_randomisation(parts: str) -> GuideRandomisation:
 
 
 def _weights_metadata(args: argparse.Namespace, iteration: int, metrics: dict[str, float]) -> dict[str, Any]:
+    grid = ("thin slices tiling each thick slice, interpolated by upsample_slices_cubic before the network; "
+            "factors 2-6" if args.through_plane else "DFT: LR sample j at HR sample s*j")
     return {"iteration": iteration, "validation": metrics, "guide_randomisation": args.guide_randomisation,
             "normalisation": "per-volume 99.5th percentile of positive voxels; T2 scale of the (synthesised) LR "
                              "T2 volume, as inference computes it; T1 scale of the T1 volume",
-            "grid": "DFT: LR sample j at HR sample s*j", "patch": args.patch, "seed": args.seed}
+            "grid": grid, "patch": args.patch, "seed": args.seed}
 
 
 def main(argv: list[str] | None = None) -> int:

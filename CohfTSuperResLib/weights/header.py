@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from CohfTSuperResLib.errors import WeightsError
+from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
 
 CONFIG_KEY = "cohft_config"
 MAX_HEADER_BYTES = 100 * 2**20
@@ -60,10 +61,14 @@ def stored_config(metadata: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def fit_problem(name: str, model_scale: int, model_use_t1: bool, scale: int, use_t1: bool) -> str | None:
-    """Why the model `name` (of model_scale, trained with or without the T1) can not serve a run at `scale` with or
-    without a T1, or None: the one rule the engine and the Slicer module apply."""
+    """Why the model `name` (of model_scale, trained with or without the T1) can not serve a run at `scale` (the network
+    scale: THROUGH_PLANE_SCALE for a through-plane run) with or without a T1, or None: the one rule the engine and
+    the Slicer module apply."""
     if model_scale != scale:
-        return f"{name} super-resolves x{model_scale}, but scale x{scale} was asked for"
+        def task(factor: int) -> str:
+            return "through-plane" if factor == THROUGH_PLANE_SCALE else f"in-plane x{factor}"
+
+        return f"{name} is the {task(model_scale)} model, but {task(scale)} super-resolution was asked for"
     if model_use_t1 and not use_t1:
         return f"{name} needs the registered HR T1 guide; none was given"
     if not model_use_t1 and use_t1:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from CohfTSuperResLib.errors import WeightsError
-from CohfTSuperResLib.options import SCALES, VARIANTS
+from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_SCALE, VARIANTS
 
 if TYPE_CHECKING:
     import torch
@@ -93,15 +93,21 @@ def shipped_models() -> list[ShippedModel]:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise WeightsError(f"the model list {manifest} is damaged ({type(error).__name__}: {error}); reinstall") \
             from error
-    unknown = [m.file for m in models if m.variant not in VARIANTS or m.scale not in SCALES]
+    unknown = [m.file for m in models if m.variant not in VARIANTS or m.scale not in (*SCALES, THROUGH_PLANE_SCALE)]
     if unknown:
         raise WeightsError(f"the model list {manifest} names models this library cannot run: {', '.join(unknown)}")
     return models
 
 
+def model_name(variant: str, scale: int) -> str:
+    """'S x2' for an in-plane model, 'S through-plane' for the through-plane one (network scale 1)."""
+    return f"{variant} through-plane" if scale == THROUGH_PLANE_SCALE else f"{variant} x{scale}"
+
+
 def describe_models(keys: list[tuple[str, int, bool]]) -> str:
     """Models in words, those with the T1 guide first: e.g. 'S x2, S x4 (with T1); S x4 (without T1)', or 'none'."""
-    parts = [f"{', '.join(f'{v} x{s}' for v, s, t1 in keys if t1 == guided)} ({'with' if guided else 'without'} T1)"
+    parts = [f"{', '.join(model_name(v, s) for v, s, t1 in keys if t1 == guided)} "
+             f"({'with' if guided else 'without'} T1)"
              for guided in (True, False) if any(t1 == guided for _v, _s, t1 in keys)]
     return "; ".join(parts) or "none"
 
@@ -119,6 +125,6 @@ def find_model(variant: str, scale: int, use_t1: bool = True) -> ShippedModel:
             return model
     guide = "with" if use_t1 else "without"
     raise WeightsError(
-        f"no shipped model for variant {variant} at scale x{scale} {guide} the T1 guide "
+        f"no shipped {model_name(variant, scale)} model {guide} the T1 guide "
         f"(shipped: {describe_models([m.key for m in models])}; folder {models_dir()})"
     )

@@ -1,0 +1,213 @@
+"""Through-plane super-resolution: the thin-slice interpolation the network builds on (model/upsample.py), the
+simulated training planes (data/planes.py), the inference path (inference/through_plane.py) with its checks, and
+its command line and cohort mode."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from CohfTSuperResLib import cli
+from CohfTSuperResLib.data.degradations import thick_slices
+from CohfTSuperResLib.data.pack import PackVolume
+from CohfTSuperResLib.data.planes import PlaneSampler, simulated_plane, validation_planes
+from CohfTSuperResLib.data.synthetic_volumes import thick_slice_volume
+from CohfTSuperResLib.errors import InputError
+from CohfTSuperResLib.inference.engine import super_resolve
+from CohfTSuperResLib.inference.geometry import Grid, thin_slice_grid
+from CohfTSuperResLib.model.upsample import upsample_slices_cubic
+from CohfTSuperResLib.options import THROUGH_PLANE_SCALE, RunOptions
+
+from inference_helpers import save_tiny
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 5, 6])
+def test_the_thin_slice_interpolation_is_exact_on_a_ramp_away_from_the_ends(factor):
+    """A box average of a linear ramp is the ramp at the slab centre, and the cubic reproduces a ramp: the thin
+    slices tiling each thick one must come back exactly (the end slabs follow the replicated edge)."""
+    thin = np.repeat(np.arange(12 * factor, dtype=np.float32)[:, None] * 0.5 + 3.0, 5, axis=1)
+    thick = thick_slices(thin, factor)
+    restored = upsample_slices_cubic(torch.from_numpy(thick)[None, None], factor)[0, 0].numpy()
+    assert restored.shape == thin.shape
+    np.testing.assert_allclose(restored[2 * factor:-2 * factor], thin[2 * factor:-2 * factor], atol=1e-4)
+    assert np.abs(restored[:factor] - thin[:factor]).max() > 0.1  # the first slab has no neighbour below
+
+
+def test_the_thin_slice_interpolation_keeps_a_constant_and_each_thick_slice_mean():
+    thick = torch.rand(2, 3, 7, 5)
+    thin = upsample_slices_cubic(thick, 4)
+    torch.testing.assert_close(upsample_slices_cubic(torch.full((1, 1, 6, 4), 2.5), 4), torch.full((1, 1, 24, 4), 2.5))
+    assert thin.shape == (2, 3, 28, 5)
+    assert upsample_slices_cubic(thick, 1) is thick
+
+
+def test_a_simulated_plane_pairs_its_target_with_the_thick_slices_it_was_made_from():
+    rng = np.random.default_rng(0)
+    thin = rng.random((43, 9)).astype(np.float32)
+    interpolated, target = simulated_plane(thin, 4, "box", 0.0, phase=3)
+    assert target.shape == interpolated.shape == (40, 9)
+    np.testing.assert_array_equal(target, thin[3:43])
+    thick = thick_slices(target, 4)
+    np.testing.assert_allclose(thick_slices(interpolated, 4)[2:-2], thick[2:-2], atol=0.08)  # roughly mean-keeping
+
+
+def _pack_volume(name: str, role: str, shape=(30, 36, 42), seed: int = 0) -> PackVolume:
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    head = (x**2 + y**2 + z**2 < 0.8).astype(np.float32)
+    hr = head * (0.5 + 0.3 * np.sin(6 * x) * np.cos(5 * y) + 0.05 * rng.random(shape))
+    t1 = head * (0.6 - 0.2 * np.sin(6 * x) * np.cos(5 * y))
+    return PackVolume(name, role, hr.astype(np.float16), t1.astype(np.float16), {2: 1.0, 3: 1.0, 4: 1.0})
+
+
+def test_plane_batches_are_seeded_samples_with_the_thick_axis_along_the_rows():
+    sampler = PlaneSampler([_pack_volume("a", "train")], patch=24, batch_size=3, seed=1)
+    first, again, other = sampler.batch(7), sampler.batch(7), sampler.batch(8)
+    for x, y in zip(first, again):
+        torch.testing.assert_close(x, y)
+    assert not torch.equal(first[0], other[0])
+    assert all(x.shape == (3, 1, 24, 24) and torch.isfinite(x).all() for x in first)
+    inputs, targets, _ = (torch.cat([sampler.batch(i)[k] for i in range(20)]) for k in range(3))
+    error = (inputs - targets).abs()
+    # the input lost detail along the rows only: its row-to-row differences are smaller than the target's
+    rows = lambda x: (x[..., 1:, :] - x[..., :-1, :]).abs().mean()  # noqa: E731
+    cols = lambda x: (x[..., :, 1:] - x[..., :, :-1]).abs().mean()  # noqa: E731
+    assert rows(inputs) < 0.8 * rows(targets) and cols(inputs) > 0.8 * cols(targets) and error.mean() > 0
+
+
+def test_a_volume_too_small_for_thick_slices_is_refused():
+    with pytest.raises(ValueError, match="too small"):
+        PlaneSampler([_pack_volume("a", "train", shape=(7, 7, 7))], patch=8, batch_size=1)
+
+
+def test_validation_planes_are_x4_box_planes_across_the_last_axis():
+    planes = validation_planes([_pack_volume("v", "val")], count=5)
+    assert planes.num_slices == 5 and len(planes.slices()) == 5
+    assert planes.lr[0].shape == planes.hr[0].shape == planes.t1[0].shape == (5, 28, 36)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("through_plane_models")
+    return {"guided": save_tiny(folder, THROUGH_PLANE_SCALE), "unguided": save_tiny(folder, THROUGH_PLANE_SCALE, False),
+            "in-plane": save_tiny(folder, 2)}
+
+
+def _thin_head(size=(24, 28, 32), spacing=(1.0, 1.0, 1.0), seed=0) -> sitk.Image:
+    """A smooth head-like volume of thin slices, sitk size (i, j, k)."""
+    k, j, i = np.meshgrid(*(np.linspace(-1, 1, n) for n in reversed(size)), indexing="ij")
+    head = (i**2 + j**2 + k**2 < 0.8) * (100 + 30 * np.sin(5 * i) * np.cos(4 * k) + seed)
+    image = sitk.GetImageFromArray(head.astype(np.float32))
+    image.SetSpacing(spacing)
+    image.SetOrigin((-10.0, 5.0, 2.0))
+    return image
+
+
+def _run(thick: sitk.Image, t1: sitk.Image | None, model: Path, **options) -> sitk.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return super_resolve(thick, t1, mode="through-plane", model_path=model, device="cpu", guide_check="off",
+                             **options)
+
+
+@pytest.mark.parametrize("thick_axis", [0, 1, 2])
+def test_the_output_tiles_the_thick_slices_on_the_thin_grid_along_any_axis(models, thick_axis):
+    t1 = _thin_head(seed=1)
+    thick = thick_slice_volume(_thin_head(), 4, thick_axis)
+    before = sitk.GetArrayFromImage(thick).copy()
+    result = _run(thick, t1, models["guided"])
+    expected = thin_slice_grid(Grid.of(thick), 4, thick_axis)
+    assert result.GetSize() == expected.size
+    np.testing.assert_allclose(result.GetSpacing(), expected.spacing)
+    np.testing.assert_allclose(result.GetOrigin(), expected.origin, atol=1e-6)
+    np.testing.assert_allclose(result.GetDirection(), thick.GetDirection())
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(thick), before)  # the input is not modified
+    voxels = sitk.GetArrayFromImage(result)
+    assert np.isfinite(voxels).all() and voxels.max() > 50  # in the T2's units
+    assert "through-plane x4" in result.GetMetaData("cohft_model")
+
+
+def test_the_thick_axis_is_found_and_the_result_does_not_depend_on_the_voxel_order(models):
+    """The same physical volume stored with its thick axis first or last gives the same thin slices."""
+    thick = thick_slice_volume(_thin_head(), 3, 2)
+    permuted = sitk.PermuteAxes(thick, (2, 0, 1))
+    a = _run(thick, None, models["unguided"])
+    b = sitk.PermuteAxes(_run(permuted, None, models["unguided"]), (1, 2, 0))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b), atol=1e-4)
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-6)
+
+
+def test_slice_spacing_chooses_the_thin_slices_and_anisotropic_pixels_run(models):
+    thick = thick_slice_volume(_thin_head(spacing=(0.8, 1.1, 1.0)), 6, 2)  # 6 mm slices, 0.8 x 1.1 mm pixels
+    assert _run(thick, None, models["unguided"]).GetSize()[2] == 6 * thick.GetSize()[2]  # default: 0.8 mm -> 6
+    coarse = _run(thick, None, models["unguided"], slice_spacing=2.0)
+    assert coarse.GetSize()[2] == 3 * thick.GetSize()[2] and coarse.GetSpacing()[2] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("make, options, message", [
+    (lambda: _thin_head(), {}, "not thick"),  # thin-slice input
+    (lambda: thick_slice_volume(_thin_head(), 4, 2), {"slice_spacing": 0.5}, "at most 6"),
+    (lambda: thick_slice_volume(_thin_head(), 4, 2)[:, :, 2], {}, "single 2-D slice"),
+])
+def test_inputs_the_through_plane_mode_can_not_serve_are_refused(models, make, options, message):
+    with pytest.raises(InputError, match=message):
+        _run(make(), None, models["unguided"], **options)
+
+
+def test_models_of_the_other_mode_are_refused(models):
+    thick = thick_slice_volume(_thin_head(), 4, 2)
+    with pytest.raises(InputError, match="in-plane x2 model, but through-plane"):
+        _run(thick, _thin_head(seed=1), models["in-plane"])
+    with pytest.raises(InputError, match="through-plane model, but in-plane x2"):
+        super_resolve(thick, _thin_head(seed=1), model_path=models["guided"], device="cpu", guide_check="off")
+    with pytest.raises(InputError, match="slice_spacing sets the thin slices of the through-plane mode"):
+        RunOptions(slice_spacing=1.0)
+
+
+def test_the_command_line_and_a_cohort_row_run_through_plane(models, tmp_path, capsys):
+    thick = thick_slice_volume(_thin_head(), 4, 2)
+    sitk.WriteImage(thick, str(tmp_path / "thick.nii.gz"))
+    sitk.WriteImage(_thin_head(seed=1), str(tmp_path / "t1.nii.gz"))
+    assert cli.main(["run", "--t2", str(tmp_path / "thick.nii.gz"), "--t1", str(tmp_path / "t1.nii.gz"),
+                     "--through-plane", "--slice-spacing", "2", "--model", str(models["guided"]), "--guide-check",
+                     "off", "--device", "cpu", "-o", str(tmp_path / "thin.nii.gz")]) == 0
+    assert sitk.ReadImage(str(tmp_path / "thin.nii.gz")).GetSize()[2] == 2 * thick.GetSize()[2]
+    (tmp_path / "cases.csv").write_text("t2,output,mode\nthick.nii.gz,cohort_thin.nrrd,through-plane\n"
+                                        "thick.nii.gz,cohort_bad.nrrd,sideways\n")
+    assert cli.main(["run", "--manifest", str(tmp_path / "cases.csv"), "--model", str(models["unguided"])]) == 1
+    assert "mode 'sideways' is not one of in-plane, through-plane" in capsys.readouterr().err
+    (tmp_path / "cases.csv").write_text("t2,output,mode\nthick.nii.gz,cohort_thin.nrrd,through-plane\n")
+    assert cli.main(["run", "--manifest", str(tmp_path / "cases.csv"), "--model", str(models["unguided"]),
+                     "--guide-check", "off", "--device", "cpu"]) == 0
+    assert sitk.ReadImage(str(tmp_path / "cohort_thin.nrrd")).GetSize()[2] == 4 * thick.GetSize()[2]
+    with open(tmp_path / "cases_summary.csv", newline="") as handle:
+        assert "through-plane x4" in next(csv.DictReader(handle))["model"]
+
+
+def test_a_tiny_through_plane_training_run_writes_a_scale_1_model_started_from_an_in_plane_one(tmp_path):
+    import json
+
+    from CohfTSuperResLib.data.pack import write_pack
+    from CohfTSuperResLib.model import build_model
+    from CohfTSuperResLib.training import train
+    from CohfTSuperResLib.weights.storage import load_model, read_metadata, save_weights
+
+    pack = write_pack([_pack_volume("a", "train"), _pack_volume("b", "val", seed=1)], tmp_path / "pack.npz")
+    save_weights(build_model("S", 2), tmp_path / "in_plane.safetensors")
+    out = tmp_path / "run"
+    assert train.main(["--pack", str(pack), "--out", str(out), "--through-plane", "--variant", "S", "--patch", "12",
+                       "--batch-size", "2", "--iterations", "2", "--threads", "1", "--device", "cpu", "--no-progress",
+                       "--init", str(tmp_path / "in_plane.safetensors")]) == 0
+    model = load_model(out / "best.safetensors")
+    assert model.config.scale == THROUGH_PLANE_SCALE and model.config.use_t1
+    assert "factors 2-6" in read_metadata(out / "best.safetensors")["grid"]
+    summary = json.loads((out / "run.json").read_text())
+    copied, total = (int(n) for n in summary["init"]["tensors"].split(" (")[0].split(" of "))
+    assert 0.9 * total < copied < total  # all but the scale-dependent tensors
+    assert summary["data"]["val_slices"] == 12 and summary["best"]["val_psnr"] > 10
