@@ -43,7 +43,7 @@ from CohfTSuperResLib.options import RunOptions
 
 CHECK_SCALE = 2  # the proxy's factor: the x2 networks run on the LR T2 reduced by 2
 CHECK_SLICES = 8  # at most this many slices, spread evenly over the slices with tissue
-THRESHOLD_DB = 0.5  # the T1 is used where the proxy benefit reaches this
+THRESHOLD_DB = 0.6  # the T1 is used where the proxy benefit reaches this (chosen: docs/benchmarks.md, "The guide check")
 SHIFT_SEARCH_MM = np.arange(-5.0, 5.5, 1.0)  # the translations tried along each axis by estimate_shift
 REPORTED_SHIFT_MM = 1.5  # a shift from this size on is named in the message
 TISSUE_LEVEL = 0.1  # of the T2's robust scale
