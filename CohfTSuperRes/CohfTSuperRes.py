@@ -37,7 +37,7 @@ from slicer.util import VTKObservationMixin
 
 from CohfTSuperResLib.errors import InferenceCancelled, WeightsError  # torch-free
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
-from CohfTSuperResLib.options import BACKENDS, DEVICES, GUIDE_CHECKS, SCALES, VARIANTS, RunOptions
+from CohfTSuperResLib.options import BACKENDS, DEVICES, GUIDE_CHECKS, MODES, SCALES, VARIANTS, RunOptions
 from CohfTSuperResSlicerLib import choices, dependencies, nodes, samples
 from CohfTSuperResSlicerLib.nodes import VolumeNodeError
 from CohfTSuperResSlicerLib.runs import CohfTSuperResJob, SceneRun, formatSeconds
@@ -102,8 +102,8 @@ class CohfTSuperResParameterNode:
     inputT2: the LR T2 volume. useT1 / guideT1: whether to use the registered HR T1, and which.
     outputVolume: where the result goes (None: a new volume). modelPath: a weights file of the user's (None:
     the shipped model of variant and scale; kept in step with its path field by the widget). showResult: show
-    the result in the slice views. scale, variant, device, backend, guideCheck, registerT1 (register): as in
-    options.RunOptions.
+    the result in the slice views. scale, variant, device, backend, guideCheck, registerT1 (register), mode: as in
+    options.RunOptions. sliceSpacing: the through-plane thin slices' spacing in mm (0: the default).
     """
 
     inputT2: vtkMRMLScalarVolumeNode
@@ -117,12 +117,16 @@ class CohfTSuperResParameterNode:
     backend: Annotated[str, Choice(list(BACKENDS))] = "torch"
     guideCheck: Annotated[str, Choice(list(GUIDE_CHECKS))] = "auto"
     registerT1: bool = False
+    mode: Annotated[str, Choice(list(MODES))] = "in-plane"
+    sliceSpacing: float = 0.0
     showResult: bool = True
 
     def runOptions(self) -> RunOptions:
         """The run's options from the GUI state."""
+        throughPlane = self.mode == "through-plane"
         return RunOptions(scale=self.scale, variant=self.variant, model_path=self.modelPath, device=self.device,
-                          backend=self.backend, guide_check=self.guideCheck, register=self.registerT1)
+                          backend=self.backend, guide_check=self.guideCheck, register=self.registerT1, mode=self.mode,
+                          slice_spacing=self.sliceSpacing if throughPlane and self.sliceSpacing > 0 else None)
 
 
 #
@@ -220,17 +224,20 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
             raise WeightsError(problem)
         t2 = nodes.imageFromVolumeNode(t2Node, _("input T2"), resampleNonLinear=False)
         t1 = None if t1Node is None else nodes.imageFromVolumeNode(t1Node, _("guide T1"), resampleNonLinear=True)
-        checked = check_inputs(t2, t1, options.scale, options.slice_axis)
+        checked = check_inputs(t2, t1, options.scale, options.slice_axis, options.mode, options.slice_spacing)
         resolve_device(options.device)  # InputError now for a GPU that is not there, not after the child has started
         if t1 is not None and options.register:  # here, so that the transform can go into the scene
             checked = self._registered(checked, t1Node, t2Node)
             options = dataclasses.replace(options, register=False)
+        # through-plane, checked.scale is the thin slices per thick slice, not the in-plane scale
+        suffix = f"thin_x{checked.scale}" if options.through_plane else f"SRx{checked.scale}"
         job = CohfTSuperResJob(
             checked=checked,
-            options=dataclasses.replace(options, scale=checked.scale, slice_axis=checked.slice_axis),
+            options=dataclasses.replace(options, scale=options.scale if options.through_plane else checked.scale,
+                                        slice_axis=checked.slice_axis),
             t2NodeID=t2Node.GetID(),
             outputNodeID=None if outputNode is None else outputNode.GetID(),
-            outputName=f"{t2Node.GetName()}_SRx{checked.scale}",
+            outputName=f"{t2Node.GetName()}_{suffix}",
             scene=t2Node.GetScene(),
         )
         for message in job.messages:
@@ -289,7 +296,7 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
         """Super-resolve the T2 node guided by the T1 node (None: a model without T1); return the output volume node.
 
         options: the run's choices (None: RunOptions(), the shipped S model at x2). outputNode None: a new volume
-        '<T2 name>_SRx<scale>' in the T2's study. progressCallback(done, total) reports slices; cancelCallback()
+        '<T2 name>_SRx<scale>' (through-plane: '<T2 name>_thin_x<thin slices per slice>') in the T2's study. progressCallback(done, total) reports slices; cancelCallback()
         returning True stops the run (InferenceCancelled, no node created); logCallback(line) receives the child
         process's messages. inProcess=True runs the library in this process instead of a child process.
         """
@@ -448,6 +455,8 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.modelPathLineEdit.currentPath = shown
             self.ui.t1Selector.enabled = node.useT1
             self.ui.variantComboBox.enabled = node.modelPath is None
+            self.ui.scaleComboBox.enabled = node.mode == "in-plane"
+            self.ui.sliceSpacingSpinBox.enabled = node.mode == "through-plane"
             problem = self.logic.choiceProblem(node.inputT2, node.guideT1, node.outputVolume, node.runOptions(),
                                                node.useT1)
         self.ui.applyButton.enabled = problem is None

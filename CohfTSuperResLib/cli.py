@@ -30,6 +30,7 @@ from CohfTSuperResLib.options import (
     PRECISIONS,
     SCALES,
     SLICE_AXES,
+    THROUGH_PLANE_SCALE,
     VARIANTS,
     RunOptions,
 )
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--variant", choices=VARIANTS, default="S")
     export.add_argument("--scale", type=int, choices=SCALES, default=2)
     export.add_argument("--no-t1", action="store_true", help="the shipped model without T1 guide")
+    export.add_argument("--through-plane", action="store_true", help="the shipped through-plane model")
     export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     export.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
     export.set_defaults(handler=_export)
@@ -338,7 +340,8 @@ def _export(args: argparse.Namespace) -> int:
         raise InputError(f"the ONNX output must end in .onnx, got {args.output.name}")
     if args.model is not None and args.output.exists() and os.path.samefile(args.output, args.model):
         raise InputError(f"the ONNX output {args.output} is the weights file it is exported from")
-    network = load_model(args.model) if args.model else find_model(args.variant, args.scale, not args.no_t1).load()
+    scale = THROUGH_PLANE_SCALE if args.through_plane else args.scale
+    network = load_model(args.model) if args.model else find_model(args.variant, scale, not args.no_t1).load()
     print(f"wrote {export_onnx(network, args.output, args.opset)}")
     return 0
 

@@ -48,9 +48,9 @@ def test_offer_comes_from_the_shipped_models(module):
 def test_a_choice_without_a_shipped_model_is_refused_before_apply(module, shipped, problem):
     shipped([("S", 2, True), ("S", 4, True), ("S", 4, False)])
     assert problem("S", 2, True) is None and problem("S", 4, False) is None
-    assert "No shipped model for variant M at x2 with the T1" in problem("M", 2, True)
-    assert "at x3 with" in problem("S", 3, True) and "S x2, S x4 (with T1); S x4 (without T1)" in problem("S", 3, True)
-    assert "at x2 without the T1" in problem("S", 2, False)  # 'no T1' only where a no-T1 model ships
+    assert "No shipped M x2 model with the T1" in problem("M", 2, True)
+    assert "S x3 model with" in problem("S", 3, True) and "S x2, S x4 (with T1); S x4 (without T1)" in problem("S", 3, True)
+    assert "S x2 model without the T1" in problem("S", 2, False)  # 'no T1' only where a no-T1 model ships
     offer = module.choices.offer()
     assert (offer.variants, offer.scales, offer.noT1Scales) == (("S",), (2, 4), (4,))
 
@@ -113,7 +113,7 @@ def test_model_card_and_data_licence_can_be_opened(module):
 
 
 WIDGET_FOR_TYPE = {  # parameter type -> widget class that Slicer's parameterNodeWrapper connects it to
-    "bool": "QCheckBox", "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox",
+    "bool": "QCheckBox", "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox", "float": "QDoubleSpinBox",
 }
 # Optional[Path] has no GUI connector in the parameterNodeWrapper: the widget keeps it in step with its path field
 KEPT_IN_STEP_BY_CODE = {"modelPath": "modelPathLineEdit"}
@@ -147,6 +147,12 @@ def test_parameter_node_gives_the_run_options(module):
     assert node.runOptions() == RunOptions(scale=3, device="cpu")
     node.modelPath = Path("/weights/mine.safetensors")
     assert node.runOptions().model_path == Path("/weights/mine.safetensors")
+    node.sliceSpacing = 1.5  # applies to the through-plane mode only; 0 is the default spacing
+    assert node.runOptions().slice_spacing is None
+    node.mode = "through-plane"
+    assert node.runOptions().slice_spacing == 1.5 and node.runOptions().network_scale == 1
+    node.sliceSpacing = 0.0
+    assert node.runOptions().slice_spacing is None and node.runOptions().through_plane
 
 
 def test_every_widget_the_module_uses_is_in_the_ui_file(module):

@@ -23,7 +23,9 @@ import pytest
 import SimpleITK as sitk
 from CohfTSuperResLib.options import RunOptions
 from slicer_helpers import (  # noqa: F401  (fixtures)
+    DIRECTION_LPS,
     LPS_FROM_RAS,
+    ORIGIN_LPS,
     ROOT,
     SCALE,
     SLICES,
@@ -291,7 +293,7 @@ def _bad_cases(scene, images):
         "NaN voxels": ((nan_node, t1_node, None), "NaN"),
         "output under a transform": ((t2_node, t1_node, moved_output), "under transform"),
         "T2 missing": ((None, t1_node, None), "Select the input T2"),
-        "no model without T1 at x2": ((t2_node, None, None), "No shipped model for variant S at x2 without"),
+        "no model without T1 at x2": ((t2_node, None, None), "No shipped S x2 model without"),
     }
 
 
@@ -562,3 +564,48 @@ def test_the_output_node_says_which_model_ran_and_what_the_check_found(module, s
         inProcess=True)
     assert output.GetAttribute("CohfTSuperRes.cohft_model") == weights.name
     assert output.GetAttribute("CohfTSuperRes.cohft_guide_check") == "off"
+
+
+@pytest.mark.parametrize("thick_axis", [0, 2])  # a sagittal-like acquisition (thick along i) and an axial one (k)
+def test_through_plane_on_an_oblique_thick_slice_node(module, scene, open_ms, thick_axis, tmp_path):
+    """The through-plane mode from the Logic: thin slices tiling each 4 mm slice along the thick voxel axis, in world
+    space, the voxels the library gives on files, the inputs untouched; the T1 under a linear transform."""
+    from inference_helpers import save_tiny
+
+    from CohfTSuperResLib.data.synthetic_volumes import thick_slice_volume
+    from CohfTSuperResLib.imageio.volumes import read_volume
+    from CohfTSuperResLib.inference.engine import super_resolve
+    from CohfTSuperResLib.inference.geometry import Grid, thin_slice_grid
+
+    def oblique(name: str) -> sitk.Image:
+        voxels = sitk.GetArrayFromImage(sitk.ReadImage(str(open_ms / "mni" / "patient07" / f"{name}.nii.gz")))
+        image = sitk.GetImageFromArray(voxels[70:94, 80:120, 70:110].astype(np.float32))
+        image.SetOrigin(ORIGIN_LPS)
+        image.SetDirection(DIRECTION_LPS.ravel().tolist())
+        return image
+
+    thick = sitk.Cast(sitk.Round(thick_slice_volume(oblique("t2"), 4, thick_axis)), sitk.sitkInt16)
+    t1 = oblique("t1")
+    weights = save_tiny(tmp_path, 1)
+    t2_node = add_volume(scene, thick, "T2_thick")
+    t1_node = add_volume(scene, t1, "T1", transform_ras=T1_TRANSFORM_RAS)
+    before = {name: snapshot(node) for name, node in (("t2", t2_node), ("t1", t1_node))}
+    reports = []
+    options = RunOptions(mode="through-plane", device="cpu", model_path=weights, guide_check="off")
+    output = module.CohfTSuperResLogic().process(t2_node, t1_node, options=options, inProcess=True,
+                                                 progressCallback=lambda done, total: reports.append((done, total)))
+
+    assert output.GetName() == "T2_thick_thin_x4"
+    grid = thin_slice_grid(Grid.of(thick), 4, thick_axis)
+    expected = ijk_to_ras(grid.image_from_array(np.zeros(tuple(reversed(grid.size)), np.float32)))
+    np.testing.assert_allclose(node_matrix(output), expected, atol=1e-9)
+    assert output.GetImageData().GetDimensions() == grid.size
+    sitk.WriteImage(thick, str(tmp_path / "t2.nrrd"))
+    sitk.WriteImage(t1, str(tmp_path / "t1.mha"))
+    world_t1 = module.nodes.imageFromVolumeNode(t1_node, "T1")  # the T1 where its transform puts it
+    library = super_resolve(read_volume(tmp_path / "t2.nrrd"), world_t1, mode="through-plane", model_path=weights,
+                            device="cpu", guide_check="off")
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(output), sitk.GetArrayFromImage(library), atol=1e-4)
+    assert {"t2": snapshot(t2_node), "t1": snapshot(t1_node)} == before
+    assert reports and reports[-1][0] == reports[-1][1] == sum(grid.size) - grid.size[thick_axis]  # both families
+    assert "through-plane x4" in output.GetAttribute("CohfTSuperRes.cohft_model")

@@ -5,6 +5,7 @@ held-out subject):
 
     python tools/ship_models.py --runs RUNS_DIR --evaluations EVAL_DIR [--variant S] [--scales 2 3 4]
     python tools/ship_models.py --replace RUN_DIR [RUN_DIR ...] --robustness EVAL.json [EVAL.json ...]
+    python tools/ship_models.py --through-plane RUN_WITH_T1 RUN_WITHOUT_T1 --quality QUALITY.json
 
 Expects RUNS_DIR/<variant>_x<s>/ (with T1) holding `best.safetensors` and `run.json` from
 `cohft-sr train`, and EVAL_DIR/x<s>/metrics.json from `cohft-sr evaluate --model ... [--no-t1-model ...]`.
@@ -16,6 +17,10 @@ its sha256, training run summary and held-out metrics go into models.json.
 replace and keeps the others; their held-out record is every row of the ``bench/guide_robustness.py --json``
 files that measured that run's weights (per subject of other sources: bicubic, the no-T1 model, the registered,
 moved and foreign T1).
+
+``--through-plane`` ships the two through-plane runs (``cohft-sr train --through-plane``, with and without T1) as
+``cohft_<variant>_through_plane[_noT1].safetensors``, added to the manifest or in place of the entries they
+replace; their held-out record is the ``bench/through_plane_quality.py --json`` file that measured both.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
 from CohfTSuperResLib.weights.registry import MANIFEST_NAME
 from CohfTSuperResLib.weights.storage import load_model, sha256_of
 
@@ -37,7 +43,8 @@ DATA_SPLIT = ("open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patien
 
 def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dict[str, Any]) -> dict[str, Any]:
     """Copy one run's best weights into Resources/Models; its manifest entry."""
-    name = f"cohft_{variant}_x{scale}{'' if use_t1 else '_noT1'}.safetensors"
+    through_plane = scale == THROUGH_PLANE_SCALE
+    name = f"cohft_{variant}_{'through_plane' if through_plane else f'x{scale}'}{'' if use_t1 else '_noT1'}.safetensors"
     target = MODELS / name
     shutil.copyfile(run / "best.safetensors", target)
     network = load_model(target)
@@ -48,7 +55,9 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dic
         "variant": variant, "scale": scale, "use_t1": use_t1, "file": name, "sha256": sha256_of(target),
         "bytes": target.stat().st_size, "parameters": sum(p.numel() for p in network.parameters()),
         "normalisation": "each input volume divided by the 99.5th percentile of its positive voxels",
-        "grid": "DFT: LR sample j at HR sample s*j; output keeps the LR origin, in-plane spacing / s",
+        "grid": ("through-plane: n thin slices tiling each thick slice (n = 2-6), interpolated by "
+                 "upsample_slices_cubic before the network" if through_plane else
+                 "DFT: LR sample j at HR sample s*j; output keeps the LR origin, in-plane spacing / s"),
         "training": {
             "last_command": summary["command"], "history": "MODEL_CARD.md, section Training procedure",
             "iterations": summary["iterations"],
@@ -99,17 +108,44 @@ def replace(runs: list[Path], robustness: list[Path], variant: str) -> None:
     (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
+def ship_through_plane(runs: list[Path], quality: Path, variant: str) -> None:
+    """Ship the through-plane runs (with and without T1), each added or in place of its entry."""
+    measured = json.loads(quality.read_text())
+    manifest = json.loads((MODELS / MANIFEST_NAME).read_text())
+    for run in runs:
+        network = load_model(run / "best.safetensors")
+        if network.config.scale != THROUGH_PLANE_SCALE:
+            raise SystemExit(f"{run}: not a through-plane network (scale {network.config.scale})")
+        key = "guided" if network.config.use_t1 else "no_t1"
+        if Path(measured[key]).resolve() != (run / "best.safetensors").resolve():
+            raise SystemExit(f"{quality} measured {measured[key]}, not {run / 'best.safetensors'}")
+        entry = model_entry(variant, THROUGH_PLANE_SCALE, network.config.use_t1, run, {
+            "protocol": "bench/through_plane_quality.py (CohfTSuperResLib/evaluation/through_plane_cases.py docstring)",
+            "subjects": measured["rows"], "this_model": "registered" if network.config.use_t1 else "no-T1 model"})
+        kept = [old for old in manifest["models"] if old["file"] != entry["file"]]
+        manifest["models"] = kept + [entry]
+        print(f"shipped {run} as {entry['file']} (sha256 {entry['sha256'][:12]}...)")
+    (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path)
     parser.add_argument("--evaluations", type=Path)
     parser.add_argument("--replace", type=Path, nargs="+", help="run folders to ship in place of their entries")
     parser.add_argument("--robustness", type=Path, nargs="+", default=[], help="bench/guide_robustness.py --json files")
+    parser.add_argument("--through-plane", type=Path, nargs="+", help="through-plane run folders to ship")
+    parser.add_argument("--quality", type=Path, help="bench/through_plane_quality.py --json file")
     parser.add_argument("--variant", default="S")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     args = parser.parse_args()
     if args.replace:
         replace(args.replace, args.robustness, args.variant)
+        return
+    if args.through_plane:
+        if args.quality is None:
+            parser.error("--through-plane needs --quality")
+        ship_through_plane(args.through_plane, args.quality, args.variant)
         return
     if args.runs is None or args.evaluations is None:
         parser.error("give --runs and --evaluations, or --replace with --robustness")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from CohfTSuperResLib.errors import WeightsError
-from CohfTSuperResLib.options import SCALES, VARIANTS, RunOptions
+from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_SCALE, VARIANTS, RunOptions
 from CohfTSuperResLib.weights import registry as models_registry
 from CohfTSuperResLib.weights.header import CONFIG_KEY, fit_problem, read_metadata, stored_config
 
@@ -133,19 +133,23 @@ def modelProblem(options: RunOptions, useT1: bool) -> str | None:
             return _sentence(str(error))
         if info is None:
             return None  # an ONNX model is described once onnxruntime is installed (before the run)
-        problem = fit_problem(path.name, info.scale, info.useT1, options.scale, useT1)
+        problem = fit_problem(path.name, info.scale, info.useT1, options.network_scale, useT1)
         if problem is None:
             return None
-        hint = (_("choose scale {scale}").format(scale=info.scale) if info.scale != options.scale else
+        hint = (_("choose the through-plane mode") if info.scale == THROUGH_PLANE_SCALE != options.network_scale else
+                _("choose the in-plane mode, scale {scale}").format(scale=info.scale)
+                if options.network_scale == THROUGH_PLANE_SCALE != info.scale else
+                _("choose scale {scale}").format(scale=info.scale) if info.scale != options.scale else
                 _("tick 'Use the T1 guide'") if info.useT1 else _("untick 'Use the T1 guide'"))
         return f"{problem}: {hint}."
     shipped = offer()
     if shipped.problem:
         return _sentence(shipped.problem)
-    if (options.variant, options.scale, useT1) in shipped.models:
+    if (options.variant, options.network_scale, useT1) in shipped.models:
         return None
-    text = (_("No shipped model for variant {variant} at x{scale} with the T1 guide (shipped: {shipped}); change the "
-              "choice or pick a weights file.") if useT1 else
-            _("No shipped model for variant {variant} at x{scale} without the T1 guide (shipped: {shipped}); change "
-              "the choice or pick a weights file."))
-    return text.format(variant=options.variant, scale=options.scale, shipped=shipped.describe())
+    text = (_("No shipped {model} model with the T1 guide (shipped: {shipped}); change the choice or pick a weights "
+              "file.") if useT1 else
+            _("No shipped {model} model without the T1 guide (shipped: {shipped}); change the choice or pick a weights "
+              "file."))
+    return text.format(model=models_registry.model_name(options.variant, options.network_scale),
+                       shipped=shipped.describe())

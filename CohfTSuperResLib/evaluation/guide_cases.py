@@ -74,10 +74,14 @@ def foreign_guide(other_t1: sitk.Image, t2: sitk.Image) -> sitk.Image:
     return moved
 
 
-def guide_cases(t1: sitk.Image, t2: sitk.Image, foreign_t1: sitk.Image | None) -> dict[str, sitk.Image]:
-    """The guides every subject is evaluated with (module docstring)."""
-    cases = {REGISTERED: t1, "moved 1 mm in x and y": translated(t1, (1.0, 1.0, 0.0)),
-             "moved 3 mm in x": translated(t1, (3.0, 0.0, 0.0))}
+IN_PLANE_MOVES = {"moved 1 mm in x and y": (1.0, 1.0, 0.0), "moved 3 mm in x": (3.0, 0.0, 0.0)}
+
+
+def guide_cases(t1: sitk.Image, t2: sitk.Image, foreign_t1: sitk.Image | None,
+                moves: dict[str, tuple[float, float, float]] = IN_PLANE_MOVES) -> dict[str, sitk.Image]:
+    """The guides every subject is evaluated with (module docstring): the T1, the T1 moved by each of `moves` (mm),
+    and another subject's T1 where one is given."""
+    cases = {REGISTERED: t1, **{name: translated(t1, shift) for name, shift in moves.items()}}
     if foreign_t1 is not None:
         cases["another subject's T1"] = foreign_guide(foreign_t1, t2)
     return cases

@@ -96,7 +96,12 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
         registration = register_t1(checked.t2, checked.t1, checked.t2_scale)
         warnings.warn(registration.summary(), GuideNote, stacklevel=2)
         checked = dataclasses.replace(checked, t1=registration.t1)
-    if checked.t1 is not None and options.guide_check != "off":
+    if checked.t1 is not None and options.guide_check != "off" and options.through_plane:
+        # the check's proxy reduces the T2 in-plane; thick slices would need their own proxy (not built yet)
+        warnings.warn("guide check: not available in the through-plane mode; running with the T1 (the through-plane "
+                      "network was trained with a randomised guide; see the model card for a moved or foreign T1)",
+                      GuideNote, stacklevel=2)
+    elif checked.t1 is not None and options.guide_check != "off":
         try:
             verdict = check_guide(checked, options)
         except WeightsError as error:  # the check's x2 models are not installed: nothing to judge the T1 with
