@@ -221,3 +221,16 @@ def test_the_guide_check_says_it_does_not_judge_a_through_plane_run(models):
         result = super_resolve(thick, _thin_head(seed=1), mode="through-plane", model_path=models["guided"],
                                device="cpu")
     assert result.GetMetaData("cohft_guide_check") == "off"
+
+
+def test_the_onnx_backend_gives_the_torch_result_through_plane(models, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from CohfTSuperResLib.inference.onnx_export import export_onnx
+    from CohfTSuperResLib.weights.storage import load_model
+
+    onnx_file = export_onnx(load_model(models["guided"]), tmp_path / "through_plane.onnx")
+    thick, t1 = thick_slice_volume(_thin_head(), 4, 2), _thin_head(seed=1)
+    reference = sitk.GetArrayFromImage(_run(thick, t1, models["guided"]))
+    exported = sitk.GetArrayFromImage(_run(thick, t1, onnx_file, backend="onnx"))
+    np.testing.assert_allclose(exported, reference, atol=1e-3 * np.abs(reference).max())

@@ -1,10 +1,12 @@
 """Through-plane quality per held-out subject: B-spline, the no-T1 model and the guided model with good and bad T1s.
 
 Usage: PYTHONPATH=. python bench/through_plane_quality.py [--guided W] [--no-t1 W] [--factors 4] [--threads 2]
-       [--json out.json]
+       [--selection] [--json out.json]
 Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py on open_ms mni/patient26 and BraTS-GLI-00000-000
 (never trained or selected on): axial thick slices of n mm (box, no gap) from the 1 mm HR T2, restored onto the 1 mm
 grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models.
+--selection: the same on the selection source (templates/mni152_fsl: never trained on, chooses between checkpoints)
+with the registered T1 only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-from CohfTSuperResLib.evaluation.guide_cases import FOREIGN_SOURCE, Subject, guide_cases, reporting_subjects
+from CohfTSuperResLib.data.pairs import SELECTION_SOURCE
+from CohfTSuperResLib.evaluation.guide_cases import (
+    FOREIGN_SOURCE,
+    REGISTERED,
+    Subject,
+    guide_cases,
+    reporting_subjects,
+)
 from CohfTSuperResLib.evaluation.through_plane_cases import (
     BSPLINE,
     NO_T1,
@@ -36,6 +45,7 @@ def main() -> None:
     parser.add_argument("--no-t1", type=Path)
     parser.add_argument("--factors", type=int, nargs="+", default=[4])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--selection", action="store_true", help="the selection source, registered T1 only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -43,12 +53,16 @@ def main() -> None:
     guided = args.guided or find_model("S", THROUGH_PLANE_SCALE, True).path
     unguided = args.no_t1 or find_model("S", THROUGH_PLANE_SCALE, False).path
     rows = []
-    for subject in reporting_subjects(DATA):
+    subjects = [Subject(SELECTION_SOURCE, DATA / SELECTION_SOURCE)] if args.selection else reporting_subjects(DATA)
+    for subject in subjects:
         t2, t1 = subject.read("t2"), subject.read("t1")
-        foreign = Subject(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name]).read("t1")
+        if args.selection:
+            guides = {REGISTERED: t1}
+        else:
+            foreign = Subject(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name]).read("t1")
+            guides = guide_cases(t1, t2, foreign, THROUGH_PLANE_MOVES)
         for factor in args.factors:
             started = time.time()
-            guides = guide_cases(t1, t2, foreign, THROUGH_PLANE_MOVES)
             results = evaluate_through_plane(subject, factor, guides, guided, unguided,
                                              log=lambda line: print(line, flush=True))
             rows.append({"subject": subject.name, "factor": factor, "seconds": round(time.time() - started, 1),
