@@ -376,12 +376,13 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def _offerShippedChoices(self) -> None:
-        """Grey out the variants and scales that no shipped model has (they stay usable with a weights file).
+        """Grey out the variants, scales and modes that no shipped model has (they stay usable with a weights file).
         Called after each connectGui, which refills the combo boxes."""
         offer = self.logic.offer()
         shipped = _("Shipped models: {models}.").format(models=offer.describe())
         for comboBox, values, offered in ((self.ui.variantComboBox, VARIANTS, offer.variants),
-                                          (self.ui.scaleComboBox, SCALES, offer.scales)):
+                                          (self.ui.scaleComboBox, SCALES, offer.scales),
+                                          (self.ui.modeComboBox, MODES, offer.modes)):
             for index, value in enumerate(values):
                 comboBox.model().item(index).setEnabled(value in offered)
             comboBox.toolTip = shipped

@@ -41,8 +41,10 @@ def test_offer_comes_from_the_shipped_models(module):
 
     offer = module.CohfTSuperResLogic.offer()
     assert offer.models == tuple(available_models()) and offer.problem is None
-    assert set(offer.variants) == {m[0] for m in offer.models} and set(offer.scales) == {m[1] for m in offer.models}
-    assert set(offer.noT1Scales) == {m[1] for m in offer.models if not m[2]}
+    in_plane = [m for m in offer.models if m[1] != 1]
+    assert set(offer.variants) == {m[0] for m in offer.models} and set(offer.scales) == {m[1] for m in in_plane}
+    assert set(offer.noT1Scales) == {m[1] for m in in_plane if not m[2]}
+    assert offer.modes == ("in-plane", "through-plane")  # both ship
 
 
 def test_a_choice_without_a_shipped_model_is_refused_before_apply(module, shipped, problem):
@@ -52,7 +54,7 @@ def test_a_choice_without_a_shipped_model_is_refused_before_apply(module, shippe
     assert "S x3 model with" in problem("S", 3, True) and "S x2, S x4 (with T1); S x4 (without T1)" in problem("S", 3, True)
     assert "S x2 model without the T1" in problem("S", 2, False)  # 'no T1' only where a no-T1 model ships
     offer = module.choices.offer()
-    assert (offer.variants, offer.scales, offer.noT1Scales) == (("S",), (2, 4), (4,))
+    assert (offer.variants, offer.scales, offer.noT1Scales, offer.modes) == (("S",), (2, 4), (4,), ("in-plane",))
 
 
 def test_a_damaged_model_list_is_a_reason_not_a_crash(module, monkeypatch, problem):

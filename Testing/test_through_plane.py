@@ -213,14 +213,38 @@ def test_a_tiny_through_plane_training_run_writes_a_scale_1_model_started_from_a
     assert summary["data"]["val_slices"] == 12 and np.isfinite(summary["best"]["val_psnr"])
 
 
-def test_the_guide_check_says_it_does_not_judge_a_through_plane_run(models):
+def test_without_a_guide_check_a_through_plane_t1_is_used_only_when_asked(models, monkeypatch):
+    """No check can vouch for a T1 in this mode: 'auto' runs the shipped model without T1, 'warn' the guided one with
+    a warning, 'refuse' stops, 'off' uses the T1; a weights file of the user's runs as given."""
     from CohfTSuperResLib.errors import GuideNote
+    from CohfTSuperResLib.inference import engine
+    from CohfTSuperResLib.weights.storage import load_model
 
-    thick = thick_slice_volume(_thin_head(), 4, 2)
-    with pytest.warns(GuideNote, match="not available in the through-plane mode; running with the T1"):
-        result = super_resolve(thick, _thin_head(seed=1), mode="through-plane", model_path=models["guided"],
-                               device="cpu")
-    assert result.GetMetaData("cohft_guide_check") == "off"
+    thick, t1 = thick_slice_volume(_thin_head(), 4, 2), _thin_head(seed=1)
+    used = []
+    monkeypatch.setattr(engine, "find_model", lambda variant, scale, use_t1: used.append((scale, use_t1)))
+    real_loader = engine.load_runner
+
+    def loader(options, use_t1):  # the shipped pair, played by the tiny models
+        from CohfTSuperResLib.inference.backends import TorchRunner
+
+        if options.model_path is not None:
+            return real_loader(options, use_t1)
+        return TorchRunner(load_model(models["guided" if use_t1 else "unguided"]))
+
+    monkeypatch.setattr(engine, "load_runner", loader)
+    for policy, note, guided in (("auto", "running the model without T1", False),
+                                 ("warn", "running with the T1 unchecked", True)):
+        with pytest.warns(GuideNote, match=f"not available in the through-plane mode; {note}"):
+            result = super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check=policy)
+        assert result.GetMetaData("cohft_model").endswith("with T1" if guided else "without T1")
+    assert used == [(THROUGH_PLANE_SCALE, False)]
+    with pytest.raises(InputError, match="can not be vouched for"):
+        super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check="refuse")
+    assert super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check="off").GetMetaData(
+        "cohft_model").endswith("with T1")
+    with pytest.warns(GuideNote, match="running tiny_x1.safetensors with the T1 as given"):
+        super_resolve(thick, t1, mode="through-plane", model_path=models["guided"], device="cpu")
 
 
 def test_the_onnx_backend_gives_the_torch_result_through_plane(models, tmp_path):

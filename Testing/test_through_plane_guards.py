@@ -7,8 +7,10 @@ every subject; a moved or foreign T1 leaves the result no worse than the no-T1 m
 through-plane mode has no guide check, so the network itself must not trust a bad guide); a foreign T1 costs at
 least 0.1 dB against the registered one (the guide is used).
 
-Guards the shipped weights do not meet are strict expected failures (SHORTFALLS, with the margin measured): they
-fail the suite as soon as better weights meet them, so that the mark is removed.
+Guards the shipped weights do not meet are strict expected failures (SHORTFALLS, with the margin measured on the
+weights of 2026-12-04): they fail the suite as soon as better weights meet them, so that the mark is removed. The
+library does not leave a user with such a T1 worse off by default: with no guide check in this mode, the default
+policy 'auto' runs the model without T1 (engine.unchecked_through_plane_guide).
 """
 
 from __future__ import annotations
@@ -37,7 +39,17 @@ BAD_GUIDE_TOLERANCE_DB = 0.1
 MIN_FOREIGN_COST_DB = 0.1
 BAD_GUIDES = ("moved 1 mm in x and y", "moved 2 mm in z", "another subject's T1")
 
-SHORTFALLS: dict[tuple, str] = {}
+BRATS = "brats_gli/BraTS-GLI-00000-000"
+P26 = "open_ms/mni/patient26"
+SHORTFALLS: dict[tuple, str] = {
+    ("gain", BRATS): "+0.90 dB over the B-spline on the other site's case (margin -1.10)",
+    ("T1", BRATS): "the T1 costs 0.31 dB on the other site's case (margin -0.81)",
+    ("bad guide", P26, "moved 2 mm in z"): "-0.67 dB against the no-T1 model (margin -0.57)",
+    ("bad guide", P26, "another subject's T1"): "-0.48 dB against the no-T1 model (margin -0.38)",
+    ("bad guide", BRATS, "moved 1 mm in x and y"): "-0.45 dB against the no-T1 model (margin -0.35)",
+    ("bad guide", BRATS, "moved 2 mm in z"): "-0.57 dB against the no-T1 model (margin -0.47)",
+    ("bad guide", BRATS, "another subject's T1"): "-0.55 dB against the no-T1 model (margin -0.45)",
+}
 
 SUBJECTS = reporting_subjects(DATA)
 pytestmark = [pytest.mark.slow,

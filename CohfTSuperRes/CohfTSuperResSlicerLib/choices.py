@@ -24,14 +24,15 @@ from .text import _
 
 @dataclass(frozen=True)
 class Offer:
-    """The shipped models as GUI choices: variants, scales, the scales with a no-T1 model, and the
-    problem with the model list (None when it could be read)."""
+    """The shipped models as GUI choices: variants, in-plane scales, the scales with a no-T1 model, the modes
+    (in-plane, through-plane) and the problem with the model list (None when it could be read)."""
 
     models: tuple[tuple[str, int, bool], ...]
     variants: tuple[str, ...]
     scales: tuple[int, ...]
     noT1Scales: tuple[int, ...]
     problem: str | None = None
+    modes: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """The shipped models in words (weights.registry.describe_models)."""
@@ -65,6 +66,9 @@ def _offer(manifest: Path, stamp: tuple[int, int] | None) -> Offer:
         tuple(v for v in VARIANTS if any(m[0] == v for m in models)),
         tuple(s for s in SCALES if any(m[1] == s for m in models)),
         tuple(s for s in SCALES if any(m[1] == s and not m[2] for m in models)),
+        modes=tuple(mode for mode, present in (("in-plane", any(m[1] in SCALES for m in models)),
+                                                ("through-plane", any(m[1] == THROUGH_PLANE_SCALE for m in models)))
+                    if present),
     )
 
 

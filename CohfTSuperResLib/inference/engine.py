@@ -97,10 +97,8 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
         warnings.warn(registration.summary(), GuideNote, stacklevel=2)
         checked = dataclasses.replace(checked, t1=registration.t1)
     if checked.t1 is not None and options.guide_check != "off" and options.through_plane:
-        # the check's proxy reduces the T2 in-plane; thick slices would need their own proxy (not built yet)
-        warnings.warn("guide check: not available in the through-plane mode; running with the T1 (the through-plane "
-                      "network was trained with a randomised guide; see the model card for a moved or foreign T1)",
-                      GuideNote, stacklevel=2)
+        checked, options, said = unchecked_through_plane_guide(checked, options)
+        warnings.warn(said, GuideNote, stacklevel=2)
     elif checked.t1 is not None and options.guide_check != "off":
         try:
             verdict = check_guide(checked, options)
@@ -142,6 +140,29 @@ def act_on(verdict: GuideVerdict, checked: InputCheck,
                                  f"{options.variant} x{options.scale}"
     without = dataclasses.replace(checked, t1=None, t1_scale=None, t1_coverage=None)
     return without, dataclasses.replace(options, model_path=None), f"{line}; running the model without T1 instead"
+
+
+def unchecked_through_plane_guide(checked: InputCheck, options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
+    """The run's inputs and options for a through-plane run with a T1 and the guide check on, and the line that says
+    what happened. The check's proxy reduces the T2 in-plane, so nothing can vouch for the T1 in this mode, and a
+    moved or foreign T1 makes the guided through-plane model worse than the one without T1 (model card): 'auto' runs
+    the shipped model without T1 (a weights file of the user's runs as given), 'warn' runs with the T1 and warns,
+    'refuse' stops; guide_check='off' uses the T1 as given."""
+    line = "guide check: not available in the through-plane mode"
+    if options.guide_check == "refuse":
+        raise InputError(f"{line}, so the T1 can not be vouched for; not run (guide check 'refuse'): run without the "
+                         "T1, or with guide_check 'off' to use it as given")
+    if options.guide_check == "warn":
+        return checked, options, f"{line}; running with the T1 unchecked (guide check 'warn')"
+    if options.model_path is not None:
+        return checked, options, f"{line}; running {options.model_path.name} with the T1 as given"
+    try:
+        find_model(options.variant, options.network_scale, use_t1=False)
+    except WeightsError:
+        return checked, options, f"{line}; running with the T1: no through-plane model without T1 ships"
+    without = dataclasses.replace(checked, t1=None, t1_scale=None, t1_coverage=None)
+    return without, options, (f"{line}; running the model without T1 (a moved or foreign T1 costs the guided model "
+                              "more than it gains; use guide check 'off' to use this T1 as given)")
 
 
 def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: GuideVerdict | None, factor: int) -> None:
