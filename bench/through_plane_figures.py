@@ -1,7 +1,7 @@
 """Through-plane figures (coronal reformats) and the cost of a through-plane run beside the B-spline, side by side.
 
 Usage: PYTHONPATH=. python bench/through_plane_figures.py [--guided W] [--no-t1 W] [--study patient01_study1]
-       [--slice-spacing 1.0] [--threads 2] [--out docs/images]
+       [--slice-spacing 1.0] [--threads 2] [--out docs/images] [--clinical-only]
 Held-out subjects (open_ms mni/patient26, BraTS-GLI-00000-000): axial 4 mm box slices made from the 1 mm T2, the
 middle coronal slice of: the thick slices (nearest), the cubic B-spline, the no-T1 model, the guided model, the
 1 mm truth (through_plane_<subject>.png). One open_ms clinical study (a real 2-D T2 of thick slices and its T1, no
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--slice-spacing", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
+    parser.add_argument("--clinical-only", action="store_true", help="only the clinical study")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -85,7 +86,7 @@ def main() -> None:
         return super_resolve(thick, t1, mode="through-plane", model_path=guided if t1 is not None else unguided,
                              device="cpu", slice_axis=THICK_AXIS, slice_spacing=spacing, guide_check="off")
 
-    for subject in reporting_subjects(DATA):
+    for subject in [] if args.clinical_only else reporting_subjects(DATA):
         hr, t1 = subject.read("t2"), subject.read("t1")
         thick = thick_slice_volume(hr, 4, THICK_AXIS)
         index = hr.GetSize()[CORONAL] // 2
