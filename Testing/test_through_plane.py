@@ -233,9 +233,9 @@ def test_without_a_guide_check_a_through_plane_t1_is_used_only_when_asked(models
         return TorchRunner(load_model(models["guided" if use_t1 else "unguided"]))
 
     monkeypatch.setattr(engine, "load_runner", loader)
-    for policy, note, guided in (("auto", "running the model without T1", False),
-                                 ("warn", "running with the T1 unchecked", True)):
-        with pytest.warns(GuideNote, match=f"not available in the through-plane mode; {note}"):
+    for policy, note, guided in (("auto", "running the model without T1 instead", False),
+                                 ("warn", "running with the T1 anyway", True)):
+        with pytest.warns(GuideNote, match=f"not available in the through-plane mode.*; {note}"):
             result = super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check=policy)
         assert result.GetMetaData("cohft_model").endswith("with T1" if guided else "without T1")
     assert used == [(THROUGH_PLANE_SCALE, False)]
@@ -243,7 +243,7 @@ def test_without_a_guide_check_a_through_plane_t1_is_used_only_when_asked(models
         super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check="refuse")
     assert super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check="off").GetMetaData(
         "cohft_model").endswith("with T1")
-    with pytest.warns(GuideNote, match="running tiny_x1.safetensors with the T1 as given"):
+    with pytest.warns(GuideNote, match="running tiny_x1.safetensors with the T1 all the same"):
         super_resolve(thick, t1, mode="through-plane", model_path=models["guided"], device="cpu")
 
 

@@ -55,7 +55,7 @@ def simulated_plane(thin: np.ndarray, factor: int, profile: str = "box", gap: fl
     return np.ascontiguousarray(interpolated), np.ascontiguousarray(target, dtype=np.float32)
 
 
-def plane_axes(thick_axis: int, normal_axis: int) -> bool:
+def needs_transpose(thick_axis: int, normal_axis: int) -> bool:
     """Whether a plane cut across `normal_axis` of a (D, H, W) volume must be transposed to put `thick_axis` on its
     rows (the plane keeps the two other axes in order)."""
     remaining = [axis for axis in range(3) if axis != normal_axis]
@@ -158,12 +158,10 @@ class PlaneSampler:
         thick_axis = int(rng.choice(self._thick_axes(volume, factor)))
         normal = int(rng.choice([axis for axis in range(3) if axis != thick_axis]))
         index = int(rng.choice(volume.brain[normal]))
-        transpose = plane_axes(thick_axis, normal)
-        thin = volume.hr[normal][index]
+        transpose = needs_transpose(thick_axis, normal)
+        thin = volume.hr[normal][index].T if transpose else volume.hr[normal][index]
         if self.intensity is not None:
-            thin = self.intensity.gamma_and_bias(thin.T if transpose else thin, rng)
-        else:
-            thin = thin.T if transpose else thin
+            thin = self.intensity.gamma_and_bias(thin, rng)
         scale = rng.uniform(1.0 - INTENSITY_SCALE, 1.0 + INTENSITY_SCALE)
         profile = SLICE_PROFILES[int(rng.integers(len(SLICE_PROFILES)))]
         gap = rng.uniform(0.0, MAX_GAP) if rng.random() < GAP_CHANCE else 0.0

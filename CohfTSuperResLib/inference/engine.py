@@ -36,7 +36,7 @@ from CohfTSuperResLib.inference.registration import register_t1
 from CohfTSuperResLib.inference.slice_run import Cancel, Progress, SliceRun
 from CohfTSuperResLib.inference.through_plane import through_plane_volume
 from CohfTSuperResLib.options import RunOptions
-from CohfTSuperResLib.weights.registry import find_model
+from CohfTSuperResLib.weights.registry import find_model, model_name
 
 __all__ = ["InputCheck", "RunOptions", "check_inputs", "super_resolve", "super_resolve_checked"]
 
@@ -122,10 +122,26 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
 def act_on(verdict: GuideVerdict, checked: InputCheck,
            options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
     """The run's inputs and options after the guide check's verdict under options.guide_check, and the line that
-    says what happened; InputError for 'refuse' when the T1 does not help. 'auto' swaps the shipped guided model for
-    the shipped no-T1 model of the same variant and scale; a weights file of the user's runs as given (warned)."""
-    line = verdict.summary()
-    if verdict.helps:
+    says what happened (``apply_guide_policy``)."""
+    return apply_guide_policy(verdict.summary(), verdict.helps, checked, options)
+
+
+def unchecked_through_plane_guide(checked: InputCheck, options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
+    """``apply_guide_policy`` for a through-plane run with a T1 and the guide check on. The check's proxy reduces the
+    T2 in-plane, so nothing can vouch for the T1 in this mode, and a moved or foreign T1 makes the guided
+    through-plane model worse than the one without T1 (model card): the T1 is treated as one that does not help;
+    guide_check='off' uses it as given."""
+    line = ("guide check: not available in the through-plane mode, so the T1 can not be vouched for (guide check "
+            "'off' uses it as given)")
+    return apply_guide_policy(line, False, checked, options)
+
+
+def apply_guide_policy(line: str, helps: bool, checked: InputCheck,
+                       options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
+    """The run's inputs and options under options.guide_check for a T1 that helps or not, and `line` completed with
+    what happened; InputError for 'refuse' when it does not help. 'auto' swaps the shipped guided model for the
+    shipped no-T1 model of the same variant and scale; a weights file of the user's runs as given (warned)."""
+    if helps:
         return checked, options, f"{line}; running with the T1"
     if options.guide_check == "refuse":
         raise InputError(f"{line}; not run (guide check 'refuse'): register the T1, or run without it")
@@ -137,32 +153,9 @@ def act_on(verdict: GuideVerdict, checked: InputCheck,
         find_model(options.variant, options.network_scale, use_t1=False)
     except WeightsError:
         return checked, options, f"{line}; running with the T1 all the same: no model without T1 ships for " \
-                                 f"{options.variant} x{options.scale}"
+                                 f"{model_name(options.variant, options.network_scale)}"
     without = dataclasses.replace(checked, t1=None, t1_scale=None, t1_coverage=None)
     return without, dataclasses.replace(options, model_path=None), f"{line}; running the model without T1 instead"
-
-
-def unchecked_through_plane_guide(checked: InputCheck, options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
-    """The run's inputs and options for a through-plane run with a T1 and the guide check on, and the line that says
-    what happened. The check's proxy reduces the T2 in-plane, so nothing can vouch for the T1 in this mode, and a
-    moved or foreign T1 makes the guided through-plane model worse than the one without T1 (model card): 'auto' runs
-    the shipped model without T1 (a weights file of the user's runs as given), 'warn' runs with the T1 and warns,
-    'refuse' stops; guide_check='off' uses the T1 as given."""
-    line = "guide check: not available in the through-plane mode"
-    if options.guide_check == "refuse":
-        raise InputError(f"{line}, so the T1 can not be vouched for; not run (guide check 'refuse'): run without the "
-                         "T1, or with guide_check 'off' to use it as given")
-    if options.guide_check == "warn":
-        return checked, options, f"{line}; running with the T1 unchecked (guide check 'warn')"
-    if options.model_path is not None:
-        return checked, options, f"{line}; running {options.model_path.name} with the T1 as given"
-    try:
-        find_model(options.variant, options.network_scale, use_t1=False)
-    except WeightsError:
-        return checked, options, f"{line}; running with the T1: no through-plane model without T1 ships"
-    without = dataclasses.replace(checked, t1=None, t1_scale=None, t1_coverage=None)
-    return without, options, (f"{line}; running the model without T1 (a moved or foreign T1 costs the guided model "
-                              "more than it gains; use guide check 'off' to use this T1 as given)")
 
 
 def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: GuideVerdict | None, factor: int) -> None:
