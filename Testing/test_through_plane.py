@@ -213,11 +213,13 @@ def test_a_tiny_through_plane_training_run_writes_a_scale_1_model_started_from_a
     assert summary["data"]["val_slices"] == 12 and np.isfinite(summary["best"]["val_psnr"])
 
 
-def test_without_a_guide_check_a_through_plane_t1_is_used_only_when_asked(models, monkeypatch):
-    """No check can vouch for a T1 in this mode: 'auto' runs the shipped model without T1, 'warn' the guided one with
-    a warning, 'refuse' stops, 'off' uses the T1; a weights file of the user's runs as given."""
+def test_the_through_plane_guide_check_decides_under_each_policy(models, monkeypatch):
+    """A T1 the check vouches for is used; one it does not, or that it can not check (too few thick slices), runs
+    the shipped model without T1 under 'auto', the guided one with a warning under 'warn', stops under 'refuse';
+    'off' uses it without a check; a weights file of the user's runs as given."""
     from CohfTSuperResLib.errors import GuideNote
     from CohfTSuperResLib.inference import engine
+    from CohfTSuperResLib.inference.guide_check import GuideVerdict
     from CohfTSuperResLib.weights.storage import load_model
 
     thick, t1 = thick_slice_volume(_thin_head(), 4, 2), _thin_head(seed=1)
@@ -232,19 +234,73 @@ def test_without_a_guide_check_a_through_plane_t1_is_used_only_when_asked(models
             return real_loader(options, use_t1)
         return TorchRunner(load_model(models["guided" if use_t1 else "unguided"]))
 
+    verdicts = []
+
+    def check(checked, options):
+        assert checked.scale == 4 and options.through_plane
+        return verdicts[-1]
+
     monkeypatch.setattr(engine, "load_runner", loader)
-    for policy, note, guided in (("auto", "running the model without T1 instead", False),
-                                 ("warn", "running with the T1 anyway", True)):
-        with pytest.warns(GuideNote, match=f"not available in the through-plane mode.*; {note}"):
-            result = super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check=policy)
-        assert result.GetMetaData("cohft_model").endswith("with T1" if guided else "without T1")
-    assert used == [(THROUGH_PLANE_SCALE, False)]
-    with pytest.raises(InputError, match="can not be vouched for"):
-        super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check="refuse")
-    assert super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check="off").GetMetaData(
-        "cohft_model").endswith("with T1")
-    with pytest.warns(GuideNote, match="running tiny_x1.safetensors with the T1 all the same"):
-        super_resolve(thick, t1, mode="through-plane", model_path=models["guided"], device="cpu")
+    monkeypatch.setattr(engine, "check_through_plane_guide", check)
+
+    def model_run(policy: str) -> str:
+        return super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check=policy).GetMetaData(
+            "cohft_model")
+
+    verdicts.append(GuideVerdict(0.9, True, 0.3, 32, None, 1.0))
+    for policy in ("auto", "warn", "refuse"):
+        with pytest.warns(GuideNote, match=r"helps on this T2 \(proxy benefit \+0.90 dB.*; running with the T1"):
+            assert model_run(policy).endswith("with T1")
+    for verdict, said in ((GuideVerdict(-0.4, False, 0.3, 32, (0.0, 0.0, 2.0), 1.0), "does not help"),
+                          (None, "too few thick slices to check the T1")):
+        verdicts.append(verdict)
+        with pytest.warns(GuideNote, match=f"{said}.*; running the model without T1 instead"):
+            assert model_run("auto").endswith("without T1")
+        with pytest.warns(GuideNote, match=f"{said}.*; running with the T1 anyway"):
+            assert model_run("warn").endswith("with T1")
+        with pytest.raises(InputError, match=f"{said}.*not run .guide check 'refuse'"):
+            model_run("refuse")
+        assert model_run("off").endswith("with T1")
+        with pytest.warns(GuideNote, match="running tiny_x1.safetensors with the T1 all the same"):
+            super_resolve(thick, t1, mode="through-plane", model_path=models["guided"], device="cpu")
+    assert used == [(THROUGH_PLANE_SCALE, False)] * 2
+
+
+def test_a_t2_of_too_few_thick_slices_is_not_checked():
+    from CohfTSuperResLib.inference.input_checks import check_inputs
+    from CohfTSuperResLib.inference.through_plane_guide_check import MIN_THICK_SLICES, check_through_plane_guide
+
+    thick = thick_slice_volume(_thin_head(size=(24, 28, 4 * (MIN_THICK_SLICES - 1))), 4, 2)
+    checked = check_inputs(thick, _thin_head(seed=1), 2, 2, "through-plane", 1.0)
+    assert check_through_plane_guide(checked, RunOptions(mode="through-plane", device="cpu")) is None
+
+
+@pytest.fixture(scope="module")
+def patient26_pair(open_ms: Path) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
+    """The held-out patient26 T2 and T1 (slices 40-139) and patient07's T1 placed on its tissue (foreign)."""
+    from CohfTSuperResLib.evaluation.guide_cases import foreign_guide
+
+    read = lambda name: sitk.ReadImage(str(open_ms / "mni" / name), sitk.sitkFloat32)  # noqa: E731
+    t2, t1 = read("patient26/t2.nii.gz")[:, :, 40:140], read("patient26/t1.nii.gz")
+    return t2, t1, foreign_guide(read("patient07/t1.nii.gz"), t2)
+
+
+@pytest.mark.parametrize("thick_axis", [2, pytest.param(0, marks=pytest.mark.slow)])
+def test_the_through_plane_guide_check_tells_the_registered_t1_from_bad_ones(patient26_pair, thick_axis):
+    """On held-out data (shipped models): the registered T1 passes, another subject's T1 and the T1 moved 3 mm along
+    the thick axis do not, whichever voxel axis is thick."""
+    from CohfTSuperResLib.inference.geometry import translated
+    from CohfTSuperResLib.inference.input_checks import check_inputs
+    from CohfTSuperResLib.inference.through_plane_guide_check import check_through_plane_guide
+
+    t2, t1, other = patient26_pair
+    thick = thick_slice_volume(t2, 4, thick_axis)
+    move = [0.0, 0.0, 0.0]
+    move[thick_axis] = 3.0
+    options = RunOptions(mode="through-plane", device="cpu")
+    for name, guide in (("registered", t1), ("moved", translated(t1, tuple(move))), ("foreign", other)):
+        verdict = check_through_plane_guide(check_inputs(thick, guide, 2, thick_axis, "through-plane", 1.0), options)
+        assert verdict.helps == (name == "registered"), (name, verdict.summary())
 
 
 def test_the_onnx_backend_gives_the_torch_result_through_plane(models, tmp_path):

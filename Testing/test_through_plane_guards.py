@@ -4,13 +4,14 @@ evaluation/through_plane_cases.py at 4 mm (axial box slices from the 1 mm T2, re
 the coronal reformat), the guide check off: the models themselves. Each test prints its margin. Guards: the guided
 model at least +2 dB over the cubic B-spline on every subject; the T1 adds at least 0.5 dB over the no-T1 model on
 every subject; a moved or foreign T1 leaves the result no worse than the no-T1 model by more than 0.1 dB (the
-through-plane mode has no guide check, so the network itself must not trust a bad guide); a foreign T1 costs at
-least 0.1 dB against the registered one (the guide is used).
+network itself must not trust a bad guide); a foreign T1 costs at least 0.1 dB against the registered one (the guide
+is used).
 
 Guards the shipped weights do not meet are strict expected failures (SHORTFALLS, with the margin measured on the
 weights of 2026-12-04): they fail the suite as soon as better weights meet them, so that the mark is removed. The
-library does not leave a user with such a T1 worse off by default: with no guide check in this mode, the default
-policy 'auto' runs the model without T1 (engine.unchecked_through_plane_guide).
+library does not leave a user with such a T1 worse off by default: the through-plane guide check
+(inference/through_plane_guide_check.py) declines the T1s that cost more than 0.1 dB here, and 'auto' then runs the
+model without T1 (docs/benchmarks.md, "The through-plane guide check").
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Through-plane quality per held-out subject: B-spline, the no-T1 model and the guided model with good and bad T1s.
 
 Usage: PYTHONPATH=. python bench/through_plane_quality.py [--guided W] [--no-t1 W] [--factors 4] [--threads 2]
-       [--selection] [--json out.json]
+       [--selection | --registered-only] [--json out.json]
 Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py on open_ms mni/patient26 and BraTS-GLI-00000-000
 (never trained or selected on): axial thick slices of n mm (box, no gap) from the 1 mm HR T2, restored onto the 1 mm
 grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models.
 --selection: the same on the selection source (templates/mni152_fsl: never trained on, chooses between checkpoints)
-with the registered T1 only.
+with the registered T1 only. --registered-only: the reporting subjects with their registered T1 only (the other
+slice thicknesses).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--factors", type=int, nargs="+", default=[4])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--selection", action="store_true", help="the selection source, registered T1 only")
+    parser.add_argument("--registered-only", action="store_true", help="the reporting subjects, registered T1 only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,7 +58,7 @@ def main() -> None:
     subjects = [Subject(SELECTION_SOURCE, DATA / SELECTION_SOURCE)] if args.selection else reporting_subjects(DATA)
     for subject in subjects:
         t2, t1 = subject.read("t2"), subject.read("t1")
-        if args.selection:
+        if args.selection or args.registered_only:
             guides = {REGISTERED: t1}
         else:
             foreign = Subject(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name]).read("t1")

@@ -35,6 +35,7 @@ from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
 from CohfTSuperResLib.inference.registration import register_t1
 from CohfTSuperResLib.inference.slice_run import Cancel, Progress, SliceRun
 from CohfTSuperResLib.inference.through_plane import through_plane_volume
+from CohfTSuperResLib.inference.through_plane_guide_check import MIN_THICK_SLICES, check_through_plane_guide
 from CohfTSuperResLib.options import RunOptions
 from CohfTSuperResLib.weights.registry import find_model, model_name
 
@@ -96,13 +97,10 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
         registration = register_t1(checked.t2, checked.t1, checked.t2_scale)
         warnings.warn(registration.summary(), GuideNote, stacklevel=2)
         checked = dataclasses.replace(checked, t1=registration.t1)
-    if checked.t1 is not None and options.guide_check != "off" and options.through_plane:
-        checked, options, said = unchecked_through_plane_guide(checked, options)
-        warnings.warn(said, GuideNote, stacklevel=2)
-    elif checked.t1 is not None and options.guide_check != "off":
+    if checked.t1 is not None and options.guide_check != "off":
         try:
-            verdict = check_guide(checked, options)
-        except WeightsError as error:  # the check's x2 models are not installed: nothing to judge the T1 with
+            verdict = (check_through_plane_guide if options.through_plane else check_guide)(checked, options)
+        except WeightsError as error:  # the check's shipped models are not installed: nothing to judge the T1 with
             warnings.warn(f"guide check not run ({error}); running with the T1", GuideNote, stacklevel=2)
         else:
             checked, options, said = act_on(verdict, checked, options)
@@ -119,21 +117,16 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
     return result
 
 
-def act_on(verdict: GuideVerdict, checked: InputCheck,
+def act_on(verdict: GuideVerdict | None, checked: InputCheck,
            options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
     """The run's inputs and options after the guide check's verdict under options.guide_check, and the line that
-    says what happened (``apply_guide_policy``)."""
+    says what happened (``apply_guide_policy``). No verdict (a through-plane T2 of too few thick slices to check)
+    counts as a T1 that does not help: nothing vouches for it, and a bad T1 costs more than no T1 (model card)."""
+    if verdict is None:
+        line = (f"guide check: too few thick slices to check the T1 (at least {MIN_THICK_SLICES} are needed), so it "
+                "can not be vouched for (guide check 'off' uses it as given)")
+        return apply_guide_policy(line, False, checked, options)
     return apply_guide_policy(verdict.summary(), verdict.helps, checked, options)
-
-
-def unchecked_through_plane_guide(checked: InputCheck, options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
-    """``apply_guide_policy`` for a through-plane run with a T1 and the guide check on. The check's proxy reduces the
-    T2 in-plane, so nothing can vouch for the T1 in this mode, and a moved or foreign T1 makes the guided
-    through-plane model worse than the one without T1 (model card): the T1 is treated as one that does not help;
-    guide_check='off' uses it as given."""
-    line = ("guide check: not available in the through-plane mode, so the T1 can not be vouched for (guide check "
-            "'off' uses it as given)")
-    return apply_guide_policy(line, False, checked, options)
 
 
 def apply_guide_policy(line: str, helps: bool, checked: InputCheck,

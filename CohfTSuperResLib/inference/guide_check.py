@@ -55,7 +55,8 @@ class GuideVerdict:
 
     benefit_db: proxy PSNR with the T1 minus without it. helps: benefit_db >= threshold_db. slices: how many slices
     the proxy ran on. shift_mm: the T1's apparent offset along the T2's voxel axes i, j, k (mm), estimated where the
-    T1 does not help (else None). seconds: the check's time.
+    T1 does not help (else None). seconds: the check's time. parts: (name, dB) of the proxies benefit_db sums, where
+    it sums several (the through-plane check's).
     """
 
     benefit_db: float
@@ -64,6 +65,7 @@ class GuideVerdict:
     slices: int
     shift_mm: tuple[float, float, float] | None
     seconds: float
+    parts: tuple[tuple[str, float], ...] = ()
 
     @property
     def shift_size_mm(self) -> float | None:
@@ -72,8 +74,10 @@ class GuideVerdict:
     def summary(self) -> str:
         """One line for the user: the measured benefit, the decision's ground and the apparent shift."""
         verdict = "helps" if self.helps else "does not help"
-        line = (f"guide check: the T1 {verdict} on this T2 (proxy benefit {self.benefit_db:+.2f} dB, threshold "
-                f"{self.threshold_db:+.2f} dB, {self.slices} slice(s), {self.seconds:.1f} s)")
+        parts = " + ".join(f"{name.replace('_', ' ')} {value:+.2f}" for name, value in self.parts)
+        line = (f"guide check: the T1 {verdict} on this T2 (proxy benefit {self.benefit_db:+.2f} dB"
+                f"{f' = {parts}' if parts else ''}, threshold {self.threshold_db:+.2f} dB, {self.slices} slice(s), "
+                f"{self.seconds:.1f} s)")
         size = self.shift_size_mm
         if size is not None and size >= REPORTED_SHIFT_MM:
             line += f"; the T1 seems shifted by about {size:.0f} mm: register it to the T2"
@@ -82,8 +86,9 @@ class GuideVerdict:
     def record(self) -> str:
         """The check's numbers as one compact string, stored with the output."""
         shift = "" if self.shift_mm is None else " shift_mm=" + ",".join(f"{x:.1f}" for x in self.shift_mm)
-        return (f"benefit_db={self.benefit_db:.3f} threshold_db={self.threshold_db:.2f} helps={int(self.helps)} "
-                f"slices={self.slices}{shift}")
+        parts = "".join(f" {name}_db={value:.3f}" for name, value in self.parts)
+        return (f"benefit_db={self.benefit_db:.3f}{parts} threshold_db={self.threshold_db:.2f} "
+                f"helps={int(self.helps)} slices={self.slices}{shift}")
 
 
 def check_guide(checked: InputCheck, options: RunOptions, threshold_db: float = THRESHOLD_DB) -> GuideVerdict:
@@ -116,13 +121,18 @@ def check_guide(checked: InputCheck, options: RunOptions, threshold_db: float = 
 def _tissue_slices(checked: InputCheck) -> sitk.Image:
     """At most CHECK_SLICES slices of the T2, evenly spaced over those with tissue, trimmed in-plane to even sizes."""
     axis = checked.slice_axis
-    stack = to_slice_stack(checked.t2_voxels, axis)
-    tissue = np.flatnonzero((stack > TISSUE_LEVEL * checked.t2_scale).reshape(stack.shape[0], -1).any(axis=1))
-    first, last = (int(tissue[0]), int(tissue[-1])) if tissue.size else (0, stack.shape[0] - 1)
-    step = max(1, math.ceil((last - first + 1) / CHECK_SLICES))
-    start = first + (last - first) % step // 2  # centred in the tissue range
+    tissue = (to_slice_stack(checked.t2_voxels, axis) > TISSUE_LEVEL * checked.t2_scale).any(axis=(1, 2))
     image = sitk.Cast(checked.t2, sitk.sitkFloat32)
-    return trim_in_plane(strided_slices(image, axis, start, last + 1, step), CHECK_SCALE, axis)
+    return trim_in_plane(strided_slices(image, axis, *evenly_spread(tissue, CHECK_SLICES)), CHECK_SCALE, axis)
+
+
+def evenly_spread(tissue: np.ndarray, count: int) -> tuple[int, int, int]:
+    """start, stop, step of at most `count` indices evenly spaced over the range where `tissue` (one flag per slice)
+    is set, centred in it (over every slice where none is)."""
+    found = np.flatnonzero(tissue)
+    first, last = (int(found[0]), int(found[-1])) if found.size else (0, tissue.size - 1)
+    step = max(1, math.ceil((last - first + 1) / count))
+    return first + (last - first) % step // 2, last + 1, step
 
 
 def estimate_shift(t2: sitk.Image, t1: sitk.Image, slice_axis: int) -> np.ndarray:

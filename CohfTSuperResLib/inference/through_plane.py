@@ -67,8 +67,16 @@ def through_plane_volume(checked: InputCheck, runner: Runner, options: RunOption
         def family_progress(done: int, _total: int, before: int = before) -> None:
             report(before + done, sum(counts))
 
-        planes = dataclasses.replace(checked, t2=thin, t2_voxels=voxels, scale=THROUGH_PLANE_SCALE, slice_axis=axis,
-                                     single_slice=False)
-        run = SliceRun(runner, planes, thin_grid, options, device, family_progress, cancel)
-        restored += run.volume() / len(PLANE_FAMILIES)
+        restored += restored_planes(checked, thin, axis, runner, options, device, family_progress, cancel) / len(
+            PLANE_FAMILIES)
     return sitk.PermuteAxes(thin_grid.image_from_array(restored), inverse)
+
+
+def restored_planes(checked: InputCheck, thin: sitk.Image, axis: int, runner: Runner, options: RunOptions,
+                    device: torch.device, progress: Callable[[int, int], None] | None,
+                    cancel: Callable[[], bool] | None) -> np.ndarray:
+    """The through-plane network's restoration (T2 units, SimpleITK order) of every plane across voxel `axis` of
+    `thin` (thick slices interpolated onto thin ones along voxel axis 2, T2 units), with the checked T1 if any."""
+    planes = dataclasses.replace(checked, t2=thin, t2_voxels=sitk.GetArrayViewFromImage(thin),
+                                 scale=THROUGH_PLANE_SCALE, slice_axis=axis, single_slice=False)
+    return SliceRun(runner, planes, Grid.of(thin), options, device, progress, cancel).volume()
