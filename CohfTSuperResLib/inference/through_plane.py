@@ -16,9 +16,8 @@ through_plane_factor):
 
 Two thin slices per thick slice (n = 2) are made finer first: the steps above run for 4 thin slices, and each two
 neighbouring ones are averaged into one thin slice of the 2 asked for (``supersampling``): the one network, which is
-not told n, restores n = 2 too sharply, and a thin slice is the average of the finer ones it covers (held out at
-2 mm: +1.4 dB over the cubic B-spline instead of -0.6; 6 averaged in threes did less, and at n = 3, 6 averaged in
-pairs did not help; docs/benchmarks.md).
+not told n, restores n = 2 too sharply, and a thin slice is the average of the finer ones it covers (the choice and
+its alternatives measured: docs/benchmarks.md, "Other slice thicknesses").
 """
 
 from __future__ import annotations
