@@ -20,6 +20,7 @@ be checked this way (``check_through_plane_guide`` returns None).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 
@@ -36,7 +37,6 @@ from CohfTSuperResLib.inference.guide_check import (
     TISSUE_LEVEL,
     GuideVerdict,
     check_guide,
-    estimate_shift,
     evenly_spread,
 )
 from CohfTSuperResLib.inference.input_checks import InputCheck
@@ -90,10 +90,10 @@ def check_through_plane_guide(checked: InputCheck, options: RunOptions,
     target = np.concatenate(targets, axis=1)
     along = (psnr(np.concatenate(restored[True], axis=1), target, 1.0)
              - psnr(np.concatenate(restored[False], axis=1), target, 1.0))
-    in_plane = check_guide(checked, options, threshold_db)
+    in_plane = check_guide(checked, options, threshold_db=math.inf)  # never 'helps' alone: its shift estimate is made
     benefit = along + in_plane.benefit_db
     helps = benefit >= threshold_db
-    shift = None if helps else in_plane.shift_mm or tuple(estimate_shift(checked.t2, checked.t1, checked.slice_axis))
+    shift = None if helps else in_plane.shift_mm
     return GuideVerdict(float(benefit), bool(helps), threshold_db, planes + in_plane.slices, shift,
                         time.monotonic() - started, (("along_the_slices", float(along)),
                                                      ("in_plane", in_plane.benefit_db)))
