@@ -103,7 +103,8 @@ class CohfTSuperResParameterNode:
     outputVolume: where the result goes (None: a new volume). modelPath: a weights file of the user's (None:
     the shipped model of variant and scale; kept in step with its path field by the widget). showResult: show
     the result in the slice views. scale, variant, device, backend, guideCheck, registerT1 (register), mode: as in
-    options.RunOptions. sliceSpacing: the through-plane thin slices' spacing in mm (0: the default).
+    options.RunOptions. sliceSpacing: the through-plane thin slices' spacing in mm (0: the default). adaptSteps: the
+    through-plane adaptation to the scan (options.RunOptions.adapt_steps; 0: off).
     """
 
     inputT2: vtkMRMLScalarVolumeNode
@@ -119,6 +120,7 @@ class CohfTSuperResParameterNode:
     registerT1: bool = False
     mode: Annotated[str, Choice(list(MODES))] = "in-plane"
     sliceSpacing: float = 0.0
+    adaptSteps: int = 0
     showResult: bool = True
 
     def runOptions(self) -> RunOptions:
@@ -126,7 +128,8 @@ class CohfTSuperResParameterNode:
         throughPlane = self.mode == "through-plane"
         return RunOptions(scale=self.scale, variant=self.variant, model_path=self.modelPath, device=self.device,
                           backend=self.backend, guide_check=self.guideCheck, register=self.registerT1, mode=self.mode,
-                          slice_spacing=self.sliceSpacing if throughPlane and self.sliceSpacing > 0 else None)
+                          slice_spacing=self.sliceSpacing if throughPlane and self.sliceSpacing > 0 else None,
+                          adapt_steps=self.adaptSteps if throughPlane and self.backend == "torch" else 0)
 
 
 #
@@ -458,6 +461,7 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.variantComboBox.enabled = node.modelPath is None
             self.ui.scaleComboBox.enabled = node.mode == "in-plane"
             self.ui.sliceSpacingSpinBox.enabled = node.mode == "through-plane"
+            self.ui.adaptStepsSpinBox.enabled = node.mode == "through-plane" and node.backend == "torch"
             problem = self.logic.choiceProblem(node.inputT2, node.guideT1, node.outputVolume, node.runOptions(),
                                                node.useT1)
         self.ui.applyButton.enabled = problem is None

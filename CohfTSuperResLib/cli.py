@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--slice-spacing", type=float, metavar="MM",
                      help="through-plane: the thin slices' spacing in mm, rounded so that each thick slice holds a "
                           "whole number of them (default: the in-plane spacing, at most 6 per slice)")
+    run.add_argument("--adapt-steps", type=int, default=0, metavar="N",
+                     help="through-plane: first fine-tune a copy of the network on this T2's own thick slices for N "
+                          "steps (300 measured: +0.2 to +0.4 dB; about 1.2 s a step on one CPU thread; default 0: off)")
     run.add_argument("--guide-check", choices=GUIDE_CHECKS, default="auto",
                      help="check on the input whether the T1 helps: auto runs the no-T1 model where it does not, "
                           "warn runs guided and warns, refuse stops, off skips the check")
@@ -234,7 +237,7 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
                       backend=args.backend, precision=args.precision, batch_size=args.batch_size,
                       slice_axis=args.slice_axis, whole_slices=args.whole_slices, guide_check=args.guide_check,
                       register=args.register, mode="through-plane" if args.through_plane else "in-plane",
-                      slice_spacing=args.slice_spacing)
+                      slice_spacing=args.slice_spacing, adapt_steps=args.adapt_steps)
 
 
 def _super_resolve_file(args: argparse.Namespace, options: RunOptions, t2: Path, t1: Path | None,

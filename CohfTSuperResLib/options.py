@@ -83,6 +83,8 @@ class RunOptions:
     mode: 'in-plane' (the slices super-resolved by `scale`) or 'through-plane' (thin slices restored along the
     thick slice axis of a thick-slice T2; `scale` does not apply, slice_axis is the thick axis).
     slice_spacing: the through-plane target spacing in mm (None: the in-plane spacing; see inference.input_checks).
+    adapt_steps: through-plane, first fine-tune a copy of the network on the T2's own thick slices for this many
+    steps (inference/subject_adaptation.py; 0: off; torch backend only).
     """
 
     scale: int = 2
@@ -98,6 +100,7 @@ class RunOptions:
     register: bool = False
     mode: str = "in-plane"
     slice_spacing: float | None = None
+    adapt_steps: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", check_scale(self.scale))
@@ -124,6 +127,19 @@ class RunOptions:
             raise InputError(f"batch_size must be a positive integer or None, got {batch!r}")
         if self.slice_axis is not None:
             object.__setattr__(self, "slice_axis", check_slice_axis(self.slice_axis))
+        self._check_adaptation()
+
+    def _check_adaptation(self) -> None:
+        """InputError unless adapt_steps is a non-negative integer, used only where it can run."""
+        steps = self.adapt_steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise InputError(f"adapt_steps must be a non-negative integer (0: no adaptation), got {steps!r}")
+        if steps and not self.through_plane:
+            raise InputError("adapting the network to the scan is part of the through-plane mode; it does not apply "
+                             "to in-plane super-resolution")
+        if steps and self.backend != "torch":
+            raise InputError("adapting the network to the scan fine-tunes it with PyTorch; use backend='torch'")
+        object.__setattr__(self, "adapt_steps", int(steps))
 
     @property
     def through_plane(self) -> bool:
@@ -141,6 +157,8 @@ class RunOptions:
             arguments.append("--through-plane")
         if self.slice_spacing is not None:
             arguments += ["--slice-spacing", repr(self.slice_spacing)]
+        if self.adapt_steps:
+            arguments += ["--adapt-steps", str(self.adapt_steps)]
         arguments += ["--device", self.device, "--backend", self.backend, "--precision", self.precision]
         arguments += ["--model", str(self.model_path)] if self.model_path is not None else ["--variant", self.variant]
         if self.batch_size is not None:

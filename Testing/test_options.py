@@ -53,6 +53,7 @@ def test_super_resolve_takes_exactly_the_options_fields():
     RunOptions(scale=4, variant="M", device="cpu", backend="onnx", batch_size=3, slice_axis=1, whole_slices=True),
     RunOptions(scale=3, model_path="/models/mine.safetensors", precision="bf16", slice_axis=2),
     RunOptions(mode="through-plane", slice_spacing=1.5, slice_axis=0, guide_check="off"),
+    RunOptions(mode="through-plane", adapt_steps=300),
 ])
 def test_the_child_command_line_parses_back_to_the_same_options(options):
     args = cli.build_parser().parse_args(["run", "--t2", "t2.nrrd", "-o", "sr.nrrd", *options.command_line()])

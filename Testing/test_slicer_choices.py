@@ -115,7 +115,7 @@ def test_model_card_and_data_licence_can_be_opened(module):
 
 
 WIDGET_FOR_TYPE = {  # parameter type -> widget class that Slicer's parameterNodeWrapper connects it to
-    "bool": "QCheckBox", "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox", "float": "QDoubleSpinBox",
+    "bool": "QCheckBox", "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox", "float": "QDoubleSpinBox", "int": "QSpinBox",
 }
 # Optional[Path] has no GUI connector in the parameterNodeWrapper: the widget keeps it in step with its path field
 KEPT_IN_STEP_BY_CODE = {"modelPath": "modelPathLineEdit"}
@@ -155,6 +155,12 @@ def test_parameter_node_gives_the_run_options(module):
     assert node.runOptions().slice_spacing == 1.5 and node.runOptions().network_scale == 1
     node.sliceSpacing = 0.0
     assert node.runOptions().slice_spacing is None and node.runOptions().through_plane
+    node.adaptSteps = 300  # the adaptation runs through-plane with the torch backend only
+    assert node.runOptions().adapt_steps == 300
+    node.backend = "onnx"
+    assert node.runOptions().adapt_steps == 0
+    node.backend, node.mode = "torch", "in-plane"
+    assert node.runOptions().adapt_steps == 0
 
 
 def test_every_widget_the_module_uses_is_in_the_ui_file(module):

@@ -244,11 +244,11 @@ def test_the_through_plane_guide_check_decides_under_each_policy(models, monkeyp
     monkeypatch.setattr(engine, "find_model", lambda variant, scale, use_t1: used.append((scale, use_t1)))
     real_loader = engine.load_runner
 
-    def loader(options, use_t1):  # the shipped pair, played by the tiny models
+    def loader(options, use_t1, adapt=None):  # the shipped pair, played by the tiny models
         from CohfTSuperResLib.inference.backends import TorchRunner
 
         if options.model_path is not None:
-            return real_loader(options, use_t1)
+            return real_loader(options, use_t1, adapt)
         return TorchRunner(load_model(models["guided" if use_t1 else "unguided"]))
 
     verdicts = []

@@ -1,13 +1,14 @@
 """Through-plane quality per held-out subject: B-spline, the no-T1 model and the guided model with good and bad T1s.
 
 Usage: PYTHONPATH=. python bench/through_plane_quality.py [--guided W] [--no-t1 W] [--factors 4] [--threads 2]
-       [--selection | --registered-only] [--json out.json]
+       [--selection | --registered-only] [--adapt-steps 0 300] [--json out.json]
 Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py on open_ms mni/patient26 and BraTS-GLI-00000-000
 (never trained or selected on): axial thick slices of n mm (box, no gap) from the 1 mm HR T2, restored onto the 1 mm
 grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models.
 --selection: the same on the selection source (templates/mni152_fsl: never trained on, chooses between checkpoints)
 with the registered T1 only. --registered-only: the reporting subjects with their registered T1 only (the other
-slice thicknesses).
+slice thicknesses). --adapt-steps: one row per value, each network adapted to the thick T2 for that many steps
+first (inference/subject_adaptation.py; 0: as shipped), side by side in one run.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--selection", action="store_true", help="the selection source, registered T1 only")
     parser.add_argument("--registered-only", action="store_true", help="the reporting subjects, registered T1 only")
+    parser.add_argument("--adapt-steps", type=int, nargs="+", default=[0])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,19 +66,21 @@ def main() -> None:
             foreign = Subject(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name]).read("t1")
             guides = guide_cases(t1, t2, foreign, THROUGH_PLANE_MOVES)
         for factor in args.factors:
-            started = time.time()
-            results = evaluate_through_plane(subject, factor, guides, guided, unguided,
-                                             log=lambda line: print(line, flush=True))
-            rows.append({"subject": subject.name, "factor": factor, "seconds": round(time.time() - started, 1),
-                         "results": results})
+            for steps in args.adapt_steps:
+                started = time.time()
+                results = evaluate_through_plane(subject, factor, guides, guided, unguided,
+                                                 log=lambda line: print(line, flush=True), adapt_steps=steps)
+                rows.append({"subject": subject.name, "factor": factor, "adapt_steps": steps,
+                             "seconds": round(time.time() - started, 1), "results": results})
     names = list(rows[0]["results"])
-    print("\n| subject | slices | " + " | ".join(names) + " | T1 adds | guided - B-spline |")
-    print("|" + " --- |" * (len(names) + 4))
+    print("\n| subject | slices | adapted | " + " | ".join(names) + " | T1 adds | guided - B-spline | seconds |")
+    print("|" + " --- |" * (len(names) + 6))
     for row in rows:
         psnr = {name: row["results"][name]["psnr"] for name in names}
         cells = " | ".join(f"{psnr[n]:.3f} / {row['results'][n]['ssim']:.4f}" for n in names)
-        print(f"| {row['subject']} | {row['factor']} mm | {cells} | {psnr['registered'] - psnr[NO_T1]:+.3f} | "
-              f"{psnr['registered'] - psnr[BSPLINE]:+.3f} |")
+        print(f"| {row['subject']} | {row['factor']} mm | {row['adapt_steps'] or 'no'} | {cells} | "
+              f"{psnr['registered'] - psnr[NO_T1]:+.3f} | {psnr['registered'] - psnr[BSPLINE]:+.3f} | "
+              f"{row['seconds']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps({"guided": str(guided), "no_t1": str(unguided), "rows": rows}, indent=1))
 

@@ -173,28 +173,81 @@ class PlaneSampler:
         t1 = (t1.T if transpose else t1)[phase:phase + target.shape[0]]
         if self.intensity is not None:
             t1 = self.intensity.gamma_and_bias(t1, rng)
-        return self._crop(interpolated, target, t1, rng)
+        return same_crop(interpolated, target, t1, self.patch_shape, self.augment, rng)
 
-    def _crop(self, interpolated: np.ndarray, target: np.ndarray, t1: np.ndarray,
+
+def same_crop(interpolated: np.ndarray, target: np.ndarray, t1: np.ndarray, patch_shape: tuple[int, int], augment: bool,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The same patch of the three planes: the most tissue of a few random places; random flips."""
-        size_h = min(self.patch_shape[0], target.shape[0])
-        size_w = min(self.patch_shape[1], target.shape[1])
-        best = None
-        for _ in range(PATCH_TRIES):
-            top = int(rng.integers(target.shape[0] - size_h + 1))
-            left = int(rng.integers(target.shape[1] - size_w + 1))
-            tissue = float((target[top:top + size_h, left:left + size_w] > BRAIN_LEVEL).mean())
-            if best is None or tissue > best[0]:
-                best = (tissue, top, left)
-            if tissue >= PATCH_TISSUE_FRACTION:
-                break
-        _, top, left = best
-        crops = [x[top:top + size_h, left:left + size_w] for x in (interpolated, target, t1)]
-        padded = [np.pad(x, ((0, self.patch_shape[0] - size_h), (0, self.patch_shape[1] - size_w)), mode="edge")
-                  for x in crops]
-        if self.augment:
-            axes = tuple(axis for axis in (0, 1) if rng.random() < 0.5)
-            if axes:
-                padded = [np.flip(x, axis=axes) for x in padded]
-        return tuple(np.ascontiguousarray(x, dtype=np.float32) for x in padded)
+    """The same patch of the three planes: the most tissue of a few random places (edge-padded up to patch_shape where
+    a plane is smaller); random flips when `augment`."""
+    size_h = min(patch_shape[0], target.shape[0])
+    size_w = min(patch_shape[1], target.shape[1])
+    best = None
+    for _ in range(PATCH_TRIES):
+        top = int(rng.integers(target.shape[0] - size_h + 1))
+        left = int(rng.integers(target.shape[1] - size_w + 1))
+        tissue = float((target[top:top + size_h, left:left + size_w] > BRAIN_LEVEL).mean())
+        if best is None or tissue > best[0]:
+            best = (tissue, top, left)
+        if tissue >= PATCH_TISSUE_FRACTION:
+            break
+    _, top, left = best
+    crops = [x[top:top + size_h, left:left + size_w] for x in (interpolated, target, t1)]
+    padded = [np.pad(x, ((0, patch_shape[0] - size_h), (0, patch_shape[1] - size_w)), mode="edge") for x in crops]
+    if augment:
+        axes = tuple(axis for axis in (0, 1) if rng.random() < 0.5)
+        if axes:
+            padded = [np.flip(x, axis=axes) for x in padded]
+    return tuple(np.ascontiguousarray(x, dtype=np.float32) for x in padded)
+
+
+class OwnPlaneSampler:
+    """Batches of (input, target, T1) (B, 1, P, P) float32 tensors made from one thick-slice T2 itself, for adapting
+    the through-plane network to it (inference/subject_adaptation.py): SMORE's idea, with the T1.
+
+    Each thick slice is a plane with fine pixels along both in-plane axes. One of them plays the thick axis: its rows
+    are resampled to the thin spacing (so that `factor` rows span one thick slice), then thick slices are simulated
+    along it as in training (box or Gaussian profile, gap, noise, phase) and interpolated back; the resampled plane
+    is the target. The T1 plane is the T1 averaged over the same thick slice, resampled the same way.
+
+    t2, t1: (K, J, I) normalised voxels, thick slices along axis 0 (the T1 already averaged over each thick slice).
+    row_scales: for the planes' axes 0 (J) and 1 (I), the in-plane spacing / the thin spacing. batch(iteration)
+    depends only on (seed, iteration).
+    """
+
+    def __init__(self, t2: np.ndarray, t1: np.ndarray | None, factor: int, row_scales: tuple[float, float], patch: int,
+                 batch_size: int, seed: int = 0) -> None:
+        self.factor, self.row_scales, self.batch_size, self.seed = factor, row_scales, batch_size, seed
+        self.t2 = torch.from_numpy(np.ascontiguousarray(t2, dtype=np.float32))
+        self.t1 = None if t1 is None else torch.from_numpy(np.ascontiguousarray(t1, dtype=np.float32))
+        brain = brain_slices(t2)
+        self.brain = brain if brain.size else np.arange(t2.shape[0])
+        self.patch_shape = (patch, patch)
+
+    def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, iteration])
+        samples = [self._sample(rng) for _ in range(self.batch_size)]
+        return tuple(torch.from_numpy(np.stack([s[k] for s in samples])[:, None]) for k in range(3))
+
+    def _rows_resampled(self, plane: torch.Tensor, axis: int) -> np.ndarray:
+        """The (J, I) plane with `axis` moved onto the rows and resampled to the thin spacing (cubic, antialiased)."""
+        plane = plane if axis == 0 else plane.T
+        rows = max(self.factor * MIN_THICK_SLICES, round(plane.shape[0] * self.row_scales[axis]))
+        if rows == plane.shape[0]:
+            return plane.numpy()
+        resized = torch.nn.functional.interpolate(plane[None, None], size=(rows, plane.shape[1]), mode="bicubic",
+                                                  align_corners=False, antialias=True)
+        return resized[0, 0].numpy()
+
+    def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        index = int(rng.choice(self.brain))
+        axis = int(rng.integers(2))
+        thin = self._rows_resampled(self.t2[index], axis)
+        profile = SLICE_PROFILES[int(rng.integers(len(SLICE_PROFILES)))]
+        gap = rng.uniform(0.0, MAX_GAP) if rng.random() < GAP_CHANCE else 0.0
+        noise = rng.uniform(0.0, MAX_NOISE) if rng.random() < NOISE_CHANCE else 0.0
+        phase = int(rng.integers(self.factor))
+        interpolated, target = simulated_plane(thin, self.factor, profile, gap, phase, noise, rng)
+        t1 = (np.zeros_like(target) if self.t1 is None
+              else self._rows_resampled(self.t1[index], axis)[phase:phase + target.shape[0]])
+        return same_crop(interpolated, target, t1, self.patch_shape, True, rng)

@@ -9,6 +9,7 @@ the ONNX backend) or the shipped model for (variant, scale, with/without T1).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -71,8 +72,9 @@ class OnnxSessionRunner:
         return self.session(lr, t1)
 
 
-def load_runner(options: RunOptions, use_t1: bool) -> Runner:
-    """The runner for a run's options, with or without the T1; WeightsError / InputError when they do not fit."""
+def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], CohfTNet] | None = None) -> Runner:
+    """The runner for a run's options, with or without the T1; WeightsError / InputError when they do not fit.
+    adapt: applied to the loaded torch network before it runs (subject_adaptation.py), after the fit is checked."""
     path = options.model_path
     if path is not None and path.suffix == ".onnx":
         if options.backend != "onnx":
@@ -84,6 +86,9 @@ def load_runner(options: RunOptions, use_t1: bool) -> Runner:
             network, key = shipped.load("cpu"), shipped.sha256
         else:
             network, key = load_model(path, device="cpu"), sha256_of(path)
+        if adapt is not None:
+            _check_fits(network.config, options.network_scale, use_t1, path)
+            network = adapt(network)
         if options.backend == "onnx":
             runner = OnnxSessionRunner(OnnxRunner(cached_export(network, key), options.device))
         else:

@@ -2,7 +2,7 @@
 
 Manifest columns: t2, output (required), t1, guide_check (one of options.GUIDE_CHECKS for this row; empty: the
 command line's), mode (in-plane or through-plane for this row; empty: the command line's; a through-plane row takes
-the command line's --slice-spacing, an in-plane row ignores it). The summary (``write_summary``) has one row per case: what happened, the model that ran and the
+the command line's --slice-spacing and --adapt-steps, an in-plane row ignores them). The summary (``write_summary``) has one row per case: what happened, the model that ran and the
 guide check's numbers.
 """
 
@@ -33,12 +33,13 @@ class Case:
     mode: str | None = None  # this row's mode; None: the command line's
 
     def overrides(self) -> dict[str, Any]:
-        """This row's RunOptions fields that replace the command line's (an in-plane row drops a slice spacing)."""
+        """This row's RunOptions fields that replace the command line's (an in-plane row drops the slice spacing and
+        the adaptation of the through-plane mode)."""
         values: dict[str, Any] = {} if self.guide_check is None else {"guide_check": self.guide_check}
         if self.mode is not None:
             values["mode"] = self.mode
             if self.mode == "in-plane":
-                values["slice_spacing"] = None
+                values.update(slice_spacing=None, adapt_steps=0)
         return values
 
 

@@ -5,7 +5,8 @@ Pipeline (details in docs/inference.md):
 1. validate the volumes and options before any model is loaded (``check_inputs``: InputError /
    WeightsError with the reason; the acquisition axis from the spacing unless given); with
    ``register``, register the T1 to the T2 (registration.py); unless ``guide_check`` is 'off', check on
-   the input whether the T1 helps (guide_check.py) and act on it (a GuideNote says what happened);
+   the input whether the T1 helps (guide_check.py) and act on it (a GuideNote says what happened); through-plane
+   with ``adapt_steps``, fine-tune a copy of the network on the T2's own slices (subject_adaptation.py);
 2. output grid = LR grid with in-plane spacing / s and size x s (geometry.py);
 3. robust-normalise T2 and T1 each by its own 99.5th percentile (imageio/normalize.py);
 4. slice by slice along `slice_axis` (slice_run.py): in batches, on each batch's content box, whole or in tiles,
@@ -34,8 +35,10 @@ from CohfTSuperResLib.inference.guide_check import GuideVerdict, check_guide
 from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
 from CohfTSuperResLib.inference.registration import register_t1
 from CohfTSuperResLib.inference.slice_run import Cancel, Progress, SliceRun
-from CohfTSuperResLib.inference.through_plane import through_plane_volume
+from CohfTSuperResLib.inference.subject_adaptation import adapted_network
+from CohfTSuperResLib.inference.through_plane import family_sizes, through_plane_volume
 from CohfTSuperResLib.inference.through_plane_guide_check import MIN_THICK_SLICES, check_through_plane_guide
+from CohfTSuperResLib.model import CohfTNet
 from CohfTSuperResLib.options import RunOptions
 from CohfTSuperResLib.weights.registry import find_model, model_name
 
@@ -59,6 +62,7 @@ def super_resolve(
     register: bool = False,
     mode: str = "in-plane",
     slice_spacing: float | None = None,
+    adapt_steps: int = 0,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> sitk.Image:
@@ -78,7 +82,8 @@ def super_resolve(
     """
     options = RunOptions(scale=scale, variant=variant, model_path=model_path, device=device, backend=backend,
                          precision=precision, batch_size=batch_size, slice_axis=slice_axis, whole_slices=whole_slices,
-                         guide_check=guide_check, register=register, mode=mode, slice_spacing=slice_spacing)
+                         guide_check=guide_check, register=register, mode=mode, slice_spacing=slice_spacing,
+                         adapt_steps=adapt_steps)
     checked = check_inputs(t2, t1, options.scale, options.slice_axis, options.mode, options.slice_spacing)
     for note in checked.notes:
         warnings.warn(note, InputNote, stacklevel=2)
@@ -105,11 +110,20 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
         else:
             checked, options, said = act_on(verdict, checked, options)
             warnings.warn(said, GuideNote, stacklevel=2)
-    runner = load_runner(options, checked.t1 is not None)
     with deterministic_kernels(device), reuse_freed_memory():
         if options.through_plane:
-            result = through_plane_volume(checked, runner, options, device, progress, cancel)
+            steps = options.adapt_steps
+            total = steps + sum(family_sizes(checked))
+            report = progress or (lambda done, _total: None)
+
+            def adapt(network: CohfTNet) -> CohfTNet:
+                return adapted_network(network, checked, steps, device, lambda done, _: report(done, total), cancel)
+
+            runner = load_runner(options, checked.t1 is not None, adapt if steps else None)
+            result = through_plane_volume(checked, runner, options, device,
+                                          lambda done, _: report(steps + done, total), cancel)
         else:
+            runner = load_runner(options, checked.t1 is not None)
             grid = output_grid(Grid.of(checked.t2), checked.scale, checked.slice_axis)
             result = grid.image_from_array(SliceRun(runner, checked, grid, options, device, progress, cancel).volume())
     result = result[:, :, 0] if checked.single_slice else result
@@ -156,6 +170,8 @@ def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: Guid
     kind = f"through-plane x{factor}" if options.through_plane else f"x{options.scale}"
     model = (f"shipped {options.variant} {kind} {'with' if used_t1 else 'without'} T1" if options.model_path is None
              else f"{options.model_path.name} ({kind})" if options.through_plane else options.model_path.name)
+    if options.adapt_steps:
+        model += f", adapted to this scan in {options.adapt_steps} steps"
     check = "off" if verdict is None else verdict.record()
     result.SetMetaData(RECORD_KEYS[0], model)
     result.SetMetaData(RECORD_KEYS[1], check)

@@ -59,6 +59,12 @@ def interpolated_thin_slices(voxels: np.ndarray, factor: int) -> np.ndarray:
     return upsample_slices_cubic(thick, factor).view(factor * slices, rows, cols).numpy()
 
 
+def family_sizes(checked: InputCheck) -> list[int]:
+    """The planes of each family a through-plane run restores (its progress counts their sum)."""
+    order, _ = thick_axis_last(checked.slice_axis)
+    return [checked.t2.GetSize()[order[axis]] for axis in PLANE_FAMILIES]
+
+
 def through_plane_volume(checked: InputCheck, runner: Runner, options: RunOptions, device: torch.device,
                          progress: Callable[[int, int], None] | None,
                          cancel: Callable[[], bool] | None) -> sitk.Image:
@@ -70,7 +76,7 @@ def through_plane_volume(checked: InputCheck, runner: Runner, options: RunOption
     voxels = interpolated_thin_slices(np.transpose(checked.t2_voxels, [2 - axis for axis in reversed(order)]),
                                       finer * checked.scale)
     thin = thin_grid.image_from_array(voxels)
-    counts = [thin_grid.size[axis] for axis in PLANE_FAMILIES]
+    counts = family_sizes(checked)
     report = progress or (lambda done, total: None)
     restored = np.zeros_like(voxels)
     for family, axis in enumerate(PLANE_FAMILIES):
