@@ -1,14 +1,15 @@
 """Through-plane quality per held-out subject: B-spline, the no-T1 model and the guided model with good and bad T1s.
 
 Usage: PYTHONPATH=. python bench/through_plane_quality.py [--guided W] [--no-t1 W] [--factors 4] [--threads 2]
-       [--selection | --registered-only] [--adapt-steps 0 300] [--json out.json]
+       [--selection | --registered-only] [--adapt-steps 0 300] [--subject NAME] [--json out.json]
 Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py on open_ms mni/patient26 and BraTS-GLI-00000-000
 (never trained or selected on): axial thick slices of n mm (box, no gap) from the 1 mm HR T2, restored onto the 1 mm
 grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models.
 --selection: the same on the selection source (templates/mni152_fsl: never trained on, chooses between checkpoints)
 with the registered T1 only. --registered-only: the reporting subjects with their registered T1 only (the other
 slice thicknesses). --adapt-steps: one row per value, each network adapted to the thick T2 for that many steps
-first (inference/subject_adaptation.py; 0: as shipped), side by side in one run.
+first (inference/subject_adaptation.py; 0: as shipped), side by side in one run. --subject: only the reporting
+subjects whose name contains NAME.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--selection", action="store_true", help="the selection source, registered T1 only")
     parser.add_argument("--registered-only", action="store_true", help="the reporting subjects, registered T1 only")
     parser.add_argument("--adapt-steps", type=int, nargs="+", default=[0])
+    parser.add_argument("--subject", default="", help="only the reporting subjects whose name contains this")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -58,6 +60,7 @@ def main() -> None:
     unguided = args.no_t1 or find_model("S", THROUGH_PLANE_SCALE, False).path
     rows = []
     subjects = [Subject(SELECTION_SOURCE, DATA / SELECTION_SOURCE)] if args.selection else reporting_subjects(DATA)
+    subjects = [subject for subject in subjects if args.subject in subject.name]
     for subject in subjects:
         t2, t1 = subject.read("t2"), subject.read("t1")
         if args.selection or args.registered_only:
