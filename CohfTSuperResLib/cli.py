@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "whole number of them (default: the in-plane spacing, at most 6 per slice)")
     run.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                      help="through-plane: first fine-tune a copy of the network on this T2's own thick slices for N "
-                          "steps (300 measured: +0.2 to +0.4 dB; about 1.2 s a step on one CPU thread; default 0: off)")
+                          "steps (default 0: off; gain and cost measured in docs/benchmarks.md, \"Adapting to the scan\")")
     run.add_argument("--guide-check", choices=GUIDE_CHECKS, default="auto",
                      help="check on the input whether the T1 helps: auto runs the no-T1 model where it does not, "
                           "warn runs guided and warns, refuse stops, off skips the check")
