@@ -27,8 +27,8 @@ from inference_helpers import save_tiny
 
 def _ramp(shape=(8, 120, 100), row_step=0.01, column_step=0.001) -> np.ndarray:
     """(K, J, I) voxels rising linearly along J and I (all above the brain level)."""
-    k, j, i = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
-    return 0.5 + row_step * j + column_step * i + 0 * k
+    _, j, i = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    return 0.5 + row_step * j + column_step * i
 
 
 @pytest.mark.parametrize("row_scale", [1.0, 0.5])

@@ -73,28 +73,27 @@ class OnnxSessionRunner:
 
 
 def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], CohfTNet] | None = None) -> Runner:
-    """The runner for a run's options, with or without the T1; WeightsError / InputError when they do not fit.
-    adapt: applied to the loaded torch network before it runs (subject_adaptation.py), after the fit is checked."""
+    """The runner for a run's options, with or without the T1; WeightsError / InputError when they do not fit
+    (checked before any export or adaptation). adapt: applied to the loaded torch network before it runs
+    (subject_adaptation.py)."""
     path = options.model_path
     if path is not None and path.suffix == ".onnx":
         if options.backend != "onnx":
             raise InputError(f"{path.name} is an ONNX model: use backend='onnx', or give a .safetensors weights file")
-        runner: Runner = OnnxSessionRunner(OnnxRunner(path, options.device))
+        runner = OnnxSessionRunner(OnnxRunner(path, options.device))
+        _check_fits(runner.config, options.network_scale, use_t1, path)
+        return runner
+    if path is None:
+        shipped = _shipped(options.variant, options.network_scale, use_t1)
+        network, key = shipped.load("cpu"), shipped.sha256
     else:
-        if path is None:
-            shipped = _shipped(options.variant, options.network_scale, use_t1)
-            network, key = shipped.load("cpu"), shipped.sha256
-        else:
-            network, key = load_model(path, device="cpu"), sha256_of(path)
-        if adapt is not None:
-            _check_fits(network.config, options.network_scale, use_t1, path)
-            network = adapt(network)
-        if options.backend == "onnx":
-            runner = OnnxSessionRunner(OnnxRunner(cached_export(network, key), options.device))
-        else:
-            runner = TorchRunner(network, options.precision)
-    _check_fits(runner.config, options.network_scale, use_t1, path)
-    return runner
+        network, key = load_model(path, device="cpu"), sha256_of(path)
+    _check_fits(network.config, options.network_scale, use_t1, path)
+    if adapt is not None:
+        network = adapt(network)
+    if options.backend == "onnx":
+        return OnnxSessionRunner(OnnxRunner(cached_export(network, key), options.device))
+    return TorchRunner(network, options.precision)
 
 
 def _shipped(variant: str, scale: int, use_t1: bool) -> ShippedModel:

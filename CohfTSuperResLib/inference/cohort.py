@@ -2,8 +2,8 @@
 
 Manifest columns: t2, output (required), t1, guide_check (one of options.GUIDE_CHECKS for this row; empty: the
 command line's), mode (in-plane or through-plane for this row; empty: the command line's; a through-plane row takes
-the command line's --slice-spacing and --adapt-steps, an in-plane row ignores them). The summary (``write_summary``) has one row per case: what happened, the model that ran and the
-guide check's numbers.
+the command line's --slice-spacing and --adapt-steps, an in-plane row ignores them). The summary
+(``write_summary``) has one row per case: what happened, the model that ran and the guide check's numbers.
 """
 
 from __future__ import annotations
