@@ -37,7 +37,17 @@ from slicer.util import VTKObservationMixin
 
 from CohfTSuperResLib.errors import InferenceCancelled, WeightsError  # torch-free
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
-from CohfTSuperResLib.options import BACKENDS, DEVICES, GUIDE_CHECKS, MODES, SCALES, VARIANTS, RunOptions
+from CohfTSuperResLib.options import (
+    BACKENDS,
+    DEVICES,
+    GUIDE_CHECKS,
+    MODES,
+    SCALES,
+    SELF_ENSEMBLES,
+    THROUGH_PLANE_SELF_ENSEMBLES,
+    VARIANTS,
+    RunOptions,
+)
 from CohfTSuperResSlicerLib import choices, dependencies, nodes, samples
 from CohfTSuperResSlicerLib.nodes import VolumeNodeError
 from CohfTSuperResSlicerLib.runs import CohfTSuperResJob, SceneRun, formatSeconds
@@ -104,7 +114,8 @@ class CohfTSuperResParameterNode:
     the shipped model of variant and scale; kept in step with its path field by the widget). showResult: show
     the result in the slice views. scale, variant, device, backend, guideCheck, registerT1 (register), mode: as in
     options.RunOptions. sliceSpacing: the through-plane thin slices' spacing in mm (0: the default). adaptSteps: the
-    through-plane adaptation to the scan (options.RunOptions.adapt_steps; 0: off).
+    through-plane adaptation to the scan (options.RunOptions.adapt_steps; 0: off). selfEnsemble: copies of each
+    slice run and averaged (options.RunOptions.self_ensemble; through-plane runs 8 as 4, the most its planes have).
     """
 
     inputT2: vtkMRMLScalarVolumeNode
@@ -121,6 +132,7 @@ class CohfTSuperResParameterNode:
     mode: Annotated[str, Choice(list(MODES))] = "in-plane"
     sliceSpacing: float = 0.0
     adaptSteps: int = 0
+    selfEnsemble: Annotated[int, Choice(list(SELF_ENSEMBLES))] = 1
     showResult: bool = True
 
     def runOptions(self) -> RunOptions:
@@ -129,7 +141,9 @@ class CohfTSuperResParameterNode:
         return RunOptions(scale=self.scale, variant=self.variant, model_path=self.modelPath, device=self.device,
                           backend=self.backend, guide_check=self.guideCheck, register=self.registerT1, mode=self.mode,
                           slice_spacing=self.sliceSpacing if throughPlane and self.sliceSpacing > 0 else None,
-                          adapt_steps=self.adaptSteps if throughPlane and self.backend == "torch" else 0)
+                          adapt_steps=self.adaptSteps if throughPlane and self.backend == "torch" else 0,
+                          self_ensemble=min(self.selfEnsemble, max(THROUGH_PLANE_SELF_ENSEMBLES)) if throughPlane
+                          else self.selfEnsemble)
 
 
 #

@@ -29,6 +29,7 @@ from CohfTSuperResLib.options import (
     OUTPUT_SUFFIXES,
     PRECISIONS,
     SCALES,
+    SELF_ENSEMBLES,
     SLICE_AXES,
     THROUGH_PLANE_SCALE,
     VARIANTS,
@@ -91,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                      help="through-plane: first fine-tune a copy of the network on this T2's own thick slices for N "
                           "steps (default 0: off; gain and cost measured in docs/benchmarks.md, \"Adapting to the scan\")")
+    run.add_argument("--self-ensemble", type=int, choices=SELF_ENSEMBLES, default=1, metavar="N",
+                     help="run the network on N flipped / transposed copies of each slice and average them (1, 2, 4 "
+                          "or 8; through-plane at most 4; default 1: off; N times the time, gain measured in "
+                          "docs/benchmarks.md, \"Self-ensemble\")")
     run.add_argument("--guide-check", choices=GUIDE_CHECKS, default="auto",
                      help="check on the input whether the T1 helps: auto runs the no-T1 model where it does not, "
                           "warn runs guided and warns, refuse stops, off skips the check")
@@ -237,7 +242,8 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
                       backend=args.backend, precision=args.precision, batch_size=args.batch_size,
                       slice_axis=args.slice_axis, whole_slices=args.whole_slices, guide_check=args.guide_check,
                       register=args.register, mode="through-plane" if args.through_plane else "in-plane",
-                      slice_spacing=args.slice_spacing, adapt_steps=args.adapt_steps)
+                      slice_spacing=args.slice_spacing, adapt_steps=args.adapt_steps,
+                      self_ensemble=args.self_ensemble)
 
 
 def _super_resolve_file(args: argparse.Namespace, options: RunOptions, t2: Path, t1: Path | None,
@@ -287,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            policy = dataclasses.replace(options, **case.overrides())
+            policy = dataclasses.replace(options, **case.overrides(options))
             row.update(_super_resolve_file(args, policy, case.t2, case.t1, case.output), status="written")
             print(f"wrote {case.output}")
         except (KeyboardInterrupt, Terminated):

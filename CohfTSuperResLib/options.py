@@ -29,6 +29,10 @@ BACKENDS = ("torch", "onnx")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SLICE_AXES = (0, 1, 2)
 GUIDE_CHECKS = ("auto", "warn", "refuse", "off")  # what to do when the T1 does not help (inference/guide_check.py)
+# Self-ensemble (inference/self_ensemble.py): how many flipped / transposed copies of each slice are run and averaged;
+# through-plane planes are not transposed (their thick axis must stay along the rows), so at most 4 there.
+SELF_ENSEMBLES = (1, 2, 4, 8)
+THROUGH_PLANE_SELF_ENSEMBLES = (1, 2, 4)
 # Output formats: single files that hold a float32 3-D volume with its geometry, so a result appears
 # complete or not at all.
 OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
@@ -84,7 +88,9 @@ class RunOptions:
     thick slice axis of a thick-slice T2; `scale` does not apply, slice_axis is the thick axis).
     slice_spacing: the through-plane target spacing in mm (None: the in-plane spacing; see inference.input_checks).
     adapt_steps: through-plane, first fine-tune a copy of the network on the T2's own thick slices for this many
-    steps (inference/subject_adaptation.py; 0: off; torch backend only).
+    steps (inference/subject_adaptation.py; 0: off; torch backend only). self_ensemble: run the network on this
+    many flipped / transposed copies of each slice and average them (inference/self_ensemble.py; 1: off; time
+    grows in proportion).
     """
 
     scale: int = 2
@@ -101,6 +107,7 @@ class RunOptions:
     mode: str = "in-plane"
     slice_spacing: float | None = None
     adapt_steps: int = 0
+    self_ensemble: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", check_scale(self.scale))
@@ -128,6 +135,16 @@ class RunOptions:
         if self.slice_axis is not None:
             object.__setattr__(self, "slice_axis", check_slice_axis(self.slice_axis))
         self._check_adaptation()
+        self._check_self_ensemble()
+
+    def _check_self_ensemble(self) -> None:
+        """InputError unless self_ensemble is one of the counts the mode can run."""
+        count = self.self_ensemble
+        allowed = THROUGH_PLANE_SELF_ENSEMBLES if self.through_plane else SELF_ENSEMBLES
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count not in allowed:
+            why = " (through-plane planes are flipped, never transposed)" if self.through_plane else ""
+            raise InputError(f"self_ensemble must be one of {', '.join(map(str, allowed))}{why}, got {count!r}")
+        object.__setattr__(self, "self_ensemble", int(count))
 
     def _check_adaptation(self) -> None:
         """InputError unless adapt_steps is a non-negative integer, used only where it can run."""
@@ -159,6 +176,8 @@ class RunOptions:
             arguments += ["--slice-spacing", repr(self.slice_spacing)]
         if self.adapt_steps:
             arguments += ["--adapt-steps", str(self.adapt_steps)]
+        if self.self_ensemble > 1:
+            arguments += ["--self-ensemble", str(self.self_ensemble)]
         arguments += ["--device", self.device, "--backend", self.backend, "--precision", self.precision]
         arguments += ["--model", str(self.model_path)] if self.model_path is not None else ["--variant", self.variant]
         if self.batch_size is not None:

@@ -98,6 +98,18 @@ def test_onnx_backend_of_super_resolve_matches_torch(exported_x2, monkeypatch):
         super_resolve(t2, t1, 2, model_path=onnx_file, device="cpu", guide_check="off")
 
 
+def test_onnx_runs_the_self_ensemble_as_torch_does(exported_x2, monkeypatch):
+    """The transposed copies of a self-ensemble swap the slice's sides: the export's dynamic sizes take them."""
+    monkeypatch.setenv("COHFT_SR_CACHE", str(exported_x2["cache"]))
+    t2 = volume((2, 22, 26))
+    t1 = guide_for(t2, 2)
+    by_torch, by_onnx = (sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=exported_x2["weights"],
+                                                              device="cpu", backend=backend, guide_check="off",
+                                                              self_ensemble=8))
+                         for backend in ("torch", "onnx"))
+    np.testing.assert_allclose(by_onnx, by_torch, rtol=0, atol=PARITY * float(np.abs(by_torch).max()))
+
+
 def test_providers():
     assert onnx_providers("cpu") == ["CPUExecutionProvider"]
     assert onnx_providers("auto")[-1] == "CPUExecutionProvider"

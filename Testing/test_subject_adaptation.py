@@ -148,7 +148,7 @@ def test_the_command_line_adapts_and_an_in_plane_cohort_row_drops_the_adaptation
     assert "adapted to this scan in 2 steps" in sitk.ReadImage(str(tmp_path / "thin.nrrd")).GetMetaData("cohft_model")
     arguments = RunOptions(mode="through-plane", adapt_steps=2).command_line()
     assert arguments[arguments.index("--adapt-steps") + 1] == "2"
-    assert Case(Path("a"), None, Path("b"), mode="in-plane").overrides()["adapt_steps"] == 0
+    assert Case(Path("a"), None, Path("b"), mode="in-plane").overrides(RunOptions())["adapt_steps"] == 0
 
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,20 +1,23 @@
 """Through-plane quality per held-out subject: B-spline, the no-T1 model and the guided model with good and bad T1s.
 
 Usage: PYTHONPATH=. python bench/through_plane_quality.py [--guided W] [--no-t1 W] [--factors 4] [--threads 2]
-       [--selection | --registered-only] [--adapt-steps 0 300] [--subject NAME] [--json out.json]
+       [--selection | --registered-only] [--adapt-steps 0 300] [--self-ensemble 1 4] [--subject NAME]
+       [--json out.json]
 Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py on open_ms mni/patient26 and BraTS-GLI-00000-000
 (never trained or selected on): axial thick slices of n mm (box, no gap) from the 1 mm HR T2, restored onto the 1 mm
 grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models.
 --selection: the same on the selection source (templates/mni152_fsl: never trained on, chooses between checkpoints)
 with the registered T1 only. --registered-only: the reporting subjects with their registered T1 only (the other
 slice thicknesses). --adapt-steps: one row per value, each network adapted to the thick T2 for that many steps
-first (inference/subject_adaptation.py; 0: as shipped), side by side in one run. --subject: only the reporting
-subjects whose name contains NAME.
+first (inference/subject_adaptation.py; 0: as shipped), side by side in one run. --self-ensemble: one row per
+value (and adaptation), every network run as a self-ensemble of that many copies (inference/self_ensemble.py; 1:
+off). --subject: only the reporting subjects whose name contains NAME.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 import warnings
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--selection", action="store_true", help="the selection source, registered T1 only")
     parser.add_argument("--registered-only", action="store_true", help="the reporting subjects, registered T1 only")
     parser.add_argument("--adapt-steps", type=int, nargs="+", default=[0])
+    parser.add_argument("--self-ensemble", type=int, nargs="+", default=[1])
     parser.add_argument("--subject", default="", help="only the reporting subjects whose name contains this")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -69,19 +73,21 @@ def main() -> None:
             foreign = Subject(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name]).read("t1")
             guides = guide_cases(t1, t2, foreign, THROUGH_PLANE_MOVES)
         for factor in args.factors:
-            for steps in args.adapt_steps:
+            for steps, copies in itertools.product(args.adapt_steps, args.self_ensemble):
                 started = time.time()
                 results = evaluate_through_plane(subject, factor, guides, guided, unguided,
-                                                 log=lambda line: print(line, flush=True), adapt_steps=steps)
-                rows.append({"subject": subject.name, "factor": factor, "adapt_steps": steps,
+                                                 log=lambda line: print(line, flush=True), adapt_steps=steps,
+                                                 self_ensemble=copies)
+                rows.append({"subject": subject.name, "factor": factor, "adapt_steps": steps, "self_ensemble": copies,
                              "seconds": round(time.time() - started, 1), "results": results})
     names = list(rows[0]["results"])
-    print("\n| subject | slices | adapted | " + " | ".join(names) + " | T1 adds | guided - B-spline | seconds |")
-    print("|" + " --- |" * (len(names) + 6))
+    print("\n| subject | slices | adapted | self-ensemble | " + " | ".join(names)
+          + " | T1 adds | guided - B-spline | seconds |")
+    print("|" + " --- |" * (len(names) + 7))
     for row in rows:
         psnr = {name: row["results"][name]["psnr"] for name in names}
         cells = " | ".join(f"{psnr[n]:.3f} / {row['results'][n]['ssim']:.4f}" for n in names)
-        print(f"| {row['subject']} | {row['factor']} mm | {row['adapt_steps'] or 'no'} | {cells} | "
+        print(f"| {row['subject']} | {row['factor']} mm | {row['adapt_steps'] or 'no'} | {row['self_ensemble']} | {cells} | "
               f"{psnr['registered'] - psnr[NO_T1]:+.3f} | {psnr['registered'] - psnr[BSPLINE]:+.3f} | "
               f"{row['seconds']:.0f} |")
     if args.json:

@@ -89,8 +89,9 @@ def guide_cases(t1: sitk.Image, t2: sitk.Image, foreign_t1: sitk.Image | None,
 
 def evaluate_subject(subject: Subject, scale: int, guides: dict[str, sitk.Image], model: Path | None,
                      no_t1_model: Path | None, every: int = 1, log: Callable[[str], None] | None = None,
-                     ) -> dict[str, dict[str, float]]:
-    """{case: {psnr, psnr_slice_mean, ssim}} of bicubic, the no-T1 model and the guided model with each guide."""
+                     self_ensemble: int = 1) -> dict[str, dict[str, float]]:
+    """{case: {psnr, psnr_slice_mean, ssim}} of bicubic, the no-T1 model and the guided model with each guide, every
+    network run a self-ensemble of `self_ensemble` copies (inference/self_ensemble.py; 1: off)."""
     log = log or (lambda _message: None)
     hr = trim_in_plane(subject.read("t2"), scale, AXIS)[:, :, ::every]
     hr_stack = image_stack(hr, AXIS)
@@ -102,7 +103,8 @@ def evaluate_subject(subject: Subject, scale: int, guides: dict[str, sitk.Image]
     runs: dict[str, tuple[sitk.Image | None, Path | None]] = {NO_T1: (None, no_t1_model)}
     runs.update({name: (guide, model) for name, guide in guides.items()})
     for name, (guide, weights) in runs.items():
-        sr = super_resolve(lr, guide, scale, model_path=weights, device="cpu", slice_axis=AXIS, guide_check="off")
+        sr = super_resolve(lr, guide, scale, model_path=weights, device="cpu", slice_axis=AXIS, guide_check="off",
+                           self_ensemble=self_ensemble)
         results[name] = image_stack(sr, AXIS)[brain] / reference
         log(f"{subject.name} x{scale} {name}: {score(results[name], target)['psnr']:.3f} dB")
     return {name: score(stack, target) for name, stack in results.items()}

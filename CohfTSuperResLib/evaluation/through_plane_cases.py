@@ -41,10 +41,12 @@ THROUGH_PLANE_MOVES = {"moved 1 mm in x and y": (1.0, 1.0, 0.0), "moved 2 mm in 
 
 def evaluate_through_plane(subject: Subject, factor: int, guides: dict[str, sitk.Image], model: Path | None,
                            no_t1_model: Path | None, profile: str = "box", gap: float = 0.0,
-                           log: Callable[[str], None] | None = None, adapt_steps: int = 0) -> dict[str, dict[str, float]]:
+                           log: Callable[[str], None] | None = None, adapt_steps: int = 0,
+                           self_ensemble: int = 1) -> dict[str, dict[str, float]]:
     """{case: {psnr, psnr_slice_mean, ssim}} of the B-spline baseline, the no-T1 model and the guided model with each
     guide, on thick slices of `factor` mm made from the subject's 1 mm T2; each network adapted to the thick T2 for
-    `adapt_steps` steps first (inference/subject_adaptation.py; 0: as shipped)."""
+    `adapt_steps` steps first (inference/subject_adaptation.py; 0: as shipped) and run as a self-ensemble of
+    `self_ensemble` copies (inference/self_ensemble.py; 1: off)."""
     log = log or (lambda _message: None)
     hr = subject.read("t2")
     thick = thick_slice_volume(hr, factor, THICK_AXIS, profile, gap)
@@ -64,6 +66,7 @@ def evaluate_through_plane(subject: Subject, factor: int, guides: dict[str, sitk
     runs.update({name: (guide, model) for name, guide in guides.items()})
     for name, (guide, weights) in runs.items():
         thin = super_resolve(thick, guide, mode="through-plane", model_path=weights, device="cpu",
-                             slice_axis=THICK_AXIS, slice_spacing=1.0, guide_check="off", adapt_steps=adapt_steps)
+                             slice_axis=THICK_AXIS, slice_spacing=1.0, guide_check="off", adapt_steps=adapt_steps,
+                             self_ensemble=self_ensemble)
         results[name] = scored(name, thin)
     return results

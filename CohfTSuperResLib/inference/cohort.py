@@ -2,7 +2,8 @@
 
 Manifest columns: t2, output (required), t1, guide_check (one of options.GUIDE_CHECKS for this row; empty: the
 command line's), mode (in-plane or through-plane for this row; empty: the command line's; a through-plane row takes
-the command line's --slice-spacing and --adapt-steps, an in-plane row ignores them). The summary
+the command line's --slice-spacing and --adapt-steps, an in-plane row ignores them; a through-plane row runs a
+--self-ensemble of 8 as 4, the most its planes have). The summary
 (``write_summary``) has one row per case: what happened, the model that ran and the guide check's numbers.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.options import GUIDE_CHECKS, MODES
+from CohfTSuperResLib.options import GUIDE_CHECKS, MODES, THROUGH_PLANE_SELF_ENSEMBLES, RunOptions
 
 REQUIRED_COLUMNS = ("t2", "output")
 SUMMARY_COLUMNS = ("line", "t2", "t1", "output", "status", "model", "guide_check", "message")
@@ -32,14 +33,16 @@ class Case:
     guide_check: str | None = None  # this row's policy; None: the command line's
     mode: str | None = None  # this row's mode; None: the command line's
 
-    def overrides(self) -> dict[str, Any]:
-        """This row's RunOptions fields that replace the command line's (an in-plane row drops the slice spacing and
-        the adaptation of the through-plane mode)."""
+    def overrides(self, options: RunOptions) -> dict[str, Any]:
+        """This row's RunOptions fields that replace those of the command line, `options` (an in-plane row drops the
+        slice spacing and the adaptation of the through-plane mode, a through-plane row caps the self-ensemble)."""
         values: dict[str, Any] = {} if self.guide_check is None else {"guide_check": self.guide_check}
         if self.mode is not None:
             values["mode"] = self.mode
             if self.mode == "in-plane":
                 values.update(slice_spacing=None, adapt_steps=0)
+            else:
+                values["self_ensemble"] = min(options.self_ensemble, max(THROUGH_PLANE_SELF_ENSEMBLES))
         return values
 
 

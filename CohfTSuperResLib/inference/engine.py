@@ -6,7 +6,8 @@ Pipeline (details in docs/inference.md):
    WeightsError with the reason; the acquisition axis from the spacing unless given); with
    ``register``, register the T1 to the T2 (registration.py); unless ``guide_check`` is 'off', check on
    the input whether the T1 helps (guide_check.py) and act on it (a GuideNote says what happened); through-plane
-   with ``adapt_steps``, fine-tune a copy of the network on the T2's own slices (subject_adaptation.py);
+   with ``adapt_steps``, fine-tune a copy of the network on the T2's own slices (subject_adaptation.py); with
+   ``self_ensemble``, the network runs on flipped / transposed copies of each slice, averaged (self_ensemble.py);
 2. output grid = LR grid with in-plane spacing / s and size x s (geometry.py);
 3. robust-normalise T2 and T1 each by its own 99.5th percentile (imageio/normalize.py);
 4. slice by slice along `slice_axis` (slice_run.py): in batches, on each batch's content box, whole or in tiles,
@@ -34,6 +35,7 @@ from CohfTSuperResLib.inference.geometry import Grid, output_grid
 from CohfTSuperResLib.inference.guide_check import GuideVerdict, check_guide
 from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
 from CohfTSuperResLib.inference.registration import register_t1
+from CohfTSuperResLib.inference.self_ensemble import self_ensembled
 from CohfTSuperResLib.inference.slice_run import Cancel, Progress, SliceRun
 from CohfTSuperResLib.inference.subject_adaptation import adapted_network
 from CohfTSuperResLib.inference.through_plane import family_sizes, through_plane_volume
@@ -63,6 +65,7 @@ def super_resolve(
     mode: str = "in-plane",
     slice_spacing: float | None = None,
     adapt_steps: int = 0,
+    self_ensemble: int = 1,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> sitk.Image:
@@ -83,7 +86,7 @@ def super_resolve(
     options = RunOptions(scale=scale, variant=variant, model_path=model_path, device=device, backend=backend,
                          precision=precision, batch_size=batch_size, slice_axis=slice_axis, whole_slices=whole_slices,
                          guide_check=guide_check, register=register, mode=mode, slice_spacing=slice_spacing,
-                         adapt_steps=adapt_steps)
+                         adapt_steps=adapt_steps, self_ensemble=self_ensemble)
     checked = check_inputs(t2, t1, options.scale, options.slice_axis, options.mode, options.slice_spacing)
     for note in checked.notes:
         warnings.warn(note, InputNote, stacklevel=2)
@@ -119,11 +122,12 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
             def adapt(network: CohfTNet) -> CohfTNet:
                 return adapted_network(network, checked, steps, device, lambda done, _: report(done, total), cancel)
 
-            runner = load_runner(options, checked.t1 is not None, adapt if steps else None)
+            runner = self_ensembled(load_runner(options, checked.t1 is not None, adapt if steps else None),
+                                    options.self_ensemble)
             result = through_plane_volume(checked, runner, options, device,
                                           lambda done, _: report(steps + done, total), cancel)
         else:
-            runner = load_runner(options, checked.t1 is not None)
+            runner = self_ensembled(load_runner(options, checked.t1 is not None), options.self_ensemble)
             grid = output_grid(Grid.of(checked.t2), checked.scale, checked.slice_axis)
             result = grid.image_from_array(SliceRun(runner, checked, grid, options, device, progress, cancel).volume())
     result = result[:, :, 0] if checked.single_slice else result
@@ -172,6 +176,8 @@ def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: Guid
              else f"{options.model_path.name} ({kind})" if options.through_plane else options.model_path.name)
     if options.adapt_steps:
         model += f", adapted to this scan in {options.adapt_steps} steps"
+    if options.self_ensemble > 1:
+        model += f", self-ensemble of {options.self_ensemble}"
     check = "off" if verdict is None else verdict.record()
     result.SetMetaData(RECORD_KEYS[0], model)
     result.SetMetaData(RECORD_KEYS[1], check)
