@@ -44,9 +44,9 @@ from CohfTSuperResLib.options import (
     MODES,
     SCALES,
     SELF_ENSEMBLES,
-    THROUGH_PLANE_SELF_ENSEMBLES,
     VARIANTS,
     RunOptions,
+    self_ensemble_for_mode,
 )
 from CohfTSuperResSlicerLib import choices, dependencies, nodes, samples
 from CohfTSuperResSlicerLib.nodes import VolumeNodeError
@@ -142,8 +142,7 @@ class CohfTSuperResParameterNode:
                           backend=self.backend, guide_check=self.guideCheck, register=self.registerT1, mode=self.mode,
                           slice_spacing=self.sliceSpacing if throughPlane and self.sliceSpacing > 0 else None,
                           adapt_steps=self.adaptSteps if throughPlane and self.backend == "torch" else 0,
-                          self_ensemble=min(self.selfEnsemble, max(THROUGH_PLANE_SELF_ENSEMBLES)) if throughPlane
-                          else self.selfEnsemble)
+                          self_ensemble=self_ensemble_for_mode(self.selfEnsemble, self.mode))
 
 
 #

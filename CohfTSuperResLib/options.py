@@ -64,6 +64,12 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
     return value
 
 
+def self_ensemble_for_mode(count: int, mode: str) -> int:
+    """The self-ensemble `count` a run in `mode` can take: through-plane planes are never transposed, so a larger
+    count runs as the most they have (what a cohort's through-plane row and the 3D Slicer module do)."""
+    return min(count, max(THROUGH_PLANE_SELF_ENSEMBLES)) if mode == "through-plane" else count
+
+
 def check_slice_axis(slice_axis: object) -> int:
     """The slice axis as an int in SLICE_AXES; InputError otherwise."""
     if isinstance(slice_axis, bool) or not isinstance(slice_axis, numbers.Integral) or slice_axis not in SLICE_AXES:

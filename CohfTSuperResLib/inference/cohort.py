@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.options import GUIDE_CHECKS, MODES, THROUGH_PLANE_SELF_ENSEMBLES, RunOptions
+from CohfTSuperResLib.options import GUIDE_CHECKS, MODES, RunOptions, self_ensemble_for_mode
 
 REQUIRED_COLUMNS = ("t2", "output")
 SUMMARY_COLUMNS = ("line", "t2", "t1", "output", "status", "model", "guide_check", "message")
@@ -42,7 +42,7 @@ class Case:
             if self.mode == "in-plane":
                 values.update(slice_spacing=None, adapt_steps=0)
             else:
-                values["self_ensemble"] = min(options.self_ensemble, max(THROUGH_PLANE_SELF_ENSEMBLES))
+                values["self_ensemble"] = self_ensemble_for_mode(options.self_ensemble, self.mode)
         return values
 
 
