@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from CohfTSuperResLib.data.pairs import same_grid
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import slice_interpolation, thick_slice_volume
 from CohfTSuperResLib.evaluation.evaluate import score
@@ -39,6 +40,36 @@ NO_T1 = "no-T1 model"
 THROUGH_PLANE_MOVES = {"moved 1 mm in x and y": (1.0, 1.0, 0.0), "moved 2 mm in z": (0.0, 0.0, 2.0)}
 
 
+class CoronalScorer:
+    """The thick-slice input of a subject and the scoring of any restoration of it against its 1 mm truth.
+
+    thick: the subject's 1 mm T2 averaged into axial slices of `factor` mm (``thick_slice_volume``); ``score(name,
+    image)`` scores a volume on the thin-slice grid (or any grid that covers it: it is resampled onto the truth's
+    grid, linearly, where the two differ) on the coronal reformat over the coronal slices with brain."""
+
+    def __init__(self, subject: Subject, factor: int, profile: str = "box", gap: float = 0.0,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.label = f"{subject.name} {factor} mm"
+        self.log = log or (lambda _message: None)
+        hr = subject.read("t2")
+        self.thick = thick_slice_volume(hr, factor, THICK_AXIS, profile, gap)
+        kept = factor * self.thick.GetSize()[THICK_AXIS]
+        self.truth = sitk.RegionOfInterest(hr, [*hr.GetSize()[:2], kept], [0, 0, 0])
+        truth_stack = image_stack(self.truth, CORONAL)
+        self.reference = robust_scale(truth_stack)
+        self.brain = brain_slices(truth_stack / self.reference)
+        self.target = truth_stack[self.brain] / self.reference
+
+    def score(self, name: str, image: sitk.Image) -> dict[str, float]:
+        if not same_grid(image, self.truth):
+            image = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), self.truth, sitk.Transform(), sitk.sitkLinear,
+                                  0.0, sitk.sitkFloat32)
+        result = score(np.asarray(image_stack(image, CORONAL)[self.brain], dtype=np.float32) / self.reference,
+                       self.target)
+        self.log(f"{self.label} {name}: {result['psnr']:.3f} dB")
+        return result
+
+
 def evaluate_through_plane(subject: Subject, factor: int, guides: dict[str, sitk.Image], model: Path | None,
                            no_t1_model: Path | None, profile: str = "box", gap: float = 0.0,
                            log: Callable[[str], None] | None = None, adapt_steps: int = 0,
@@ -47,26 +78,13 @@ def evaluate_through_plane(subject: Subject, factor: int, guides: dict[str, sitk
     guide, on thick slices of `factor` mm made from the subject's 1 mm T2; each network adapted to the thick T2 for
     `adapt_steps` steps first (inference/subject_adaptation.py; 0: as shipped) and run as a self-ensemble of
     `self_ensemble` copies (inference/self_ensemble.py; 1: off)."""
-    log = log or (lambda _message: None)
-    hr = subject.read("t2")
-    thick = thick_slice_volume(hr, factor, THICK_AXIS, profile, gap)
-    kept = factor * thick.GetSize()[THICK_AXIS]
-    truth_stack = image_stack(sitk.RegionOfInterest(hr, [*hr.GetSize()[:2], kept], [0, 0, 0]), CORONAL)
-    reference = robust_scale(truth_stack)
-    brain = brain_slices(truth_stack / reference)
-    target = truth_stack[brain] / reference
-
-    def scored(name: str, image: sitk.Image) -> dict[str, float]:
-        result = score(np.asarray(image_stack(image, CORONAL)[brain], dtype=np.float32) / reference, target)
-        log(f"{subject.name} {factor} mm {name}: {result['psnr']:.3f} dB")
-        return result
-
-    results = {BSPLINE: scored(BSPLINE, slice_interpolation(thick, factor, THICK_AXIS))}
+    case = CoronalScorer(subject, factor, profile, gap, log)
+    results = {BSPLINE: case.score(BSPLINE, slice_interpolation(case.thick, factor, THICK_AXIS))}
     runs: dict[str, tuple[sitk.Image | None, Path | None]] = {NO_T1: (None, no_t1_model)}
     runs.update({name: (guide, model) for name, guide in guides.items()})
     for name, (guide, weights) in runs.items():
-        thin = super_resolve(thick, guide, mode="through-plane", model_path=weights, device="cpu",
+        thin = super_resolve(case.thick, guide, mode="through-plane", model_path=weights, device="cpu",
                              slice_axis=THICK_AXIS, slice_spacing=1.0, guide_check="off", adapt_steps=adapt_steps,
                              self_ensemble=self_ensemble)
-        results[name] = scored(name, thin)
+        results[name] = case.score(name, thin)
     return results
