@@ -1,12 +1,13 @@
-"""Through-plane figures (coronal reformats) and the cost of a through-plane run beside the B-spline, side by side.
+"""Through-plane figures (coronal and sagittal reformats) and the cost of a through-plane run beside the B-spline, side by side.
 
 Usage: PYTHONPATH=. python bench/through_plane_figures.py [--guided W] [--no-t1 W] [--study patient01_study1]
        [--slice-spacing 1.0] [--threads 2] [--out docs/images] [--clinical-only]
 Held-out subjects (open_ms mni/patient26, BraTS-GLI-00000-000): axial 4 mm box slices made from the 1 mm T2, the
-middle coronal slice of: the thick slices (nearest), the cubic B-spline, the no-T1 model, the guided model, the
-1 mm truth (through_plane_<subject>.png). One open_ms clinical study (a real 2-D T2 of thick slices and its T1, no
-truth): the thick slices, the B-spline and the guided model on the thin grid of --slice-spacing
-(through_plane_clinical.png), with the seconds and peak memory of each. Every panel on the truth's (clinical: the
+middle coronal and the middle sagittal slice of: the thick slices (nearest), the cubic B-spline, the no-T1 model, the
+guided model, the 1 mm truth (through_plane_<subject>.png, through_plane_<subject>_sagittal.png). One open_ms clinical
+study (a real 2-D T2 of thick slices and its T1, no truth): the thick slices, the B-spline and the guided model on the
+thin grid of --slice-spacing (through_plane_clinical.png, through_plane_clinical_sagittal.png), with the seconds and
+peak memory of each. Every panel on the truth's (clinical: the
 input's) intensity window. Prints the CPU and the torch threads.
 """
 
@@ -33,16 +34,18 @@ from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
 from CohfTSuperResLib.weights.registry import find_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SAGITTAL = 0
 CORONAL = 1
 THICK_AXIS = 2
+VIEWS = {"": CORONAL, "_sagittal": SAGITTAL}  # file name suffix: the voxel axis across which the reformat is cut
 PANEL_HEIGHT = 300
 
 
-def panel(image: sitk.Image, index: int, top: float) -> np.ndarray:
-    """The coronal slice `index` of an image, in 8 bits on [0, top], rows from head to foot, resized to
-    PANEL_HEIGHT rows keeping the physical aspect ratio (nearest neighbour)."""
-    pixels = image_stack(image, CORONAL)[index][::-1]  # (k, i): superior first
-    spacing_k, spacing_i = image.GetSpacing()[THICK_AXIS], image.GetSpacing()[0]
+def panel(image: sitk.Image, view: int, top: float) -> np.ndarray:
+    """The middle slice across voxel axis `view` (coronal: 1, sagittal: 0) of an image, in 8 bits on [0, top], rows
+    from head to foot, resized to PANEL_HEIGHT rows keeping the physical aspect ratio (nearest neighbour)."""
+    pixels = image_stack(image, view)[image.GetSize()[view] // 2][::-1]  # (k, in-plane axis): superior first
+    spacing_k, spacing_i = image.GetSpacing()[THICK_AXIS], image.GetSpacing()[1 - view]
     rows = np.linspace(0, pixels.shape[0] - 1, PANEL_HEIGHT).round().astype(int)
     width = int(round(PANEL_HEIGHT * pixels.shape[1] * spacing_i / (pixels.shape[0] * spacing_k)))
     cols = np.linspace(0, pixels.shape[1] - 1, width).round().astype(int)
@@ -56,6 +59,14 @@ def figure(panels: dict[str, np.ndarray]) -> np.ndarray:
         bar = caption([title], pixels.shape[1])
         columns += [np.concatenate([bar, pixels]), np.full((bar.shape[0] + pixels.shape[0], 2), 128, np.uint8)]
     return np.concatenate(columns[:-1], axis=1)
+
+
+def write_views(panels: dict[str, sitk.Image], top: float, folder: Path, name: str) -> None:
+    """One PNG per view of VIEWS: the panels' middle slices side by side."""
+    for suffix, view in VIEWS.items():
+        path = write_png(figure({title: panel(image, view, top) for title, image in panels.items()}),
+                         folder / f"{name}{suffix}.png")
+        print(f"wrote {path}")
 
 
 def timed(run):
@@ -89,16 +100,12 @@ def main() -> None:
     for subject in [] if args.clinical_only else reporting_subjects(DATA):
         hr, t1 = subject.read("t2"), subject.read("t1")
         thick = thick_slice_volume(hr, 4, THICK_AXIS)
-        index = hr.GetSize()[CORONAL] // 2
         top = robust_scale(sitk.GetArrayViewFromImage(hr))
         nearest = slice_interpolation(thick, 4, THICK_AXIS, sitk.sitkNearestNeighbor)
         panels = {"4 mm slices": nearest, "cubic B-spline": slice_interpolation(thick, 4, THICK_AXIS),
                   "Cohf-T, no T1": through_plane(thick, None, 1.0), "Cohf-T with T1": through_plane(thick, t1, 1.0),
                   "1 mm truth": hr}
-        name = subject.name.split("/")[-1]
-        path = write_png(figure({title: panel(image, index, top) for title, image in panels.items()}),
-                         args.out / f"through_plane_{name}.png")
-        print(f"wrote {path}")
+        write_views(panels, top, args.out, f"through_plane_{subject.name.split('/')[-1]}")
 
     folder = DATA / "open_ms" / "clinical" / args.study
     t2 = sitk.ReadImage(str(folder / "t2w.nii.gz"), sitk.sitkFloat32)
@@ -111,13 +118,10 @@ def main() -> None:
           f"{' x '.join(map(str, model.GetSize()))} | B-spline {bspline_seconds:.1f} s | Cohf-T with T1 "
           f"{model_seconds:.1f} s | ratio {model_seconds / bspline_seconds:.0f} | peak RSS {peak_rss() / 2**30:.2f} GiB |")
     top = robust_scale(sitk.GetArrayViewFromImage(t2))
-    index = t2.GetSize()[CORONAL] // 2
     panels = {f"{t2.GetSpacing()[THICK_AXIS]:g} mm slices": slice_interpolation(t2, factor, THICK_AXIS,
                                                                                  sitk.sitkNearestNeighbor),
               "cubic B-spline": bspline, "Cohf-T with T1": model}
-    path = write_png(figure({title: panel(image, index, top) for title, image in panels.items()}),
-                     args.out / "through_plane_clinical.png")
-    print(f"wrote {path}")
+    write_views(panels, top, args.out, "through_plane_clinical")
 
 
 if __name__ == "__main__":
