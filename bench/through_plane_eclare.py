@@ -24,9 +24,9 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from CohfTSuperResLib.data.synthetic_volumes import slice_interpolation
 from CohfTSuperResLib.evaluation.guide_cases import reporting_subjects
 from CohfTSuperResLib.evaluation.through_plane_cases import BSPLINE, THICK_AXIS, CoronalScorer
-from CohfTSuperResLib.data.synthetic_volumes import slice_interpolation
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ECLARE = "ECLARE"

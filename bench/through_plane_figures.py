@@ -1,4 +1,4 @@
-"""Through-plane figures (coronal and sagittal reformats) and the cost of a through-plane run beside the B-spline, side by side.
+"""Through-plane figures (coronal and sagittal reformats) and the cost of a run beside the B-spline, side by side.
 
 Usage: PYTHONPATH=. python bench/through_plane_figures.py [--guided W] [--no-t1 W] [--study patient01_study1]
        [--slice-spacing 1.0] [--threads 2] [--out docs/images] [--clinical-only]
@@ -7,8 +7,8 @@ middle coronal and the middle sagittal slice of: the thick slices (nearest), the
 guided model, the 1 mm truth (through_plane_<subject>.png, through_plane_<subject>_sagittal.png). One open_ms clinical
 study (a real 2-D T2 of thick slices and its T1, no truth): the thick slices, the B-spline and the guided model on the
 thin grid of --slice-spacing (through_plane_clinical.png, through_plane_clinical_sagittal.png), with the seconds and
-peak memory of each. Every panel on the truth's (clinical: the
-input's) intensity window. Prints the CPU and the torch threads.
+peak memory of each. Every panel on the truth's (clinical: the input's) intensity window. Prints the CPU and the
+torch threads.
 """
 
 from __future__ import annotations
