@@ -81,6 +81,20 @@ def test_plane_batches_are_seeded_samples_with_the_thick_axis_along_the_rows():
     assert rows(inputs) < 0.8 * rows(targets) and cols(inputs) > 0.8 * cols(targets) and error.mean() > 0
 
 
+def test_a_sampler_of_one_factor_simulates_only_that_factor(monkeypatch):
+    import CohfTSuperResLib.data.planes as planes
+
+    drawn = []
+    simulate = planes.simulated_plane
+    monkeypatch.setattr(planes, "simulated_plane", lambda thin, factor, *a, **k: (drawn.append(factor),
+                                                                                 simulate(thin, factor, *a, **k))[1])
+    PlaneSampler([_pack_volume("a", "train")], patch=24, batch_size=4, seed=1, factors=(4,)).batch(0)
+    PlaneSampler([_pack_volume("a", "train")], patch=24, batch_size=16, seed=1).batch(0)
+    assert drawn[:4] == [4] * 4 and len(set(drawn[4:])) > 2
+    with pytest.raises(ValueError, match="factors must be among"):
+        PlaneSampler([_pack_volume("a", "train")], patch=24, batch_size=1, factors=(7,))
+
+
 def test_a_volume_too_small_for_thick_slices_is_refused():
     with pytest.raises(ValueError, match="too small"):
         PlaneSampler([_pack_volume("a", "train", shape=(7, 7, 7))], patch=8, batch_size=1)
@@ -228,6 +242,10 @@ def test_a_tiny_through_plane_training_run_writes_a_scale_1_model_started_from_a
     copied, total = (int(n) for n in summary["init"]["tensors"].split(" (")[0].split(" of "))
     assert 0.9 * total < copied < total  # all but the scale-dependent tensors
     assert summary["data"]["val_slices"] == 12 and np.isfinite(summary["best"]["val_psnr"])
+    assert train.main(["--pack", str(pack), "--out", str(tmp_path / "four"), "--through-plane", "--factors", "4",
+                       "--patch", "12", "--batch-size", "1", "--iterations", "1", "--threads", "1", "--device", "cpu",
+                       "--no-progress"]) == 0
+    assert read_metadata(tmp_path / "four" / "best.safetensors")["grid"].endswith("factors 4")
 
 
 def test_the_through_plane_guide_check_decides_under_each_policy(models, monkeypatch):

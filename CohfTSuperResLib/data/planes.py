@@ -116,13 +116,18 @@ class PlaneSampler:
     the rows; batch(iteration) depends only on (seed, rank, iteration).
 
     patch: the side of the thin-grid crop (smaller where a plane is smaller). intensity: the gamma / bias field of
-    the T2 target before the acquisition is simulated (and on the T1). guide: the T1's randomisation.
+    the T2 target before the acquisition is simulated (and on the T1). guide: the T1's randomisation. factors: the
+    thin slices per thick slice drawn from (all of THROUGH_PLANE_FACTORS by default; one, to train for one factor).
     """
 
     def __init__(self, volumes: list[PackVolume], patch: int, batch_size: int, seed: int = 0, rank: int = 0,
                  augment: bool = True, intensity: IntensityAugmentation | None = None,
-                 guide: GuideRandomisation | None = None) -> None:
+                 guide: GuideRandomisation | None = None,
+                 factors: tuple[int, ...] = THROUGH_PLANE_FACTORS) -> None:
+        if not factors or not set(factors) <= set(THROUGH_PLANE_FACTORS):
+            raise ValueError(f"factors must be among {THROUGH_PLANE_FACTORS}, got {factors}")
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
+        self.factors = tuple(sorted(set(factors)))
         self.augment, self.intensity, self.guide = augment, intensity, guide
         self.volumes = []
         for volume in volumes:
@@ -133,12 +138,12 @@ class PlaneSampler:
             brain = [brain_slices(stack) for stack in stacks[:3]]
             self.volumes.append(_Volume(volume.name, stacks[:3], stacks[3:], spacing,
                                         [b if b.size else np.arange(stack.shape[0]) for b, stack in zip(brain, stacks)]))
-        if not any(self._thick_axes(volume, min(THROUGH_PLANE_FACTORS)) for volume in self.volumes):
-            raise ValueError(f"no training volume has {MIN_THICK_SLICES * min(THROUGH_PLANE_FACTORS)} slices along "
+        if not any(self._thick_axes(volume, self.factors[0]) for volume in self.volumes):
+            raise ValueError(f"no training volume has {MIN_THICK_SLICES * self.factors[0]} slices along "
                              "any axis: too small to simulate thick slices")
         smallest = min(min(v.hr[0].shape) for v in self.volumes)
-        self.patch_shape = (min(patch, smallest - smallest % max(THROUGH_PLANE_FACTORS)),) * 2
-        self.weights = np.array([v.hr[0].size if self._thick_axes(v, min(THROUGH_PLANE_FACTORS)) else 0
+        self.patch_shape = (min(patch, smallest - smallest % self.factors[-1]),) * 2
+        self.weights = np.array([v.hr[0].size if self._thick_axes(v, self.factors[0]) else 0
                                  for v in self.volumes], dtype=np.float64)
         self.weights /= self.weights.sum()
 
@@ -154,7 +159,7 @@ class PlaneSampler:
 
     def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         volume = self.volumes[rng.choice(len(self.volumes), p=self.weights)]
-        factor = int(rng.choice([n for n in THROUGH_PLANE_FACTORS if self._thick_axes(volume, n)]))
+        factor = int(rng.choice([n for n in self.factors if self._thick_axes(volume, n)]))
         thick_axis = int(rng.choice(self._thick_axes(volume, factor)))
         normal = int(rng.choice([axis for axis in range(3) if axis != thick_axis]))
         index = int(rng.choice(volume.brain[normal]))

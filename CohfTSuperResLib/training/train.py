@@ -36,7 +36,8 @@ checkpoint already holds the fine-tuned weights) and keeps the record of the sta
 
 Through-plane: ``--through-plane`` trains the network of the through-plane mode on planes that contain a
 simulated thick-slice axis (``data/planes.py``: factors 2-6, box / Gaussian profiles, gaps, noise, the guide
-randomisation), interpolated back onto the thin grid; one network serves every factor (its scale is 1), so
+randomisation), interpolated back onto the thin grid; one network serves every factor (its scale is 1; ``--factors``
+names a subset, e.g. ``--factors 4`` for a network of one factor), so
 ``--scale`` does not apply and ``--patch`` is the side of the thin-grid crop. It is validated at x4 (box) on
 planes of the validation volumes. ``--init shipped`` then starts from the shipped x2 in-plane model of the same
 T1 use, every tensor whose shape fits (the others keep their random initialisation).
@@ -71,7 +72,7 @@ from CohfTSuperResLib.data.planes import PlaneSampler, validation_planes
 from CohfTSuperResLib.errors import InputError, WeightsError
 from CohfTSuperResLib.model import CohfTNet, build_model, count_parameters
 from CohfTSuperResLib.model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
-from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_SCALE, VARIANTS
+from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE, VARIANTS
 from CohfTSuperResLib.training.checkpoint import load_checkpoint, save_checkpoint
 from CohfTSuperResLib.training.distributed import Distributed
 from CohfTSuperResLib.training.losses import CohfTLoss
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-t1", action="store_true", help="train the network without the T1 guide")
     parser.add_argument("--through-plane", action="store_true",
                         help="train the through-plane network (thick slices of factors 2-6 simulated; --scale unused)")
+    parser.add_argument("--factors", type=int, nargs="+", choices=THROUGH_PLANE_FACTORS,
+                        default=list(THROUGH_PLANE_FACTORS),
+                        help="through-plane: the thin slices per thick slice simulated (default: all, one network "
+                             "for every factor)")
     parser.add_argument("--no-inter-head", action="store_true", help="ablation: no inter-head correlation")
     parser.add_argument("--no-adain", action="store_true", help="ablation: no AdaIN")
     parser.add_argument("--adain-modulation", choices=ADAIN_MODULATIONS, default="channel",
@@ -268,11 +273,11 @@ class Trainer:
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.criterion = CohfTLoss(args.alpha, args.lam)
         self.guide = guide_randomisation(args.guide_randomisation) if self.use_t1 else None
-        sampler = PlaneSampler if args.through_plane else PatchSampler
-        self.sampler = sampler(self.train_volumes if args.through_plane else self.train_data, args.patch,
-                               args.batch_size, seed=args.seed, rank=env.rank, augment=not args.no_augment,
-                               intensity=None if args.no_intensity_augment else IntensityAugmentation(),
-                               guide=self.guide)
+        shared = dict(seed=args.seed, rank=env.rank, augment=not args.no_augment,
+                      intensity=None if args.no_intensity_augment else IntensityAugmentation(), guide=self.guide)
+        self.sampler = (PlaneSampler(self.train_volumes, args.patch, args.batch_size, factors=tuple(args.factors),
+                                     **shared) if args.through_plane
+                        else PatchSampler(self.train_data, args.patch, args.batch_size, **shared))
         parts = ", ".join(self.guide.active) if self.guide is not None and self.guide.active else "none"
         kind = "through-plane" if args.through_plane else f"x{args.scale}"
         self.log(f"model {args.variant} {kind} {'with' if self.use_t1 else 'without'} T1: "
@@ -417,8 +422,11 @@ def guide_randomisation(parts: str) -> GuideRandomisation:
 
 
 def _weights_metadata(args: argparse.Namespace, iteration: int, metrics: dict[str, float]) -> dict[str, Any]:
+    factors = sorted(set(args.factors))
+    contiguous = len(factors) > 1 and factors == list(range(factors[0], factors[-1] + 1))
+    trained = f"{factors[0]}-{factors[-1]}" if contiguous else ", ".join(map(str, factors))
     grid = ("thin slices tiling each thick slice, interpolated by upsample_slices_cubic before the network; "
-            "factors 2-6" if args.through_plane else "DFT: LR sample j at HR sample s*j")
+            f"factors {trained}" if args.through_plane else "DFT: LR sample j at HR sample s*j")
     return {"iteration": iteration, "validation": metrics, "guide_randomisation": args.guide_randomisation,
             "normalisation": "per-volume 99.5th percentile of positive voxels; T2 scale of the (synthesised) LR "
                              "T2 volume, as inference computes it; T1 scale of the T1 volume",
