@@ -36,11 +36,11 @@ checkpoint already holds the fine-tuned weights) and keeps the record of the sta
 
 Through-plane: ``--through-plane`` trains the network of the through-plane mode on planes that contain a
 simulated thick-slice axis (``data/planes.py``: factors 2-6, box / Gaussian profiles, gaps, noise, the guide
-randomisation), interpolated back onto the thin grid; one network serves every factor (its scale is 1; ``--factors``
-names a subset, e.g. ``--factors 4`` for a network of one factor), so
-``--scale`` does not apply and ``--patch`` is the side of the thin-grid crop. It is validated at x4 (box) on
-planes of the validation volumes. ``--init shipped`` then starts from the shipped x2 in-plane model of the same
-T1 use, every tensor whose shape fits (the others keep their random initialisation).
+randomisation), interpolated back onto the thin grid; one network serves every factor (its scale is 1), so
+``--scale`` does not apply and ``--patch`` is the side of the thin-grid crop; ``--factors`` trains on a subset
+(``--factors 4``: a network of one factor). It is validated at x4 (box) on planes of the validation volumes.
+``--init shipped`` then starts from the shipped x2 in-plane model of the same T1 use, every tensor whose shape fits
+(the others keep their random initialisation).
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m CohfTSuperResLib.training.train ...`` (or
 ``torchrun ... $(which cohft-sr) train ...``): DistributedDataParallel, each rank samples its
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=int, choices=SCALES, default=2)
     parser.add_argument("--no-t1", action="store_true", help="train the network without the T1 guide")
     parser.add_argument("--through-plane", action="store_true",
-                        help="train the through-plane network (thick slices of factors 2-6 simulated; --scale unused)")
+                        help="train the through-plane network (thick slices of --factors simulated; --scale unused)")
     parser.add_argument("--factors", type=int, nargs="+", choices=THROUGH_PLANE_FACTORS,
                         default=list(THROUGH_PLANE_FACTORS),
                         help="through-plane: the thin slices per thick slice simulated (default: all, one network "
