@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 from CohfTSuperResLib import __version__
+from CohfTSuperResLib.options import THROUGH_PLANE_FACTORS
 from CohfTSuperResLib.weights.registry import describe_models, models_dir, shipped_models
 
 PACKAGES = ("torch", "numpy", "SimpleITK", "safetensors", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript")
@@ -17,6 +18,12 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _factors(factors: tuple[int, ...]) -> str:
+    """'; thick-slice factors 4' for a through-plane network of some factors only, '' otherwise."""
+    return f"; thick-slice factors {', '.join(map(str, factors))}" if factors and factors != THROUGH_PLANE_FACTORS \
+        else ""
+
+
 def info_lines() -> list[str]:
     """Human-readable report, one fact a line."""
     from CohfTSuperResLib.inference.devices import device_summary  # imports torch
@@ -24,7 +31,8 @@ def info_lines() -> list[str]:
     lines = [f"CohfTSuperResLib {__version__}", f"models folder: {models_dir()}"]
     models = shipped_models()
     lines.append(f"  shipped: {describe_models([m.key for m in models])}")
-    lines += [f"  {m.file} (sha256 {m.sha256[:12]})" for m in models] or ["  pass --model PATH to run / demo"]
+    lines += [f"  {m.file} (sha256 {m.sha256[:12]}{_factors(m.factors)})" for m in models] \
+        or ["  pass --model PATH to run / demo"]
     lines.append("devices:")
     lines += [f"  {line}" for line in device_summary()]
     lines.append("backends:")

@@ -406,6 +406,35 @@ def test_export_packages_only_when_no_trusted_export_is_cached(module, tiny_weig
     assert not onnx_names & {p.name for p in logic.missingPackages(RunOptions(backend="onnx", model_path=onnx_file, guide_check="off"))}
 
 
+def test_a_shipped_through_plane_run_needs_an_export_of_the_network_of_each_factor(module, tmp_path, monkeypatch):
+    """Through-plane, the run picks the network of its factor: the export packages are needed until every shipped
+    through-plane network of that T1 use has a trusted export (an in-plane model's export does not count)."""
+    import json
+
+    from CohfTSuperResLib.inference.onnx_cache import cached_path, record
+    from CohfTSuperResLib.weights import registry
+    from CohfTSuperResLib.weights.storage import save_weights
+
+    from inference_helpers import tiny_model
+
+    monkeypatch.setenv("COHFT_SR_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "Models"
+    entries = [{"variant": "S", "scale": scale, "use_t1": True, "file": f"{name}.safetensors",
+                "sha256": save_weights(tiny_model(scale, True, seed), folder / f"{name}.safetensors")} | extra
+               for name, scale, seed, extra in (("x2", 2, 0, {}), ("every", 1, 1, {}), ("four", 1, 2, {"factors": [4]}))]
+    (folder / "models.json").write_text(json.dumps({"models": entries}))
+    monkeypatch.setenv(registry.MODELS_ENV, str(folder))
+    options = RunOptions(backend="onnx", device="cpu", mode="through-plane", guide_check="off")
+    needed = []
+    for entry in entries:
+        needed.append(module.dependencies.runPackages(options, True)[2])
+        cached = cached_path(entry["sha256"])
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(b"an exported model")
+        record(cached)
+    assert needed == [True, True, True] and not module.dependencies.runPackages(options, True)[2]
+
+
 def test_minimum_versions_are_pyprojects(module):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = project["dependencies"] + project["optional-dependencies"]["onnx"]

@@ -18,7 +18,7 @@ from CohfTSuperResLib.data.degradations import thick_slices
 from CohfTSuperResLib.data.pack import PackVolume
 from CohfTSuperResLib.data.planes import PlaneSampler, simulated_plane, validation_planes
 from CohfTSuperResLib.data.synthetic_volumes import thick_slice_volume
-from CohfTSuperResLib.errors import InputError
+from CohfTSuperResLib.errors import InputError, WeightsError
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.inference.geometry import Grid, thin_slice_grid
 from CohfTSuperResLib.model.upsample import upsample_slices_cubic
@@ -201,6 +201,46 @@ def test_models_of_the_other_mode_are_refused(models):
         RunOptions(slice_spacing=1.0)
 
 
+def test_the_shipped_network_of_the_factor_it_runs_at_is_chosen(tmp_path, monkeypatch):
+    """With a network of every factor and one of factor 4 alone shipped, a run at 4 thin slices per thick slice (and
+    at 2, which runs the network at 4: supersampling) uses the one of factor 4, other factors the one of every factor;
+    the user chooses one through-plane model, the check of its guide the network of its factor."""
+    import json
+
+    from CohfTSuperResLib.info import info_lines
+    from CohfTSuperResLib.weights import registry
+    from CohfTSuperResLib.weights.storage import save_weights
+
+    from inference_helpers import tiny_model
+
+    folder = tmp_path / "Models"
+    entries = []
+    for name, seed, use_t1, factors in (("every", 0, True, None), ("four", 7, True, [4]),
+                                        ("every_noT1", 0, False, None)):
+        digest = save_weights(tiny_model(THROUGH_PLANE_SCALE, use_t1, seed), folder / f"{name}.safetensors")
+        entries.append({"variant": "S", "scale": THROUGH_PLANE_SCALE, "use_t1": use_t1, "file": f"{name}.safetensors",
+                        "sha256": digest} | ({} if factors is None else {"factors": factors}))
+    (folder / "models.json").write_text(json.dumps({"models": entries}))
+    monkeypatch.setenv(registry.MODELS_ENV, str(folder))
+    chosen = {factor: registry.find_model("S", THROUGH_PLANE_SCALE, True, factor).file for factor in (None, 3, 4)}
+    assert chosen == {None: "every.safetensors", 3: "every.safetensors", 4: "four.safetensors"}
+    assert registry.find_model("S", THROUGH_PLANE_SCALE, False, 4).file == "every_noT1.safetensors"
+    assert registry.available_models() == [("S", THROUGH_PLANE_SCALE, True), ("S", THROUGH_PLANE_SCALE, False)]
+    assert registry.describe_models(registry.available_models()) == "S through-plane (with T1); S through-plane " \
+                                                                     "(without T1)"
+    assert "  four.safetensors (sha256 %s; thick-slice factors 4)" % entries[1]["sha256"][:12] in info_lines()
+    t1 = _thin_head(seed=1)
+    for thin_per_thick, file in ((4, "four"), (2, "four"), (3, "every")):
+        thick = thick_slice_volume(_thin_head(), 4, 2)
+        shipped = super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check="off",
+                                slice_spacing=4.0 / thin_per_thick)
+        given = _run(thick, t1, folder / f"{file}.safetensors", slice_spacing=4.0 / thin_per_thick)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(shipped), sitk.GetArrayFromImage(given))
+    (folder / "models.json").write_text(json.dumps({"models": entries[:1] + [entries[1] | {"factors": [7]}]}))
+    with pytest.raises(WeightsError, match="names models this library cannot run: four.safetensors"):
+        registry.shipped_models()
+
+
 def test_the_command_line_and_a_cohort_row_run_through_plane(models, tmp_path, capsys):
     thick = thick_slice_volume(_thin_head(), 4, 2)
     sitk.WriteImage(thick, str(tmp_path / "thick.nii.gz"))
@@ -245,7 +285,8 @@ def test_a_tiny_through_plane_training_run_writes_a_scale_1_model_started_from_a
     assert train.main(["--pack", str(pack), "--out", str(tmp_path / "four"), "--through-plane", "--factors", "4",
                        "--patch", "12", "--batch-size", "1", "--iterations", "1", "--threads", "1", "--device", "cpu",
                        "--no-progress"]) == 0
-    assert read_metadata(tmp_path / "four" / "best.safetensors")["grid"].endswith("factors 4")
+    header = read_metadata(tmp_path / "four" / "best.safetensors")
+    assert header["grid"].endswith("factors 4") and header["factors"] == [4]
 
 
 def test_the_through_plane_guide_check_decides_under_each_policy(models, monkeypatch):
@@ -259,14 +300,15 @@ def test_the_through_plane_guide_check_decides_under_each_policy(models, monkeyp
 
     thick, t1 = thick_slice_volume(_thin_head(), 4, 2), _thin_head(seed=1)
     used = []
-    monkeypatch.setattr(engine, "find_model", lambda variant, scale, use_t1: used.append((scale, use_t1)))
+    monkeypatch.setattr(engine, "find_model",
+                        lambda variant, scale, use_t1, factor: used.append((scale, use_t1, factor)))
     real_loader = engine.load_runner
 
-    def loader(options, use_t1, adapt=None):  # the shipped pair, played by the tiny models
+    def loader(options, use_t1, adapt=None, factor=None):  # the shipped pair, played by the tiny models
         from CohfTSuperResLib.inference.backends import TorchRunner
 
         if options.model_path is not None:
-            return real_loader(options, use_t1, adapt)
+            return real_loader(options, use_t1, adapt, factor)
         return TorchRunner(load_model(models["guided" if use_t1 else "unguided"]))
 
     verdicts = []
@@ -298,7 +340,7 @@ def test_the_through_plane_guide_check_decides_under_each_policy(models, monkeyp
         assert model_run("off").endswith("with T1")
         with pytest.warns(GuideNote, match="running tiny_x1.safetensors with the T1 all the same"):
             super_resolve(thick, t1, mode="through-plane", model_path=models["guided"], device="cpu")
-    assert used == [(THROUGH_PLANE_SCALE, False)] * 2
+    assert used == [(THROUGH_PLANE_SCALE, False, 4)] * 2
 
 
 def test_a_t2_of_too_few_thick_slices_is_not_checked():

@@ -19,8 +19,11 @@ files that measured that run's weights (per subject of other sources: bicubic, t
 moved and foreign T1).
 
 ``--through-plane`` ships the two through-plane runs (``cohft-sr train --through-plane``, with and without T1) as
-``cohft_<variant>_through_plane[_noT1].safetensors``, added to the manifest or in place of the entries they
-replace; their held-out record is the ``bench/through_plane_quality.py --json`` file that measured both.
+``cohft_<variant>_through_plane[_noT1].safetensors`` (a network of some factors only, e.g. ``--factors 4`` in
+training: ``cohft_<variant>_through_plane_f4[_noT1].safetensors``, its entry naming them under "factors"), added to
+the manifest or in place of the entries they replace; their held-out record is the
+``bench/through_plane_quality.py --json`` file that measured both. The factors are read from the weights' header
+(``--factors`` for weights written before it held them).
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
+from CohfTSuperResLib.options import THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE
 from CohfTSuperResLib.weights.registry import MANIFEST_NAME
-from CohfTSuperResLib.weights.storage import load_model, sha256_of
+from CohfTSuperResLib.weights.storage import load_model, read_metadata, sha256_of
 
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 DATA_SPLIT = ("open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patient19 trained every model; the "
@@ -41,10 +44,15 @@ DATA_SPLIT = ("open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patien
               "templates/mni152_fsl; held out for reporting: open_ms mni/patient26 and BraTS-GLI-00000-000 (BraTS 2023)")
 
 
-def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dict[str, Any]) -> dict[str, Any]:
-    """Copy one run's best weights into Resources/Models; its manifest entry."""
+def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dict[str, Any],
+                factors: tuple[int, ...] = THROUGH_PLANE_FACTORS) -> dict[str, Any]:
+    """Copy one run's best weights into Resources/Models; its manifest entry (factors: those a through-plane
+    network was trained for)."""
     through_plane = scale == THROUGH_PLANE_SCALE
-    name = f"cohft_{variant}_{'through_plane' if through_plane else f'x{scale}'}{'' if use_t1 else '_noT1'}.safetensors"
+    every_factor = set(factors) == set(THROUGH_PLANE_FACTORS)
+    task = ("through_plane" + ("" if every_factor else "_f" + "".join(map(str, factors)))) if through_plane \
+        else f"x{scale}"
+    name = f"cohft_{variant}_{task}{'' if use_t1 else '_noT1'}.safetensors"
     target = MODELS / name
     shutil.copyfile(run / "best.safetensors", target)
     network = load_model(target)
@@ -56,7 +64,9 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dic
         "bytes": target.stat().st_size, "parameters": sum(p.numel() for p in network.parameters()),
         "normalisation": "each input volume divided by the 99.5th percentile of its positive voxels",
         "grid": ("through-plane: n thin slices tiling each thick slice (n = 2-6), interpolated by "
-                 "upsample_slices_cubic before the network" if through_plane else
+                 "upsample_slices_cubic before the network" + ("" if every_factor else
+                 f"; trained for the network factors {', '.join(map(str, factors))} only")
+                 if through_plane else
                  "DFT: LR sample j at HR sample s*j; output keeps the LR origin, in-plane spacing / s"),
         "training": {
             "last_command": summary["command"], "history": "MODEL_CARD.md, section Training procedure",
@@ -66,7 +76,7 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dic
             "started_from": summary.get("init"),  # fine-tuned from these weights (None: random initialisation)
         },
         "held_out": held_out,
-    }
+    } | ({} if every_factor or not through_plane else {"factors": list(factors)})
 
 
 def evaluated_held_out(evaluation: dict[str, Any], use_t1: bool) -> dict[str, Any]:
@@ -108,8 +118,9 @@ def replace(runs: list[Path], robustness: list[Path], variant: str) -> None:
     (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
-def ship_through_plane(runs: list[Path], quality: Path, variant: str) -> None:
-    """Ship the through-plane runs (with and without T1), each added or in place of its entry."""
+def ship_through_plane(runs: list[Path], quality: Path, variant: str, factors: list[int] | None) -> None:
+    """Ship the through-plane runs (with and without T1), each added or in place of its entry; factors: those the
+    runs were trained for, where their weights' header does not say."""
     measured = json.loads(quality.read_text())
     manifest = json.loads((MODELS / MANIFEST_NAME).read_text())
     for run in runs:
@@ -119,9 +130,11 @@ def ship_through_plane(runs: list[Path], quality: Path, variant: str) -> None:
         key = "guided" if network.config.use_t1 else "no_t1"
         if Path(measured[key]).resolve() != (run / "best.safetensors").resolve():
             raise SystemExit(f"{quality} measured {measured[key]}, not {run / 'best.safetensors'}")
+        trained = read_metadata(run / "best.safetensors").get("factors", factors or THROUGH_PLANE_FACTORS)
         entry = model_entry(variant, THROUGH_PLANE_SCALE, network.config.use_t1, run, {
             "protocol": "bench/through_plane_quality.py (CohfTSuperResLib/evaluation/through_plane_cases.py docstring)",
-            "subjects": measured["rows"], "this_model": "registered" if network.config.use_t1 else "no-T1 model"})
+            "subjects": measured["rows"], "this_model": "registered" if network.config.use_t1 else "no-T1 model"},
+            tuple(sorted(trained)))
         kept = [old for old in manifest["models"] if old["file"] != entry["file"]]
         manifest["models"] = kept + [entry]
         print(f"shipped {run} as {entry['file']} (sha256 {entry['sha256'][:12]}...)")
@@ -136,6 +149,8 @@ def main() -> None:
     parser.add_argument("--robustness", type=Path, nargs="+", default=[], help="bench/guide_robustness.py --json files")
     parser.add_argument("--through-plane", type=Path, nargs="+", help="through-plane run folders to ship")
     parser.add_argument("--quality", type=Path, help="bench/through_plane_quality.py --json file")
+    parser.add_argument("--factors", type=int, nargs="+", choices=THROUGH_PLANE_FACTORS,
+                        help="the factors the --through-plane runs were trained for, where their header does not say")
     parser.add_argument("--variant", default="S")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     args = parser.parse_args()
@@ -145,7 +160,7 @@ def main() -> None:
     if args.through_plane:
         if args.quality is None:
             parser.error("--through-plane needs --quality")
-        ship_through_plane(args.through_plane, args.quality, args.variant)
+        ship_through_plane(args.through_plane, args.quality, args.variant, args.factors)
         return
     if args.runs is None or args.evaluations is None:
         parser.error("give --runs and --evaluations, or --replace with --robustness")

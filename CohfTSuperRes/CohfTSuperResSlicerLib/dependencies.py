@@ -26,7 +26,7 @@ from CohfTSuperResLib.errors import WeightsError
 from CohfTSuperResLib.imageio.file_integrity import sha256_of
 from CohfTSuperResLib.inference.onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, is_trusted
 from CohfTSuperResLib.options import RunOptions
-from CohfTSuperResLib.weights.registry import find_model
+from CohfTSuperResLib.weights.registry import shipped_models
 
 from .text import _
 
@@ -88,25 +88,28 @@ def installedVersion(name: str) -> str | None:
         return "0"  # importable but without metadata: treat as too old to trust
 
 
-def onnxExportNeeded(weightsSha256: str | None) -> bool:
-    """True when a .safetensors model with this sha256 has no trusted ONNX export in the cache yet."""
-    return weightsSha256 is not None and not is_trusted(cached_path(weightsSha256))
+def onnxExportNeeded(weightsDigests: list[str]) -> bool:
+    """True when a .safetensors model of one of these sha256 digests has no trusted ONNX export in the cache yet."""
+    return any(not is_trusted(cached_path(digest)) for digest in weightsDigests)
 
 
-def weightsSha256(options: RunOptions, useT1: bool) -> str | None:
-    """sha256 of the .safetensors model a run would use (None for an .onnx file or when none exists)."""
+def weightsDigests(options: RunOptions, useT1: bool) -> list[str]:
+    """sha256 of each .safetensors model a run may use: the given file, or the shipped models of the run's variant,
+    network scale and T1 use (through-plane: the network of each factor, chosen by the slices it gets); none for an
+    .onnx file or when none exists."""
     path = options.model_path
     if path is not None:
-        return sha256_of(path) if path.suffix == ".safetensors" and path.is_file() else None
+        return [sha256_of(path)] if path.suffix == ".safetensors" and path.is_file() else []
     try:
-        return find_model(options.variant, options.scale, useT1).sha256
+        models = shipped_models()
     except WeightsError:
-        return None
+        return []
+    return [model.sha256 for model in models if model.key == (options.variant, options.network_scale, useT1)]
 
 
 def runPackages(options: RunOptions, useT1: bool) -> tuple[str, str, bool]:
     """(backend, device, whether an ONNX export is needed): what decides the packages of a run."""
-    exportNeeded = options.backend == "onnx" and onnxExportNeeded(weightsSha256(options, useT1))
+    exportNeeded = options.backend == "onnx" and onnxExportNeeded(weightsDigests(options, useT1))
     return options.backend, options.device, exportNeeded
 
 

@@ -3,7 +3,7 @@
 A runner maps normalised, padded (B,1,h,w) LR T2 and (B,1,s*h,s*w) HR T1
 tensors to the (B,1,s*h,s*w) SR tensor, float32 on the CPU, on a given device.
 `load_runner` picks the weights: an explicit file (.safetensors, or .onnx for
-the ONNX backend) or the shipped model for (variant, scale, with/without T1).
+the ONNX backend) or the shipped model for (variant, scale, with/without T1; through-plane, the factor).
 """
 
 from __future__ import annotations
@@ -72,10 +72,12 @@ class OnnxSessionRunner:
         return self.session(lr, t1)
 
 
-def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], CohfTNet] | None = None) -> Runner:
+def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], CohfTNet] | None = None,
+                factor: int | None = None) -> Runner:
     """The runner for a run's options, with or without the T1; WeightsError / InputError when they do not fit
     (checked before any export or adaptation). adapt: applied to the loaded torch network before it runs
-    (subject_adaptation.py)."""
+    (subject_adaptation.py). factor: the thick-slice factor a through-plane network runs at, which chooses among
+    the shipped through-plane models (``find_model``)."""
     path = options.model_path
     if path is not None and path.suffix == ".onnx":
         if options.backend != "onnx":
@@ -84,7 +86,7 @@ def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], C
         _check_fits(runner.config, options.network_scale, use_t1, path)
         return runner
     if path is None:
-        shipped = _shipped(options.variant, options.network_scale, use_t1)
+        shipped = _shipped(options.variant, options.network_scale, use_t1, factor)
         network, key = shipped.load("cpu"), shipped.sha256
     else:
         network, key = load_model(path, device="cpu"), sha256_of(path)
@@ -96,10 +98,10 @@ def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], C
     return TorchRunner(network, options.precision)
 
 
-def _shipped(variant: str, scale: int, use_t1: bool) -> ShippedModel:
+def _shipped(variant: str, scale: int, use_t1: bool, factor: int | None) -> ShippedModel:
     """The shipped model, with a hint about model_path when there is none."""
     try:
-        return find_model(variant, scale, use_t1)
+        return find_model(variant, scale, use_t1, factor)
     except WeightsError as error:
         raise WeightsError(f"{error}. Pass a weights file explicitly (model_path / --model PATH)") from error
 

@@ -38,7 +38,7 @@ from CohfTSuperResLib.inference.registration import register_t1
 from CohfTSuperResLib.inference.self_ensemble import self_ensembled
 from CohfTSuperResLib.inference.slice_run import Cancel, Progress, SliceRun
 from CohfTSuperResLib.inference.subject_adaptation import adapted_network
-from CohfTSuperResLib.inference.through_plane import family_sizes, through_plane_volume
+from CohfTSuperResLib.inference.through_plane import family_sizes, network_factor, through_plane_volume
 from CohfTSuperResLib.inference.through_plane_guide_check import MIN_THICK_SLICES, check_through_plane_guide
 from CohfTSuperResLib.model import CohfTNet
 from CohfTSuperResLib.options import RunOptions
@@ -122,8 +122,8 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
             def adapt(network: CohfTNet) -> CohfTNet:
                 return adapted_network(network, checked, steps, device, lambda done, _: report(done, total), cancel)
 
-            runner = self_ensembled(load_runner(options, checked.t1 is not None, adapt if steps else None),
-                                    options.self_ensemble)
+            runner = self_ensembled(load_runner(options, checked.t1 is not None, adapt if steps else None,
+                                                factor=network_factor(checked.scale)), options.self_ensemble)
             result = through_plane_volume(checked, runner, options, device,
                                           lambda done, _: report(steps + done, total), cancel)
         else:
@@ -151,7 +151,8 @@ def apply_guide_policy(line: str, helps: bool, checked: InputCheck,
                        options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
     """The run's inputs and options under options.guide_check for a T1 that helps or not, and `line` completed with
     what happened; InputError for 'refuse' when it does not help. 'auto' swaps the shipped guided model for the
-    shipped no-T1 model of the same variant and scale; a weights file of the user's runs as given (warned)."""
+    shipped no-T1 model of the same variant and scale (through-plane: and factor); a weights file of the user's runs
+    as given (warned)."""
     if helps:
         return checked, options, f"{line}; running with the T1"
     if options.guide_check == "refuse":
@@ -160,8 +161,9 @@ def apply_guide_policy(line: str, helps: bool, checked: InputCheck,
         return checked, options, f"{line}; running with the T1 anyway (guide check 'warn')"
     if options.model_path is not None:  # a weights file of the user's is not swapped for a shipped model
         return checked, options, f"{line}; running {options.model_path.name} with the T1 all the same"
+    factor = network_factor(checked.scale) if options.through_plane else None
     try:
-        find_model(options.variant, options.network_scale, use_t1=False)
+        find_model(options.variant, options.network_scale, use_t1=False, factor=factor)
     except WeightsError:
         return checked, options, f"{line}; running with the T1 all the same: no model without T1 ships for " \
                                  f"{model_name(options.variant, options.network_scale)}"

@@ -8,7 +8,8 @@ through_plane_factor):
 1. the volume is viewed with its thick axis as voxel axis 2 (a permutation of axes: the same physical grid);
 2. the normalised thick slices are interpolated onto the thin grid along that axis (model/upsample.py
    upsample_slices_cubic: Keys cubic, the grid the network was trained on);
-3. the through-plane network (scale 1: one network for every factor) restores the planes that contain the thick
+3. the through-plane network (scale 1; the shipped network trained for the factor it runs at, else the one of every
+   factor: ``network_factor``, weights.registry.find_model) restores the planes that contain the thick
    axis, of both families: the planes across voxel axis 0 and those across voxel axis 1, each run as the in-plane
    slices are (slice_run.SliceRun: content box, batches, tiles; the T1 resampled onto the thin grid); the two
    restorations are averaged;
@@ -46,6 +47,11 @@ def supersampling(factor: int) -> int:
     return 2 if factor < SUPERSAMPLED_BELOW else 1
 
 
+def network_factor(factor: int) -> int:
+    """The factor the through-plane network runs at for `factor` thin slices per thick slice (``supersampling``)."""
+    return supersampling(factor) * factor
+
+
 def thick_axis_last(thick_axis: int) -> tuple[list[int], list[int]]:
     """The axis order that moves `thick_axis` to voxel axis 2 (the others keep their order), and its inverse."""
     order = [axis for axis in range(3) if axis != thick_axis] + [thick_axis]
@@ -72,9 +78,9 @@ def through_plane_volume(checked: InputCheck, runner: Runner, options: RunOption
     order, inverse = thick_axis_last(checked.slice_axis)
     t2 = sitk.PermuteAxes(checked.t2, order)
     finer = supersampling(checked.scale)
-    thin_grid = thin_slice_grid(Grid.of(t2), finer * checked.scale, THICK_AXIS)
+    thin_grid = thin_slice_grid(Grid.of(t2), network_factor(checked.scale), THICK_AXIS)
     voxels = interpolated_thin_slices(np.transpose(checked.t2_voxels, [2 - axis for axis in reversed(order)]),
-                                      finer * checked.scale)
+                                      network_factor(checked.scale))
     thin = thin_grid.image_from_array(voxels)
     counts = family_sizes(checked)
     report = progress or (lambda done, total: None)

@@ -58,8 +58,9 @@ THRESHOLD_DB = 0.8  # the T1 is used where the summed proxy benefit reaches this
 
 def check_through_plane_guide(checked: InputCheck, options: RunOptions,
                               threshold_db: float = THRESHOLD_DB) -> GuideVerdict | None:
-    """The summed proxy benefit of the checked T1 for the checked thick-slice T2, with the shipped through-plane and x2
-    networks of the run's variant; None where the T2 has fewer than MIN_THICK_SLICES thick slices."""
+    """The summed proxy benefit of the checked T1 for the checked thick-slice T2, with the run variant's shipped
+    through-plane networks for CHECK_FACTOR and its x2 networks; None where the T2 has fewer than MIN_THICK_SLICES
+    thick slices."""
     started = time.monotonic()
     order, _ = thick_axis_last(checked.slice_axis)
     t2 = sitk.PermuteAxes(sitk.Cast(checked.t2, sitk.sitkFloat32), order)
@@ -71,7 +72,7 @@ def check_through_plane_guide(checked: InputCheck, options: RunOptions,
     truth = sitk.GetArrayFromImage(t2)[: grid.size[THICK_AXIS]]
     shipped = dataclasses.replace(options, model_path=None, backend="torch", precision="fp32")
     device = resolve_device(options.device)
-    runners = {guide: load_runner(shipped, guide) for guide in (True, False)}
+    runners = {guide: load_runner(shipped, guide, factor=CHECK_FACTOR) for guide in (True, False)}
     restored: dict[bool, list[np.ndarray]] = {True: [], False: []}
     targets = []
     planes = 0

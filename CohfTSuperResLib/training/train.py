@@ -427,10 +427,11 @@ def _weights_metadata(args: argparse.Namespace, iteration: int, metrics: dict[st
     trained = f"{factors[0]}-{factors[-1]}" if contiguous else ", ".join(map(str, factors))
     grid = ("thin slices tiling each thick slice, interpolated by upsample_slices_cubic before the network; "
             f"factors {trained}" if args.through_plane else "DFT: LR sample j at HR sample s*j")
-    return {"iteration": iteration, "validation": metrics, "guide_randomisation": args.guide_randomisation,
-            "normalisation": "per-volume 99.5th percentile of positive voxels; T2 scale of the (synthesised) LR "
-                             "T2 volume, as inference computes it; T1 scale of the T1 volume",
-            "grid": grid, "patch": args.patch, "seed": args.seed}
+    metadata = {"iteration": iteration, "validation": metrics, "guide_randomisation": args.guide_randomisation,
+                "normalisation": "per-volume 99.5th percentile of positive voxels; T2 scale of the (synthesised) LR "
+                                 "T2 volume, as inference computes it; T1 scale of the T1 volume",
+                "grid": grid, "patch": args.patch, "seed": args.seed}
+    return metadata | ({"factors": factors} if args.through_plane else {})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from CohfTSuperResLib.errors import WeightsError
-from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_SCALE, VARIANTS
+from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE, VARIANTS
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +51,9 @@ def models_dir() -> Path:
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """One manifest entry: which network, at which scale, in which file, with which checksum."""
+    """One manifest entry: which network, at which scale, in which file, with which checksum. factors: the thick-slice
+    factors a through-plane network was trained for (its entry's "factors"; all of THROUGH_PLANE_FACTORS when the
+    entry names none), () for an in-plane one."""
 
     variant: str
     scale: int
@@ -59,6 +61,7 @@ class ShippedModel:
     file: str
     sha256: str
     info: dict[str, Any]
+    factors: tuple[int, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -87,13 +90,17 @@ def shipped_models() -> list[ShippedModel]:
             ShippedModel(
                 variant=str(entry["variant"]), scale=int(entry["scale"]), use_t1=bool(entry["use_t1"]),
                 file=str(entry["file"]), sha256=str(entry["sha256"]), info=entry,
+                factors=tuple(int(f) for f in entry.get("factors", THROUGH_PLANE_FACTORS))
+                if int(entry["scale"]) == THROUGH_PLANE_SCALE else (),
             )
             for entry in entries
         ]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise WeightsError(f"the model list {manifest} is damaged ({type(error).__name__}: {error}); reinstall") \
             from error
-    unknown = [m.file for m in models if m.variant not in VARIANTS or m.scale not in (*SCALES, THROUGH_PLANE_SCALE)]
+    unknown = [m.file for m in models if m.variant not in VARIANTS or m.scale not in (*SCALES, THROUGH_PLANE_SCALE)
+               or not set(m.factors) <= set(THROUGH_PLANE_FACTORS)
+               or (m.scale == THROUGH_PLANE_SCALE and not m.factors)]
     if unknown:
         raise WeightsError(f"the model list {manifest} names models this library cannot run: {', '.join(unknown)}")
     return models
@@ -106,6 +113,7 @@ def model_name(variant: str, scale: int) -> str:
 
 def describe_models(keys: list[tuple[str, int, bool]]) -> str:
     """Models in words, those with the T1 guide first: e.g. 'S x2, S x4 (with T1); S x4 (without T1)', or 'none'."""
+    keys = list(dict.fromkeys(keys))  # a through-plane model per factor is one choice
     parts = [f"{', '.join(model_name(v, s) for v, s, t1 in keys if t1 == guided)} "
              f"({'with' if guided else 'without'} T1)"
              for guided in (True, False) if any(t1 == guided for _v, _s, t1 in keys)]
@@ -113,18 +121,25 @@ def describe_models(keys: list[tuple[str, int, bool]]) -> str:
 
 
 def available_models() -> list[tuple[str, int, bool]]:
-    """(variant, scale, use_t1) of every shipped model, in the manifest's order: the choices a user has."""
-    return [model.key for model in shipped_models()]
+    """(variant, scale, use_t1) of the shipped models, each once, in the manifest's order: the choices a user has
+    (the through-plane network of each factor is chosen by the run, not the user)."""
+    return list(dict.fromkeys(model.key for model in shipped_models()))
 
 
-def find_model(variant: str, scale: int, use_t1: bool = True) -> ShippedModel:
-    """The shipped model for (variant, scale, with/without T1); WeightsError naming what exists otherwise."""
+def find_model(variant: str, scale: int, use_t1: bool = True, factor: int | None = None) -> ShippedModel:
+    """The shipped model for (variant, scale, with/without T1); WeightsError naming what exists otherwise.
+
+    factor (through-plane only): the thick-slice factor the network will run at. Of the through-plane models that
+    were trained for it, the one trained for the fewest factors (a network of that factor alone before the one of
+    every factor); without a factor, the one trained for the most."""
     models = shipped_models()
-    for model in models:
-        if (model.variant, model.scale, model.use_t1) == (variant, scale, use_t1):
-            return model
+    fitting = [model for model in models if (model.variant, model.scale, model.use_t1) == (variant, scale, use_t1)
+               and (factor is None or factor in model.factors)]
+    if fitting:
+        return min(fitting, key=lambda model: len(model.factors) if factor is not None else -len(model.factors))
     guide = "with" if use_t1 else "without"
+    kind = model_name(variant, scale) + ("" if factor is None else f" x{factor}")
     raise WeightsError(
-        f"no shipped {model_name(variant, scale)} model {guide} the T1 guide "
+        f"no shipped {kind} model {guide} the T1 guide "
         f"(shipped: {describe_models([m.key for m in models])}; folder {models_dir()})"
     )
