@@ -29,6 +29,7 @@ from CohfTSuperResLib.evaluation.through_plane_cases import (
     evaluate_through_plane,
     THROUGH_PLANE_MOVES,
 )
+from CohfTSuperResLib.inference.through_plane import network_factor
 from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
 from CohfTSuperResLib.weights.registry import find_model
 
@@ -70,8 +71,9 @@ def psnr():
             foreign = FOREIGN_SOURCE[name]
             guides = guide_cases(subject.read("t1"), subject.read("t2"), Subject(foreign, DATA / foreign).read("t1"),
                                  THROUGH_PLANE_MOVES)
-            metrics = evaluate_through_plane(subject, FACTOR, guides, find_model("S", THROUGH_PLANE_SCALE, True).path,
-                                             find_model("S", THROUGH_PLANE_SCALE, False).path)
+            guided, unguided = (find_model("S", THROUGH_PLANE_SCALE, use_t1, network_factor(FACTOR)).path
+                                for use_t1 in (True, False))  # the networks a 4 mm run uses
+            metrics = evaluate_through_plane(subject, FACTOR, guides, guided, unguided)
             cache[name] = {case: value["psnr"] for case, value in metrics.items()}
         return cache[name]
 

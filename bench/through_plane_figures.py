@@ -4,10 +4,10 @@ Usage: PYTHONPATH=. python bench/through_plane_figures.py [--guided W] [--no-t1 
        [--slice-spacing 1.0] [--threads 2] [--out docs/images] [--clinical-only]
 Held-out subjects (open_ms mni/patient26, BraTS-GLI-00000-000): axial 4 mm box slices made from the 1 mm T2, the
 middle coronal and the middle sagittal slice of: the thick slices (nearest), the cubic B-spline, the no-T1 model, the
-guided model, the 1 mm truth (through_plane_<subject>.png, through_plane_<subject>_sagittal.png). One open_ms clinical
-study (a real 2-D T2 of thick slices and its T1, no truth): the thick slices, the B-spline and the guided model on the
-thin grid of --slice-spacing (through_plane_clinical.png, through_plane_clinical_sagittal.png), with the seconds and
-peak memory of each. Every panel on the truth's (clinical: the input's) intensity window. Prints the CPU and the
+guided model (default: the shipped ones a run of that factor uses), the 1 mm truth (through_plane_<subject>.png,
+through_plane_<subject>_sagittal.png). One open_ms clinical study (a real 2-D T2 of thick slices and its T1, no
+truth): the thick slices, the B-spline and the guided model on the thin grid of --slice-spacing
+(through_plane_clinical.png, through_plane_clinical_sagittal.png), with the seconds and peak memory of each. Every panel on the truth's (clinical: the input's) intensity window. Prints the CPU and the
 torch threads.
 """
 
@@ -30,8 +30,6 @@ from CohfTSuperResLib.imageio.volumes import write_png
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.inference.geometry import image_stack
 from CohfTSuperResLib.inference.input_checks import through_plane_factor
-from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
-from CohfTSuperResLib.weights.registry import find_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAGITTAL = 0
@@ -89,8 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    guided = args.guided or find_model("S", THROUGH_PLANE_SCALE, True).path
-    unguided = args.no_t1 or find_model("S", THROUGH_PLANE_SCALE, False).path
+    guided, unguided = args.guided, args.no_t1  # None: the shipped models a run of that factor uses
     print(f"# CPU: {cpu_name()}; {args.threads} torch threads; torch {torch.__version__}")
 
     def through_plane(thick: sitk.Image, t1: sitk.Image | None, spacing: float) -> sitk.Image:

@@ -5,7 +5,8 @@ Usage: PYTHONPATH=. python bench/through_plane_quality.py [--guided W] [--no-t1 
        [--json out.json]
 Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py on open_ms mni/patient26 and BraTS-GLI-00000-000
 (never trained or selected on): axial thick slices of n mm (box, no gap) from the 1 mm HR T2, restored onto the 1 mm
-grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models.
+grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models a
+run of each factor uses (weights.registry.find_model).
 --selection: the same on the selection source (templates/mni152_fsl: never trained on, chooses between checkpoints)
 with the registered T1 only. --registered-only: the reporting subjects with their registered T1 only (the other
 slice thicknesses). --adapt-steps: one row per value, each network adapted to the thick T2 for that many steps
@@ -39,6 +40,7 @@ from CohfTSuperResLib.evaluation.through_plane_cases import (
     evaluate_through_plane,
     THROUGH_PLANE_MOVES,
 )
+from CohfTSuperResLib.inference.through_plane import network_factor
 from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
 from CohfTSuperResLib.weights.registry import find_model
 
@@ -60,8 +62,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    guided = args.guided or find_model("S", THROUGH_PLANE_SCALE, True).path
-    unguided = args.no_t1 or find_model("S", THROUGH_PLANE_SCALE, False).path
     rows = []
     subjects = [Subject(SELECTION_SOURCE, DATA / SELECTION_SOURCE)] if args.selection else reporting_subjects(DATA)
     subjects = [subject for subject in subjects if args.subject in subject.name]
@@ -73,13 +73,16 @@ def main() -> None:
             foreign = Subject(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name]).read("t1")
             guides = guide_cases(t1, t2, foreign, THROUGH_PLANE_MOVES)
         for factor in args.factors:
+            guided, unguided = (given or find_model("S", THROUGH_PLANE_SCALE, use_t1, network_factor(factor)).path
+                                for given, use_t1 in ((args.guided, True), (args.no_t1, False)))
             for steps, copies in itertools.product(args.adapt_steps, args.self_ensemble):
                 started = time.time()
                 results = evaluate_through_plane(subject, factor, guides, guided, unguided,
                                                  log=lambda line: print(line, flush=True), adapt_steps=steps,
                                                  self_ensemble=copies)
                 rows.append({"subject": subject.name, "factor": factor, "adapt_steps": steps, "self_ensemble": copies,
-                             "seconds": round(time.time() - started, 1), "results": results})
+                             "seconds": round(time.time() - started, 1), "guided": str(guided),
+                             "no_t1": str(unguided), "results": results})
     names = list(rows[0]["results"])
     print("\n| subject | slices | adapted | self-ensemble | " + " | ".join(names)
           + " | T1 adds | guided - B-spline | seconds |")
@@ -91,7 +94,8 @@ def main() -> None:
               f"{psnr['registered'] - psnr[NO_T1]:+.3f} | {psnr['registered'] - psnr[BSPLINE]:+.3f} | "
               f"{row['seconds']:.0f} |")
     if args.json:
-        args.json.write_text(json.dumps({"guided": str(guided), "no_t1": str(unguided), "rows": rows}, indent=1))
+        first = rows[0]  # the weights of every row where given
+        args.json.write_text(json.dumps({"guided": first["guided"], "no_t1": first["no_t1"], "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
