@@ -2,7 +2,7 @@
 
 Usage: PYTHONPATH=. python bench/through_plane_quality.py [--guided W] [--no-t1 W] [--factors 4] [--threads 2]
        [--selection | --registered-only] [--adapt-steps 0 300] [--self-ensemble 1 4] [--subject NAME]
-       [--json out.json]
+       [--oracle-registration] [--thick-axis x|y|z] [--json out.json]
 Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py on open_ms mni/patient26 and BraTS-GLI-00000-000
 (never trained or selected on): axial thick slices of n mm (box, no gap) from the 1 mm HR T2, restored onto the 1 mm
 grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models a
@@ -12,7 +12,13 @@ with the registered T1 only. --registered-only: the reporting subjects with thei
 slice thicknesses). --adapt-steps: one row per value, each network adapted to the thick T2 for that many steps
 first (inference/subject_adaptation.py; 0: as shipped), side by side in one run. --self-ensemble: one row per
 value (and adaptation), every network run as a self-ensemble of that many copies (inference/self_ensemble.py; 1:
-off). --subject: only the reporting subjects whose name contains NAME.
+off). --subject: only the reporting subjects whose name contains NAME. --oracle-registration: one more guide, the T1
+registered (inference/registration.py) to the subject's 1 mm T2, the truth, which a user never has: how much the
+guided model gives where the T1 sits where the truth says (a diagnostic of the pair's own misregistration, not a
+result a run can reach; registering to the thick T2 is what ``register=True`` does). --thick-axis: the voxel axis the
+thick slices are simulated along (default z, axial; x: sagittal, y: coronal thick slices): every volume is read with
+its axes permuted so that this axis is the last (the same physical images), the guides' moves stay in physical x, y,
+z, and the scored reformat is the plane across the first of the other two axes.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import itertools
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import SimpleITK as sitk
 import torch
 
 from CohfTSuperResLib.data.pairs import SELECTION_SOURCE
@@ -40,11 +48,25 @@ from CohfTSuperResLib.evaluation.through_plane_cases import (
     evaluate_through_plane,
     THROUGH_PLANE_MOVES,
 )
-from CohfTSuperResLib.inference.through_plane import network_factor
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.inference.registration import register_t1
+from CohfTSuperResLib.inference.through_plane import network_factor, thick_axis_last
 from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
 from CohfTSuperResLib.weights.registry import find_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ORACLE = "registered to the 1 mm truth (oracle)"
+AXES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class Resliced(Subject):
+    """A subject whose volumes are read with voxel axis `thick_axis` moved last, where the thick slices are made."""
+
+    thick_axis: int = 2
+
+    def read(self, modality: str) -> sitk.Image:
+        return sitk.PermuteAxes(super().read(modality), thick_axis_last(self.thick_axis)[0])
 
 
 def main() -> None:
@@ -58,20 +80,26 @@ def main() -> None:
     parser.add_argument("--adapt-steps", type=int, nargs="+", default=[0])
     parser.add_argument("--self-ensemble", type=int, nargs="+", default=[1])
     parser.add_argument("--subject", default="", help="only the reporting subjects whose name contains this")
+    parser.add_argument("--oracle-registration", action="store_true",
+                        help="add the T1 registered to the 1 mm truth (a diagnostic)")
+    parser.add_argument("--thick-axis", choices=AXES, default="z", help="the axis of the simulated thick slices")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     rows = []
     subjects = [Subject(SELECTION_SOURCE, DATA / SELECTION_SOURCE)] if args.selection else reporting_subjects(DATA)
-    subjects = [subject for subject in subjects if args.subject in subject.name]
+    axis = AXES.index(args.thick_axis)
+    subjects = [Resliced(subject.name, subject.folder, axis) for subject in subjects if args.subject in subject.name]
     for subject in subjects:
         t2, t1 = subject.read("t2"), subject.read("t1")
         if args.selection or args.registered_only:
             guides = {REGISTERED: t1}
         else:
-            foreign = Subject(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name]).read("t1")
+            foreign = Resliced(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name], axis).read("t1")
             guides = guide_cases(t1, t2, foreign, THROUGH_PLANE_MOVES)
+        if args.oracle_registration:
+            guides[ORACLE] = register_t1(t2, t1, robust_scale(sitk.GetArrayViewFromImage(t2))).t1
         for factor in args.factors:
             guided, unguided = (given or find_model("S", THROUGH_PLANE_SCALE, use_t1, network_factor(factor)).path
                                 for given, use_t1 in ((args.guided, True), (args.no_t1, False)))
@@ -80,7 +108,8 @@ def main() -> None:
                 results = evaluate_through_plane(subject, factor, guides, guided, unguided,
                                                  log=lambda line: print(line, flush=True), adapt_steps=steps,
                                                  self_ensemble=copies)
-                rows.append({"subject": subject.name, "factor": factor, "adapt_steps": steps, "self_ensemble": copies,
+                rows.append({"subject": subject.name, "factor": factor, "thick_axis": args.thick_axis,
+                             "adapt_steps": steps, "self_ensemble": copies,
                              "seconds": round(time.time() - started, 1), "guided": str(guided),
                              "no_t1": str(unguided), "results": results})
     names = list(rows[0]["results"])
@@ -90,7 +119,8 @@ def main() -> None:
     for row in rows:
         psnr = {name: row["results"][name]["psnr"] for name in names}
         cells = " | ".join(f"{psnr[n]:.3f} / {row['results'][n]['ssim']:.4f}" for n in names)
-        print(f"| {row['subject']} | {row['factor']} mm | {row['adapt_steps'] or 'no'} | {row['self_ensemble']} | {cells} | "
+        print(f"| {row['subject']} | {row['factor']} mm along {row['thick_axis']} | {row['adapt_steps'] or 'no'} | "
+              f"{row['self_ensemble']} | {cells} | "
               f"{psnr['registered'] - psnr[NO_T1]:+.3f} | {psnr['registered'] - psnr[BSPLINE]:+.3f} | "
               f"{row['seconds']:.0f} |")
     if args.json:
