@@ -22,6 +22,7 @@ from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.inference import fast_attention as attention_module
 from CohfTSuperResLib.inference.fast_attention import EXP_SAFE_BOUND, softmax_product
 from CohfTSuperResLib.inference.fast_paths import FAST_CLASSES, accelerate, channels_last_stats
+from CohfTSuperResLib.inference import fused_ops
 from CohfTSuperResLib.inference.fused_ops import can_fuse, conv_of_concatenation
 from CohfTSuperResLib.model import build_model
 from CohfTSuperResLib.model.adain import PointwiseAdaIN, channel_stats
@@ -57,6 +58,32 @@ def test_fusion_only_for_cpu_float32_inference():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not can_fuse(x)
     assert not can_fuse(x)  # autograd on: training takes the plain path
+
+
+def test_a_fused_call_that_raises_gives_the_plain_result_and_the_plain_path_from_then_on(monkeypatch):
+    """torch 2.11 on an H100 machine's CPU passed the old probe, then refused the HR image head's one-channel
+    addition ("could not create a memory"): the run must go on with the plain operations, not crash."""
+    monkeypatch.setattr(fused_ops, "_run_time_failures", [])
+    network = build_model("S", 2).eval()
+    lr, t1 = torch.rand(1, 1, 12, 10), torch.rand(1, 1, 24, 20)
+    with torch.inference_mode():
+        reference = network.super_resolve_image(lr, t1)
+    runner = TorchRunner(copy.deepcopy(network))
+    calls = []
+
+    def refuse(*args):
+        calls.append(args)
+        raise RuntimeError("could not create a memory")
+
+    monkeypatch.setattr(fused_ops, "_fused_conv_add", refuse)
+    monkeypatch.setattr(fused_ops, "_fused_conv_leaky", refuse)
+    first = runner.run(lr, t1, torch.device("cpu"))
+    assert len(calls) == 1  # the first refusal switched the fused path off
+    torch.testing.assert_close(first, reference, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        assert not can_fuse(torch.rand(1, 4, 8, 8))
+    torch.testing.assert_close(runner.run(lr, t1, torch.device("cpu")), reference, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 1
 
 
 def test_fused_operator_is_used_on_x86():

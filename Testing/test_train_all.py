@@ -60,3 +60,17 @@ def test_train_all_fine_tunes_the_shipped_models_at_the_given_learning_rate(tmp_
     run = json.loads((tmp_path / "runs" / "S_x4_noT1" / "run.json").read_text())
     assert run["args"]["lr"] == 1.5e-4
     assert run["init"]["source"] == "shipped" and run["init"]["path"].endswith("cohft_S_x4_noT1.safetensors")
+
+
+def test_the_through_plane_runs_fine_tune_the_shipped_networks_of_their_factor() -> None:
+    """--init-from shipped: a through-plane run starts from the shipped network of its factor and T1 use (the
+    trainer's own 'shipped' would start it from the in-plane x2 model)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import train_all
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    assert train_all.shipped_weights("S_x3_noT1") == "shipped"
+    assert Path(train_all.shipped_weights("S_through_plane_f4")).name == "cohft_S_through_plane_f4.safetensors"
+    assert Path(train_all.shipped_weights("S_through_plane_f4_noT1")).name == "cohft_S_through_plane_f4_noT1.safetensors"
+    assert ["--factors", "4"] == train_all.RUNS["S_through_plane_f4"][3][1:3]

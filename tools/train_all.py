@@ -3,8 +3,9 @@
 Usage (from the repository root; needs numpy and torch only, not SimpleITK):
     python tools/train_all.py --pack runs/mni_pack.npz --out OUT [--minutes 7.5] [--device cuda] [--models S_x2,...]
 
-It starts one `cohft-sr train` process per model (S x2 / x3 / x4 with the T1 and without it, the
-variants and flags of RUNS below), all at once on the same device, each with the same time budget,
+It starts one `cohft-sr train` process per model (the shipped in-plane models S x2 / x3 / x4 with the T1 and
+without it, and the shipped through-plane networks of factor 4 with and without it: the flags of RUNS below,
+those of the shipped files' own training), all at once on the same device, each with the same time budget,
 and waits for them. Each run writes its checkpoint, logs and best weights to OUT/<name>/; a run whose
 folder already holds a checkpoint resumes from it exactly (`--resume`), so calling this again with the
 same OUT continues every model where it stopped: this is how a 9-minute GPU call is spent, and how
@@ -24,26 +25,46 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-# name -> (scale, flags beyond the shared ones)
-RUNS: dict[str, tuple[int, list[str]]] = {
-    "S_x2": (2, []),
-    "S_x3": (3, []),
-    "S_x4": (4, []),
-    "S_x2_noT1": (2, ["--no-t1"]),
-    "S_x3_noT1": (3, ["--no-t1"]),
-    "S_x4_noT1": (4, ["--no-t1"]),
+from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
+from CohfTSuperResLib.weights.registry import find_model
+
+# The guided in-plane models' guide randomisation (MODEL_CARD.md, "Guide randomisation").
+IN_PLANE_GUIDE = ["--guide-randomisation", "misregistration=0.3,resolution,intensity,dropout"]
+# The through-plane networks of one factor: thick slices of 4 thin ones, 72-pixel patches, the default guide
+# randomisation (MODEL_CARD.md, "Networks of one factor").
+THROUGH_PLANE_F4 = ["--through-plane", "--factors", "4", "--patch", "72"]
+
+# name -> (scale of the shipped model, T1 guide used, factor of a through-plane network, flags beyond the shared ones)
+RUNS: dict[str, tuple[int, bool, int | None, list[str]]] = {
+    "S_x2": (2, True, None, ["--scale", "2", *IN_PLANE_GUIDE]),
+    "S_x3": (3, True, None, ["--scale", "3", *IN_PLANE_GUIDE]),
+    "S_x4": (4, True, None, ["--scale", "4", *IN_PLANE_GUIDE]),
+    "S_x2_noT1": (2, False, None, ["--scale", "2", "--no-t1"]),
+    "S_x3_noT1": (3, False, None, ["--scale", "3", "--no-t1"]),
+    "S_x4_noT1": (4, False, None, ["--scale", "4", "--no-t1"]),
+    "S_through_plane_f4": (THROUGH_PLANE_SCALE, True, 4, THROUGH_PLANE_F4),
+    "S_through_plane_f4_noT1": (THROUGH_PLANE_SCALE, False, 4, [*THROUGH_PLANE_F4, "--no-t1"]),
 }
-SHARED = ["--variant", "S", "--lr-halve-every", "3000", "--iterations", "1000000",
-          "--val-max-slices", "12", "--seed", "0", "--no-progress"]
+SHARED = ["--variant", "S", "--iterations", "1000000", "--val-max-slices", "12", "--seed", "0", "--no-progress"]
+
+
+def shipped_weights(name: str) -> str:
+    """The `--init` value that fine-tunes the shipped model of a run's name (its file for a through-plane network,
+    whose 'shipped' would start from the in-plane x2 model)."""
+    scale, use_t1, factor, _flags = RUNS[name]
+    if factor is None:
+        return "shipped"
+    return str(find_model("S", scale, use_t1, factor=factor).path)
 
 
 def command(name: str, args: argparse.Namespace) -> list[str]:
     """The `cohft-sr train` command line of one run."""
-    scale, flags = RUNS[name]
     out = args.out / name
     argv = [sys.executable, "-m", "CohfTSuperResLib.training.train", "--pack", str(args.pack), "--out", str(out),
-            "--scale", str(scale), *SHARED, *flags, "--lr", str(args.lr), "--device", args.device,
+            *SHARED, *RUNS[name][3], "--lr", str(args.lr), "--lr-halve-every", str(args.lr_halve_every),
+            "--device", args.device,
             "--time-budget-minutes", str(args.minutes), "--checkpoint-minutes", str(args.checkpoint_minutes),
             "--batch-size", str(args.batch_size)]
     if args.threads:
@@ -51,7 +72,7 @@ def command(name: str, args: argparse.Namespace) -> list[str]:
     if (out / "checkpoint" / "state.json").is_file():
         argv.append("--resume")
     elif args.init_from == "shipped":
-        argv += ["--init", "shipped"]
+        argv += ["--init", shipped_weights(name)]
     elif args.init_from is not None and (Path(args.init_from) / name / "best.safetensors").is_file():
         argv += ["--init", str(Path(args.init_from) / name / "best.safetensors")]
     return argv
@@ -63,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder of the runs (kept between calls)")
     parser.add_argument("--minutes", type=float, default=7.5, help="training time of every run in this call")
     parser.add_argument("--lr", type=float, default=6e-4, help="starting learning rate (lower it to fine-tune)")
+    parser.add_argument("--lr-halve-every", type=int, default=3000, help="halve the learning rate this often")
     parser.add_argument("--checkpoint-minutes", type=float, default=2.0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=4)

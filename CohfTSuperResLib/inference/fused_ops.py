@@ -4,14 +4,17 @@ torch's eager CPU path writes a convolution's output, then reads it again for th
 the residual addition that follows; oneDNN can apply either on the fly. torch exposes this as
 `torch.ops.mkldnn._convolution_pointwise` (what torch.compile uses on the CPU), an internal
 operator: it is used only for float32 CPU tensors without autograd, tracing or autocast, and only
-after a probe on a small input matched the unfused result up to rounding (oneDNN may sum in another
-order). Otherwise the plain operations run.
+after a probe in the forms the network uses matched the unfused result up to rounding (oneDNN may sum
+in another order). Otherwise the plain operations run, and they also take over for good when a fused
+call raises at run time (an operator that passed the probe and still refuses a shape: torch 2.11's
+refused the one-channel addition of the HR image head, "could not create a memory").
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,22 +37,44 @@ def _fused_conv_add(
     )
 
 
+LOG = logging.getLogger(__name__)
+# The error of the first fused call that raised at run time; once there is one, the plain operations run.
+_run_time_failures: list[str] = []
+
+
 @functools.cache
 def _operator_works() -> bool:
-    """True when the fused operator exists here and reproduces the plain operations on a probe, up to rounding."""
+    """True when the fused operator exists here and reproduces the plain operations, up to rounding, in the forms
+    the network calls it: channels-last maps, weights that are column shares of a channels-last weight, and
+    additions to a many-channel and to a one-channel map (the HR image head)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(1, 4, 9, 7, generator=generator).contiguous(memory_format=torch.channels_last)
     other = torch.rand(1, 4, 9, 7, generator=generator).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(4, 4, 3, 3, generator=generator), torch.randn(4, generator=generator)
+    head = torch.randn(1, 8, 3, 3, generator=generator).contiguous(memory_format=torch.channels_last)
+    share = head[:, 4:]
     try:
         with torch.inference_mode():
             plain = F.conv2d(x, weight, bias, padding=1)
+            image = F.conv2d(x, head[:, :4], None, padding=1)
             return bool(
                 torch.allclose(_fused_conv_leaky(x, weight, bias, 0.2), F.leaky_relu(plain, 0.2), rtol=1e-5, atol=1e-5)
                 and torch.allclose(_fused_conv_add(x, weight, bias, other), plain + other, rtol=1e-5, atol=1e-5)
+                and torch.allclose(_fused_conv_add(x, share, None, image), F.conv2d(x, share, None, padding=1) + image,
+                                   rtol=1e-5, atol=1e-5)
             )
     except (RuntimeError, AttributeError, NotImplementedError, TypeError):
         return False
+
+
+def _fused_or_plain(fused: Callable[[], torch.Tensor], plain: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """fused(), or plain() when it raises a RuntimeError; then the plain operations run from here on."""
+    try:
+        return fused()
+    except RuntimeError as error:
+        _run_time_failures.append(str(error))
+        LOG.info("the fused oneDNN convolution failed (%s); the plain operations run from now on", error)
+        return plain()
 
 
 def _cpu_autocast() -> bool:
@@ -73,22 +98,28 @@ def cpu_float_inference(x: torch.Tensor) -> bool:
 
 def can_fuse(x: torch.Tensor) -> bool:
     """Whether the fused path applies to this input: a 4-D map of a CPU float32 inference run, operator checked."""
-    return x.dim() == 4 and cpu_float_inference(x) and _operator_works()
+    return x.dim() == 4 and cpu_float_inference(x) and not _run_time_failures and _operator_works()
 
 
 def conv_leaky(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, slope: float) -> torch.Tensor:
     """LeakyReLU(conv(x)) for a stride-1 'same' convolution (odd kernel), fused where `can_fuse(x)`."""
+    def plain() -> torch.Tensor:
+        return F.leaky_relu(F.conv2d(x, weight, bias, padding=_same(weight)[0]), slope)
+
     if can_fuse(x):
-        return _fused_conv_leaky(x, weight, bias, slope)
-    return F.leaky_relu(F.conv2d(x, weight, bias, padding=_same(weight)[0]), slope)
+        return _fused_or_plain(lambda: _fused_conv_leaky(x, weight, bias, slope), plain)
+    return plain()
 
 
 def conv_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, other: torch.Tensor) -> torch.Tensor:
     """conv(x) + other for a stride-1 'same' convolution (odd kernel), other of the output's shape; fused where
     `can_fuse(x)` and `other` has the input's layout."""
+    def plain() -> torch.Tensor:
+        return F.conv2d(x, weight, bias, padding=_same(weight)[0]) + other
+
     if can_fuse(x) and other.shape[1] == weight.shape[0] and _same_layout(x, other):
-        return _fused_conv_add(x, weight, bias, other)
-    return F.conv2d(x, weight, bias, padding=_same(weight)[0]) + other
+        return _fused_or_plain(lambda: _fused_conv_add(x, weight, bias, other), plain)
+    return plain()
 
 
 def conv_of_concatenation(
