@@ -15,8 +15,8 @@ its sha256, training run summary and held-out metrics go into models.json.
 
 ``--replace`` ships single runs (scale and T1 use read from each file's header) in place of the entries they
 replace and keeps the others; their held-out record is every row of the ``bench/guide_robustness.py --json``
-files that measured that run's weights (per subject of other sources: bicubic, the no-T1 model, the registered,
-moved and foreign T1).
+files that measured that run's weights, as the guided model or as the no-T1 model (per subject of other sources:
+bicubic, the no-T1 model, the registered, moved and foreign T1).
 
 ``--through-plane`` ships the two through-plane runs (``cohft-sr train --through-plane``, with and without T1) as
 ``cohft_<variant>_through_plane[_noT1].safetensors`` (a network of some factors only, e.g. ``--factors 4`` in
@@ -44,15 +44,21 @@ DATA_SPLIT = ("open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patien
               "templates/mni152_fsl; held out for reporting: open_ms mni/patient26 and BraTS-GLI-00000-000 (BraTS 2023)")
 
 
+def shipped_name(variant: str, scale: int, use_t1: bool, factors: tuple[int, ...] = THROUGH_PLANE_FACTORS) -> str:
+    """The file name a model ships under in Resources/Models."""
+    every_factor = set(factors) == set(THROUGH_PLANE_FACTORS)
+    task = ("through_plane" + ("" if every_factor else "_f" + "".join(map(str, factors)))) \
+        if scale == THROUGH_PLANE_SCALE else f"x{scale}"
+    return f"cohft_{variant}_{task}{'' if use_t1 else '_noT1'}.safetensors"
+
+
 def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dict[str, Any],
                 factors: tuple[int, ...] = THROUGH_PLANE_FACTORS) -> dict[str, Any]:
     """Copy one run's best weights into Resources/Models; its manifest entry (factors: those a through-plane
     network was trained for)."""
     through_plane = scale == THROUGH_PLANE_SCALE
     every_factor = set(factors) == set(THROUGH_PLANE_FACTORS)
-    task = ("through_plane" + ("" if every_factor else "_f" + "".join(map(str, factors)))) if through_plane \
-        else f"x{scale}"
-    name = f"cohft_{variant}_{task}{'' if use_t1 else '_noT1'}.safetensors"
+    name = shipped_name(variant, scale, use_t1, factors)
     target = MODELS / name
     shutil.copyfile(run / "best.safetensors", target)
     network = load_model(target)
@@ -91,18 +97,22 @@ def evaluated_held_out(evaluation: dict[str, Any], use_t1: bool) -> dict[str, An
     }
 
 
-def replaced_entry(run: Path, robustness: list[dict[str, Any]], variant: str) -> dict[str, Any]:
-    """Copy one run's best weights over the shipped file of its scale and T1 use; its manifest entry."""
+def replaced_entry(run: Path, robustness: list[dict[str, Any]], variant: str, names: dict[Path, str]) -> dict[str, Any]:
+    """Copy one run's best weights over the shipped file of its scale and T1 use; its manifest entry. names: the
+    shipped file name of each weights file shipped in this call (the rows name a run's weights by their path)."""
     network = load_model(run / "best.safetensors")
     scale, use_t1 = network.config.scale, network.config.use_t1
-    rows = [row for row in robustness if Path(row["model"]).resolve() == (run / "best.safetensors").resolve()]
+    role = "model" if use_t1 else "no_t1_model"  # the column of a row that names these weights
+    rows = [row for row in robustness if Path(row[role]).resolve() == (run / "best.safetensors").resolve()]
     if not rows:
         raise SystemExit(f"{run}: no bench/guide_robustness.py row measured its best.safetensors")
     return model_entry(variant, scale, use_t1, run, {
         "protocol": "bench/guide_robustness.py (CohfTSuperResLib/evaluation/guide_cases.py docstring)",
         "subjects": [{"subject": row["subject"], "every_nth_slice": row["every"],
-                      "no_t1_model": Path(row["no_t1_model"]).name, "metrics": row["metrics"]} for row in rows],
-        "this_model": "cohft" if use_t1 else "cohft_no_t1",
+                      "model": names.get(Path(row["model"]).resolve(), Path(row["model"]).name),
+                      "no_t1_model": names.get(Path(row["no_t1_model"]).resolve(), Path(row["no_t1_model"]).name),
+                      "metrics": row["metrics"]} for row in rows],
+        "this_model": "registered" if use_t1 else "no-T1 model",
     })
 
 
@@ -110,8 +120,12 @@ def replace(runs: list[Path], robustness: list[Path], variant: str) -> None:
     """Ship each run in place of the shipped model of its scale and T1 use; other entries stay."""
     rows = [row for path in robustness for row in json.loads(path.read_text())]
     manifest = json.loads((MODELS / MANIFEST_NAME).read_text())
+    names = {}
     for run in runs:
-        entry = replaced_entry(run, rows, variant)
+        config = load_model(run / "best.safetensors").config
+        names[(run / "best.safetensors").resolve()] = shipped_name(variant, config.scale, config.use_t1)
+    for run in runs:
+        entry = replaced_entry(run, rows, variant, names)
         manifest["models"] = [old if old["file"] != entry["file"] else entry for old in manifest["models"]]
         print(f"shipped {run} as {entry['file']} (sha256 {entry['sha256'][:12]}...)")
     manifest["data"] = DATA_SPLIT
