@@ -1,0 +1,80 @@
+"""tools/ship_models.py --replace: a guided and a no-T1 run replace their shipped entries, each with the held-out rows
+that measured its weights, the files named as shipped (into a scratch Resources/Models)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from CohfTSuperResLib.model import build_model
+from CohfTSuperResLib.weights.storage import save_weights, sha256_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def ship_models(monkeypatch, tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import ship_models
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    models = tmp_path / "Models"
+    models.mkdir()
+    monkeypatch.setattr(ship_models, "MODELS", models)
+    return ship_models
+
+
+def _run(folder: Path, use_t1: bool, seed: int) -> Path:
+    folder.mkdir(parents=True)
+    torch.manual_seed(seed)
+    save_weights(build_model("S", 3, use_t1=use_t1), folder / "best.safetensors")
+    (folder / "run.json").write_text(json.dumps({
+        "command": "train.py ...", "iterations": 10, "train_seconds": 60.0, "hardware": "CPU", "data": {},
+        "best": {"iteration": 10}, "torch": "test"}))
+    return folder
+
+
+def _row(subject: str, guided: Path, no_t1: Path, registered: float) -> dict:
+    return {"subject": subject, "scale": 3, "model": str(guided), "no_t1_model": str(no_t1), "every": 4,
+            "metrics": {"registered": {"psnr": registered}, "no-T1 model": {"psnr": registered - 1}}}
+
+
+def test_a_guided_and_a_no_t1_run_replace_their_entries(ship_models, tmp_path):
+    guided, no_t1 = _run(tmp_path / "g", True, 0), _run(tmp_path / "n", False, 1)
+    untouched = {"file": "cohft_S_x2.safetensors", "scale": 2}
+    old = [{"file": "cohft_S_x3.safetensors", "old": True}, {"file": "cohft_S_x3_noT1.safetensors", "old": True}]
+    (ship_models.MODELS / "models.json").write_text(json.dumps({"models": [untouched, *old]}))
+    other_guided = tmp_path / "elsewhere" / "cohft_S_x3.safetensors"  # a row of another pair: not this run's
+    rows = [_row("a", guided / "best.safetensors", no_t1 / "best.safetensors", 30.0),
+            _row("b", guided / "best.safetensors", no_t1 / "best.safetensors", 31.0),
+            _row("a", other_guided, tmp_path / "elsewhere" / "x.safetensors", 20.0)]
+    robustness = tmp_path / "robustness.json"
+    robustness.write_text(json.dumps(rows))
+
+    ship_models.replace([guided, no_t1], [robustness], "S")
+
+    manifest = json.loads((ship_models.MODELS / "models.json").read_text())
+    entries = {entry["file"]: entry for entry in manifest["models"]}
+    assert entries["cohft_S_x2.safetensors"] == untouched
+    for name, run, this_model in (("cohft_S_x3.safetensors", guided, "registered"),
+                                  ("cohft_S_x3_noT1.safetensors", no_t1, "no-T1 model")):
+        entry = entries[name]
+        assert "old" not in entry and entry["sha256"] == sha256_of(run / "best.safetensors")
+        assert entry["held_out"]["this_model"] == this_model
+        assert [row["subject"] for row in entry["held_out"]["subjects"]] == ["a", "b"]
+        for row in entry["held_out"]["subjects"]:  # the pair named by its shipped files, not best.safetensors
+            assert (row["model"], row["no_t1_model"]) == ("cohft_S_x3.safetensors", "cohft_S_x3_noT1.safetensors")
+
+
+def test_a_run_no_row_measured_is_refused(ship_models, tmp_path):
+    run = _run(tmp_path / "n", False, 1)
+    (ship_models.MODELS / "models.json").write_text(json.dumps({"models": []}))
+    robustness = tmp_path / "robustness.json"
+    robustness.write_text(json.dumps([_row("a", tmp_path / "g.safetensors", tmp_path / "other.safetensors", 30.0)]))
+    with pytest.raises(SystemExit, match="no bench/guide_robustness.py row measured"):
+        ship_models.replace([run], [robustness], "S")
