@@ -6,8 +6,8 @@ the residual addition that follows; oneDNN can apply either on the fly. torch ex
 operator: it is used only for float32 CPU tensors without autograd, tracing or autocast, and only
 after a probe in the forms the network uses matched the unfused result up to rounding (oneDNN may sum
 in another order). Otherwise the plain operations run, and they also take over for good when a fused
-call raises at run time (an operator that passed the probe and still refuses a shape: torch 2.11's
-refused the one-channel addition of the HR image head, "could not create a memory").
+call raises at run time (an operator version that passes the probe and still refuses a shape;
+docs/benchmarks.md, "GPU: NVIDIA H100", names the one seen).
 """
 
 from __future__ import annotations
