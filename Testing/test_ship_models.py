@@ -29,13 +29,13 @@ def ship_models(monkeypatch, tmp_path):
     return ship_models
 
 
-def _run(folder: Path, use_t1: bool, seed: int) -> Path:
+def _run(folder: Path, use_t1: bool, seed: int, best_iteration: int = 10, init: dict | None = None) -> Path:
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
     save_weights(build_model("S", 3, use_t1=use_t1), folder / "best.safetensors")
     (folder / "run.json").write_text(json.dumps({
         "command": "train.py ...", "iterations": 10, "train_seconds": 60.0, "hardware": "CPU", "data": {},
-        "best": {"iteration": 10}, "torch": "test"}))
+        "best": {"iteration": best_iteration}, "torch": "test", "init": init}))
     return folder
 
 
@@ -78,3 +78,13 @@ def test_a_run_no_row_measured_is_refused(ship_models, tmp_path):
     robustness.write_text(json.dumps([_row("a", tmp_path / "g.safetensors", tmp_path / "other.safetensors", 30.0)]))
     with pytest.raises(SystemExit, match="no bench/guide_robustness.py row measured"):
         ship_models.replace([run], [robustness], "S")
+
+
+def test_a_fine_tune_that_never_beat_its_start_is_refused(ship_models, tmp_path):
+    run = _run(tmp_path / "g", True, 0, best_iteration=0, init={"path": "start.safetensors"})
+    (ship_models.MODELS / "models.json").write_text(json.dumps({"models": []}))
+    robustness = tmp_path / "robustness.json"
+    robustness.write_text(json.dumps([_row("a", run / "best.safetensors", tmp_path / "n.safetensors", 30.0)]))
+    with pytest.raises(SystemExit, match="no checkpoint beat the starting weights"):
+        ship_models.replace([run], [robustness], "S")
+    assert not (ship_models.MODELS / "cohft_S_x3.safetensors").exists()

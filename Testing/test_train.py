@@ -143,9 +143,16 @@ def test_init_fine_tunes_from_a_weights_file_and_resume_keeps_the_record(manifes
     _run(manifest, tmp_path / "loaded", "--iterations", "0", "--init", str(start))
     a, b = load_file(str(start)), load_file(str(tmp_path / "loaded" / "last.safetensors"))
     assert all(torch.equal(a[name], b[name]) for name in a)
+    assert [int(r["iteration"]) for r in _rows(tmp_path / "loaded" / "val_log.csv")] == [0]  # validated once
     tuned = tmp_path / "tuned"
     _run(manifest, tuned, "--iterations", "1", "--init", str(start))
     _run(manifest, tuned, "--iterations", "2", "--init", str(start), "--resume")
+    rows = _rows(tuned / "val_log.csv")
+    assert [int(r["iteration"]) for r in rows] == [0, 1, 2]  # the starting weights first
+    base_score = float(_rows(tmp_path / "base" / "val_log.csv")[-1]["val_score"])
+    assert float(rows[0]["val_score"]) == pytest.approx(base_score)
+    best = json.loads((tuned / "run.json").read_text())["best"]
+    assert best["val_score"] == pytest.approx(max(float(r["val_score"]) for r in rows))
     c = load_file(str(tuned / "last.safetensors"))
     assert not all(torch.equal(a[name], c[name]) for name in a)
     record = json.loads((tuned / "run.json").read_text())["init"]

@@ -60,11 +60,14 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dic
     every_factor = set(factors) == set(THROUGH_PLANE_FACTORS)
     name = shipped_name(variant, scale, use_t1, factors)
     target = MODELS / name
+    summary = json.loads((run / "run.json").read_text())
+    if summary.get("init") and summary["best"]["iteration"] == 0:
+        raise SystemExit(f"{run}: no checkpoint beat the starting weights ({summary['init']['path']}); "
+                         "its best.safetensors is that file, nothing new to ship")
     shutil.copyfile(run / "best.safetensors", target)
     network = load_model(target)
     if (network.config.scale, network.config.use_t1) != (scale, use_t1):
         raise SystemExit(f"{run}: the weights are x{network.config.scale}, use_t1={network.config.use_t1}")
-    summary = json.loads((run / "run.json").read_text())
     return {
         "variant": variant, "scale": scale, "use_t1": use_t1, "file": name, "sha256": sha256_of(target),
         "bytes": target.stat().st_size, "parameters": sum(p.numel() for p in network.parameters()),

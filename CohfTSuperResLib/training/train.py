@@ -32,7 +32,9 @@ hardware, times).
 Fine-tuning: ``--init WEIGHTS`` starts from a weights file (or ``--init shipped``: the shipped
 model of ``--variant`` / ``--scale`` / ``--no-t1``) instead of random weights, with a fresh optimiser;
 the file's network must be the one the flags describe. ``--resume`` takes precedence (the
-checkpoint already holds the fine-tuned weights) and keeps the record of the starting weights.
+checkpoint already holds the fine-tuned weights) and keeps the record of the starting weights. A fine-tune
+validates its starting weights first (iteration 0 of ``val_log.csv``), so ``best.safetensors`` is the start itself
+until a checkpoint beats it, and the log says at once whether the run has improved on it.
 
 Through-plane: ``--through-plane`` trains the network of the through-plane mode on planes that contain a
 simulated thick-slice axis (``data/planes.py``: factors 2-6, box / Gaussian profiles, gaps, noise, the guide
@@ -259,6 +261,7 @@ class Trainer:
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, args.optimizer, args.lr, args.weight_decay)
         self.state: dict[str, Any] = {"iteration": 0, "best_val_score": -math.inf, "train_seconds": 0.0, "best": None}
+        self.validated: tuple[int, dict[str, float]] | None = None  # (iteration, metrics) of the last checkpoint
         if args.resume:
             self.state = load_checkpoint(self.out / "checkpoint", self.model, self.optimizer)
             self.log(f"resumed from iteration {self.state['iteration']}")
@@ -320,12 +323,15 @@ class Trainer:
                      f"{metrics['val_ssim']:.4f} (best score {state['best_val_score']:.3f} at "
                      f"{state['best']['iteration']})")
         self.env.barrier()
+        self.validated = (iteration, metrics)
         return metrics
 
     def loop(self) -> int:
         """Steps until the iteration count or the time budget, checkpointing on the way; the last iteration."""
         args, state = self.args, self.state
         iteration = int(state["iteration"])
+        if iteration == 0 and args.init is not None and not args.resume:
+            self.checkpoint(0)  # the starting weights' score: what the fine-tune has to beat
         loop_start = last_checkpoint = step_start = time.time()
         budget = None if args.time_budget_minutes is None else 60.0 * args.time_budget_minutes
         progress = None
@@ -374,7 +380,7 @@ class Trainer:
 
     def finish(self, iteration: int) -> dict[str, Any]:
         """The last checkpoint, the last weights and run.json (rank 0), with every rank's weight checksum."""
-        final = self.checkpoint(iteration)
+        final = self.validated[1] if self.validated and self.validated[0] == iteration else self.checkpoint(iteration)
         digests = [state_digest(self.model)]
         if self.env.enabled:
             gathered: list[Any] = [None] * self.env.world
