@@ -261,7 +261,6 @@ class Trainer:
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, args.optimizer, args.lr, args.weight_decay)
         self.state: dict[str, Any] = {"iteration": 0, "best_val_score": -math.inf, "train_seconds": 0.0, "best": None}
-        self.validated: tuple[int, dict[str, float]] | None = None  # (iteration, metrics) of the last checkpoint
         if args.resume:
             self.state = load_checkpoint(self.out / "checkpoint", self.model, self.optimizer)
             self.log(f"resumed from iteration {self.state['iteration']}")
@@ -323,15 +322,12 @@ class Trainer:
                      f"{metrics['val_ssim']:.4f} (best score {state['best_val_score']:.3f} at "
                      f"{state['best']['iteration']})")
         self.env.barrier()
-        self.validated = (iteration, metrics)
         return metrics
 
     def loop(self) -> int:
         """Steps until the iteration count or the time budget, checkpointing on the way; the last iteration."""
         args, state = self.args, self.state
         iteration = int(state["iteration"])
-        if iteration == 0 and args.init is not None and not args.resume:
-            self.checkpoint(0)  # the starting weights' score: what the fine-tune has to beat
         loop_start = last_checkpoint = step_start = time.time()
         budget = None if args.time_budget_minutes is None else 60.0 * args.time_budget_minutes
         progress = None
@@ -346,7 +342,8 @@ class Trainer:
         while True:
             now = time.time()
             stop = iteration >= args.iterations or (budget is not None and now - loop_start >= budget)
-            save = (now - last_checkpoint >= 60.0 * args.checkpoint_minutes
+            start_of_fine_tune = iteration == 0 and args.init is not None and not args.resume  # the score to beat
+            save = (start_of_fine_tune or now - last_checkpoint >= 60.0 * args.checkpoint_minutes
                     or (args.checkpoint_every is not None and iteration > 0 and iteration % args.checkpoint_every == 0
                         and iteration != state.get("iteration")))
             stop, save = self.env.agree([int(stop), int(save)])
@@ -380,7 +377,7 @@ class Trainer:
 
     def finish(self, iteration: int) -> dict[str, Any]:
         """The last checkpoint, the last weights and run.json (rank 0), with every rank's weight checksum."""
-        final = self.validated[1] if self.validated and self.validated[0] == iteration else self.checkpoint(iteration)
+        final = self.checkpoint(iteration)
         digests = [state_digest(self.model)]
         if self.env.enabled:
             gathered: list[Any] = [None] * self.env.world
