@@ -19,7 +19,10 @@ from CohfTSuperResLib.data.pairs import (
     PairSpec,
     load_pair,
     open_ms_specs,
+    SELECTION_SOURCE,
+    TRAINING_SOURCES,
     read_manifest,
+    source_specs,
     t1_on_t2_grid,
     t1_to_t2_transform,
     write_manifest,
@@ -219,6 +222,27 @@ def test_open_ms_manifest_holds_out_the_test_subject_with_absolute_paths(open_ms
     assert all(spec.t2.is_absolute() for spec in specs)
     write_manifest(specs, tmp_path / "m.csv")
     assert [spec.t2 for spec in read_manifest(tmp_path / "m.csv")] == [spec.t2 for spec in specs]
+
+
+def test_every_axis_manifest_slices_each_training_volume_along_all_three_axes(tmp_path: Path) -> None:
+    """`sources --every-axis`: three rows per training volume whose stacks are the same voxels sliced along voxel
+    axes 2, 1 and 0 (same normalisation); the selection source stays one row on its acquisition axis."""
+    rng = np.random.default_rng(0)
+    for name in (*TRAINING_SOURCES, SELECTION_SOURCE):
+        (tmp_path / name).mkdir(parents=True)
+        for contrast in ("t2", "t1"):
+            image = sitk.GetImageFromArray(rng.uniform(1, 2, (48, 36, 24)).astype(np.float32))  # (z, y, x)
+            sitk.WriteImage(image, str(tmp_path / name / f"{contrast}.nii.gz"))
+    plain, every_axis = source_specs(tmp_path), source_specs(tmp_path, every_axis=True)
+    assert [(spec.subject, spec.role, spec.slice_axis) for spec in plain] == \
+        [(name, "train", None) for name in TRAINING_SOURCES] + [(SELECTION_SOURCE, "val", None)]
+    assert [spec.slice_axis for spec in every_axis] == [2, 1, 0] * len(TRAINING_SOURCES) + [None]
+    assert every_axis[-1].subject == SELECTION_SOURCE and {spec.role for spec in every_axis[:-1]} == {"train"}
+    axial, coronal, sagittal = (load_pair(spec) for spec in every_axis[:3])
+    assert axial.hr.shape == (48, 36, 24) and coronal.hr.shape == (36, 48, 24) and sagittal.hr.shape == (24, 48, 36)
+    for other, axis in ((coronal, 1), (sagittal, 2)):
+        for stack in ("hr", "t1"):
+            np.testing.assert_array_equal(getattr(other, stack), np.moveaxis(getattr(axial, stack), axis, 0))
 
 
 def test_manifest_errors_are_input_errors(tmp_path: Path) -> None:

@@ -26,8 +26,8 @@ here is needed to train from a pack, and this module is the only one of the trai
 needs SimpleITK.
 
 ``python -m CohfTSuperResLib.data.pairs open-ms ROOT OUT.csv`` writes the project's open_ms manifest,
-``python -m CohfTSuperResLib.data.pairs sources DATA OUT.csv`` the manifest of the split across the sources of
-``../shared/data`` (``source_specs``);
+``python -m CohfTSuperResLib.data.pairs sources DATA OUT.csv [--every-axis]`` the manifest of the split across the
+sources of ``../shared/data`` (``source_specs``);
 ``python -m CohfTSuperResLib.data.pairs check MANIFEST`` prints the T1/T2 gradient correlation per pair.
 """
 
@@ -148,15 +148,23 @@ SELECTION_SOURCE = "templates/mni152_fsl"
 REPORTING_SUBJECTS = ("open_ms/mni/patient26", "brats_gli/BraTS-GLI-00000-000")
 
 
-def source_specs(data: str | Path) -> list[PairSpec]:
+def source_specs(data: str | Path, every_axis: bool = False) -> list[PairSpec]:
     """The project's split of ../shared/data across sources: two open_ms subjects and one template train,
     another template (a source never trained on) selects checkpoints; REPORTING_SUBJECTS are never used
-    for either."""
+    for either.
+
+    every_axis: each training volume (all are 1 mm isotropic) also gives its slices along the other two voxel
+    axes (one row per axis, 2, 1, 0: axial, coronal, sagittal for these volumes), three times the variety of
+    anatomy for the in-plane networks; selection stays on the acquisition axis of the selection source."""
     data = Path(data).resolve()
+    axes = (2, 1, 0) if every_axis else (None,)
     specs = []
-    for name, role in [(name, "train") for name in TRAINING_SOURCES] + [(SELECTION_SOURCE, "val")]:
+    for name in TRAINING_SOURCES:
         folder = data / name
-        specs.append(PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", subject=name, role=role))
+        specs += [PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", role="train", slice_axis=axis,
+                           subject=name if axis is None else f"{name} (axis {axis})") for axis in axes]
+    folder = data / SELECTION_SOURCE
+    specs.append(PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", subject=SELECTION_SOURCE, role="val"))
     return specs
 
 
@@ -261,11 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     sources = commands.add_parser("sources", help="write the manifest of the split across ../shared/data's sources")
     sources.add_argument("root", type=Path)
     sources.add_argument("output", type=Path)
+    sources.add_argument("--every-axis", action="store_true",
+                         help="slice each training volume along all three voxel axes (three rows per volume)")
     check = commands.add_parser("check", help="gradient correlation of T1 and T2 on the T2 grid, per pair")
     check.add_argument("manifest", type=Path)
     args = parser.parse_args(argv)
     if args.command in ("open-ms", "sources"):
-        specs = open_ms_specs(args.root) if args.command == "open-ms" else source_specs(args.root)
+        specs = open_ms_specs(args.root) if args.command == "open-ms" else source_specs(args.root, args.every_axis)
         if args.command == "open-ms" and args.mni_only:
             specs = [spec for spec in specs if spec.subject.startswith("mni/")]
         write_manifest(specs, args.output)
