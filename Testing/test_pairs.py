@@ -11,22 +11,23 @@ import pytest
 import SimpleITK as sitk
 
 from CohfTSuperResLib.data.degradations import degrade
-from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack
-from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.data.pairs import (
+    SELECTION_SOURCE,
     SLICE_MULTIPLE,
+    TRAINING_SOURCES,
     PairSpec,
     load_pair,
+    main,
     open_ms_specs,
-    SELECTION_SOURCE,
-    TRAINING_SOURCES,
     read_manifest,
     source_specs,
     t1_on_t2_grid,
     t1_to_t2_transform,
     write_manifest,
 )
+from CohfTSuperResLib.errors import InputError
+from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack
 
 # ----------------------------------------------------------------------------- manifests
 
@@ -233,7 +234,7 @@ def test_every_axis_manifest_slices_each_training_volume_along_all_three_axes(tm
         for contrast in ("t2", "t1"):
             image = sitk.GetImageFromArray(rng.uniform(1, 2, (48, 36, 24)).astype(np.float32))  # (z, y, x)
             sitk.WriteImage(image, str(tmp_path / name / f"{contrast}.nii.gz"))
-    plain, every_axis = source_specs(tmp_path), source_specs(tmp_path, every_axis=True)
+    plain, every_axis = source_specs(tmp_path), source_specs(tmp_path, every_axis=TRAINING_SOURCES)
     assert [(spec.subject, spec.role, spec.slice_axis) for spec in plain] == \
         [(name, "train", None) for name in TRAINING_SOURCES] + [(SELECTION_SOURCE, "val", None)]
     assert [spec.slice_axis for spec in every_axis] == [2, 1, 0] * len(TRAINING_SOURCES) + [None]
@@ -243,6 +244,14 @@ def test_every_axis_manifest_slices_each_training_volume_along_all_three_axes(tm
     for other, axis in ((coronal, 1), (sagittal, 2)):
         for stack in ("hr", "t1"):
             np.testing.assert_array_equal(getattr(other, stack), np.moveaxis(getattr(axial, stack), axis, 0))
+    first, *others = TRAINING_SOURCES
+    subset = source_specs(tmp_path, every_axis=[first])
+    assert [(spec.subject, spec.slice_axis) for spec in subset[:4]] == \
+        [(f"{first} (axis {axis})", axis) for axis in (2, 1, 0)] + [(others[0], None)]
+    with pytest.raises(InputError, match="not training sources: brats"):
+        source_specs(tmp_path, every_axis=["brats"])
+    main(["sources", str(tmp_path), str(tmp_path / "all.csv"), "--every-axis"])
+    assert [spec.slice_axis for spec in read_manifest(tmp_path / "all.csv")] == [2, 1, 0] * len(TRAINING_SOURCES) + [None]
 
 
 def test_manifest_errors_are_input_errors(tmp_path: Path) -> None:

@@ -26,8 +26,8 @@ here is needed to train from a pack, and this module is the only one of the trai
 needs SimpleITK.
 
 ``python -m CohfTSuperResLib.data.pairs open-ms ROOT OUT.csv`` writes the project's open_ms manifest,
-``python -m CohfTSuperResLib.data.pairs sources DATA OUT.csv [--every-axis]`` the manifest of the split across the
-sources of ``../shared/data`` (``source_specs``);
+``python -m CohfTSuperResLib.data.pairs sources DATA OUT.csv [--every-axis [SOURCE ...]]`` the manifest of the split
+across the sources of ``../shared/data`` (``source_specs``);
 ``python -m CohfTSuperResLib.data.pairs check MANIFEST`` prints the T1/T2 gradient correlation per pair.
 """
 
@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from CohfTSuperResLib.data.degradations import crop_to_multiple, degrade
-from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack
-from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
-from CohfTSuperResLib.options import SCALES
 from CohfTSuperResLib.data.patches import BRAIN_LEVEL, brain_slices
+from CohfTSuperResLib.errors import InputError
+from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
 from CohfTSuperResLib.imageio.volumes import read_volume
+from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack
+from CohfTSuperResLib.options import SCALES
 
 MANIFEST_ROLES = ("train", "val", "split")
 SLICE_MULTIPLE = math.lcm(*SCALES)  # slices are trimmed to a multiple of every scale
@@ -148,19 +149,23 @@ SELECTION_SOURCE = "templates/mni152_fsl"
 REPORTING_SUBJECTS = ("open_ms/mni/patient26", "brats_gli/BraTS-GLI-00000-000")
 
 
-def source_specs(data: str | Path, every_axis: bool = False) -> list[PairSpec]:
+def source_specs(data: str | Path, every_axis: Collection[str] = ()) -> list[PairSpec]:
     """The project's split of ../shared/data across sources: two open_ms subjects and one template train,
     another template (a source never trained on) selects checkpoints; REPORTING_SUBJECTS are never used
     for either.
 
-    every_axis: each training volume (all are 1 mm isotropic) also gives its slices along the other two voxel
-    axes (one row per axis, 2, 1, 0: axial, coronal, sagittal for these volumes), three times the variety of
-    anatomy for the in-plane networks; selection stays on the acquisition axis of the selection source."""
+    every_axis: the training sources (names of TRAINING_SOURCES; all are 1 mm isotropic) that also give their
+    slices along the other two voxel axes (one row per axis, 2, 1, 0: axial, coronal, sagittal for these volumes),
+    three times the variety of anatomy for the in-plane networks; a subset keeps a pack small enough to carry to a
+    GPU. Selection stays on the acquisition axis of the selection source."""
+    unknown = set(every_axis) - set(TRAINING_SOURCES)
+    if unknown:
+        raise InputError(f"not training sources: {', '.join(sorted(unknown))} (they are {', '.join(TRAINING_SOURCES)})")
     data = Path(data).resolve()
-    axes = (2, 1, 0) if every_axis else (None,)
     specs = []
     for name in TRAINING_SOURCES:
         folder = data / name
+        axes = (2, 1, 0) if name in every_axis else (None,)
         specs += [PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", role="train", slice_axis=axis,
                            subject=name if axis is None else f"{name} (axis {axis})") for axis in axes]
     folder = data / SELECTION_SOURCE
@@ -269,13 +274,21 @@ def main(argv: list[str] | None = None) -> int:
     sources = commands.add_parser("sources", help="write the manifest of the split across ../shared/data's sources")
     sources.add_argument("root", type=Path)
     sources.add_argument("output", type=Path)
-    sources.add_argument("--every-axis", action="store_true",
-                         help="slice each training volume along all three voxel axes (three rows per volume)")
+    sources.add_argument("--every-axis", nargs="*", metavar="SOURCE",
+                         help="slice these training sources (all of them when none is named) along all three voxel "
+                              f"axes, three rows per volume; sources: {', '.join(TRAINING_SOURCES)}")
     check = commands.add_parser("check", help="gradient correlation of T1 and T2 on the T2 grid, per pair")
     check.add_argument("manifest", type=Path)
     args = parser.parse_args(argv)
     if args.command in ("open-ms", "sources"):
-        specs = open_ms_specs(args.root) if args.command == "open-ms" else source_specs(args.root, args.every_axis)
+        if args.command == "open-ms":
+            specs = open_ms_specs(args.root)
+        else:
+            every_axis = () if args.every_axis is None else args.every_axis or TRAINING_SOURCES
+            try:
+                specs = source_specs(args.root, every_axis)
+            except InputError as error:
+                parser.error(str(error))
         if args.command == "open-ms" and args.mni_only:
             specs = [spec for spec in specs if spec.subject.startswith("mni/")]
         write_manifest(specs, args.output)
