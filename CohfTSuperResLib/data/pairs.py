@@ -282,15 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("open-ms", "sources"):
         if args.command == "open-ms":
-            specs = open_ms_specs(args.root)
+            specs = [spec for spec in open_ms_specs(args.root) if not args.mni_only or spec.subject.startswith("mni/")]
         else:
             every_axis = () if args.every_axis is None else args.every_axis or TRAINING_SOURCES
             try:
                 specs = source_specs(args.root, every_axis)
             except InputError as error:
                 parser.error(str(error))
-        if args.command == "open-ms" and args.mni_only:
-            specs = [spec for spec in specs if spec.subject.startswith("mni/")]
         write_manifest(specs, args.output)
         print(f"wrote {args.output}")
         return 0
