@@ -6,7 +6,7 @@ import importlib.metadata
 
 from CohfTSuperResLib import __version__
 from CohfTSuperResLib.options import THROUGH_PLANE_FACTORS
-from CohfTSuperResLib.weights.registry import describe_models, models_dir, shipped_models
+from CohfTSuperResLib.weights.registry import SUPER_RESOLUTION, describe_models, models_dir, shipped_models
 
 PACKAGES = ("torch", "numpy", "SimpleITK", "safetensors", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript")
 
@@ -24,14 +24,19 @@ def _factors(factors: tuple[int, ...]) -> str:
         else ""
 
 
+def _role(role: str) -> str:
+    """'; used by the guide check' for a model of the guide check, '' for a super-resolution one."""
+    return "" if role == SUPER_RESOLUTION else f"; used by the {role.replace('-', ' ')}"
+
+
 def info_lines() -> list[str]:
     """Human-readable report, one fact a line."""
     from CohfTSuperResLib.inference.devices import device_summary  # imports torch
 
     lines = [f"CohfTSuperResLib {__version__}", f"models folder: {models_dir()}"]
     models = shipped_models()
-    lines.append(f"  shipped: {describe_models([m.key for m in models])}")
-    lines += [f"  {m.file} (sha256 {m.sha256[:12]}{_factors(m.factors)})" for m in models] \
+    lines.append(f"  shipped: {describe_models([m.key for m in models if m.role == SUPER_RESOLUTION])}")
+    lines += [f"  {m.file} (sha256 {m.sha256[:12]}{_factors(m.factors)}{_role(m.role)})" for m in models] \
         or ["  pass --model PATH to run / demo"]
     lines.append("devices:")
     lines += [f"  {line}" for line in device_summary()]

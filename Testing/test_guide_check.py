@@ -4,25 +4,28 @@ shift estimate and the rigid registration (inference/registration.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from inference_helpers import guide_for, save_tiny, volume
+from inference_helpers import guide_for, save_tiny, tiny_model, volume
 
-from CohfTSuperResLib.errors import GuideNote, InputError
+from CohfTSuperResLib.errors import GuideNote, InputError, WeightsError
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.imageio.volumes import write_volume
 from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
 from CohfTSuperResLib.inference.engine import act_on
 from CohfTSuperResLib.inference.geometry import translated
-from CohfTSuperResLib.inference.guide_check import GuideVerdict, estimate_shift
+from CohfTSuperResLib.inference.guide_check import GuideVerdict, check_guide, estimate_shift
 from CohfTSuperResLib.inference.input_checks import check_inputs
 from CohfTSuperResLib.inference.registration import largest_displacement, moved_by, register_t1
 from CohfTSuperResLib.options import RunOptions
+from CohfTSuperResLib.weights import registry
+from CohfTSuperResLib.weights.storage import save_weights
 
 MNI = Path(__file__).resolve().parents[2] / "shared" / "data" / "open_ms" / "mni"
 
@@ -77,6 +80,49 @@ def test_the_output_records_the_model_and_the_check(tmp_path):
             assert reread.GetMetaData("descrip").startswith(f"Cohf-T {weights.name}; guide check ")
     off = super_resolve(t2, guide_for(t2, 2), 2, model_path=weights, device="cpu", guide_check="off")
     assert off.GetMetaData(RECORD_KEYS[1]) == "off"
+
+
+def _models_folder(folder: Path, seeds: dict[str, int]) -> Path:
+    """A models folder of tiny x2 networks: role -> seed of its pair (with and without T1)."""
+    entries = []
+    for role, seed in seeds.items():
+        for use_t1 in (True, False):
+            name = f"{role}_{seed}_{int(use_t1)}.safetensors"
+            digest = save_weights(tiny_model(2, use_t1, seed), folder / name)
+            entries.append({"variant": "S", "scale": 2, "use_t1": use_t1, "file": name, "sha256": digest,
+                            "role": role})
+    (folder / "models.json").write_text(json.dumps({"models": entries}))
+    return folder
+
+
+def test_the_check_runs_its_own_pair_whatever_x2_models_ship(tmp_path, monkeypatch):
+    t2 = volume((4, 24, 28))
+    checked = check_inputs(t2, guide_for(t2, 2), 2)
+
+    def benefit(name: str, seeds: dict[str, int]) -> float:
+        monkeypatch.setenv(registry.MODELS_ENV, str(_models_folder(tmp_path / name, seeds)))
+        return check_guide(checked, RunOptions(device="cpu")).benefit_db
+
+    shipped = benefit("a", {registry.SUPER_RESOLUTION: 1, registry.GUIDE_CHECK: 2})
+    assert benefit("b", {registry.SUPER_RESOLUTION: 3, registry.GUIDE_CHECK: 2}) == shipped  # new x2 models
+    assert benefit("c", {registry.SUPER_RESOLUTION: 1, registry.GUIDE_CHECK: 4}) != shipped  # another check pair
+    assert registry.available_models() == [("S", 2, True), ("S", 2, False)]  # the check's pair is no choice
+    assert registry.find_model("S", 2, True).file == "super-resolution_1_1.safetensors"
+
+    monkeypatch.setenv(registry.MODELS_ENV, str(_models_folder(tmp_path / "d", {registry.SUPER_RESOLUTION: 1})))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        super_resolve(t2, guide_for(t2, 2), 2, device="cpu")
+    notes = [str(w.message) for w in caught if issubclass(w.category, GuideNote)]
+    assert notes == [f"guide check not run (no shipped S x2 model for the guide check with the T1 guide (shipped: "
+                     f"none; folder {tmp_path / 'd'})); running with the T1"]
+
+
+def test_a_manifest_naming_an_unknown_role_is_refused(tmp_path, monkeypatch):
+    folder = _models_folder(tmp_path, {"teacher": 1})
+    monkeypatch.setenv(registry.MODELS_ENV, str(folder))
+    with pytest.raises(WeightsError, match="names models this library cannot run: teacher_1_1"):
+        registry.shipped_models()
 
 
 def test_moving_the_geometry_is_the_rigid_transform_exactly():

@@ -1,5 +1,6 @@
 """tools/ship_models.py --replace: a guided and a no-T1 run replace their shipped entries, each with the held-out rows
-that measured its weights, the files named as shipped (into a scratch Resources/Models)."""
+that measured its weights, the files named as shipped (into a scratch Resources/Models); --freeze-guide-check keeps the guide check's x2 pair apart from the x2 models that
+--replace ships."""
 
 from __future__ import annotations
 
@@ -29,18 +30,19 @@ def ship_models(monkeypatch, tmp_path):
     return ship_models
 
 
-def _run(folder: Path, use_t1: bool, seed: int, best_iteration: int = 10, init: dict | None = None) -> Path:
+def _run(folder: Path, use_t1: bool, seed: int, best_iteration: int = 10, init: dict | None = None,
+         scale: int = 3) -> Path:
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
-    save_weights(build_model("S", 3, use_t1=use_t1), folder / "best.safetensors")
+    save_weights(build_model("S", scale, use_t1=use_t1), folder / "best.safetensors")
     (folder / "run.json").write_text(json.dumps({
         "command": "train.py ...", "iterations": 10, "train_seconds": 60.0, "hardware": "CPU", "data": {},
         "best": {"iteration": best_iteration}, "torch": "test", "init": init}))
     return folder
 
 
-def _row(subject: str, guided: Path, no_t1: Path, registered: float) -> dict:
-    return {"subject": subject, "scale": 3, "model": str(guided), "no_t1_model": str(no_t1), "every": 4,
+def _row(subject: str, guided: Path, no_t1: Path, registered: float, scale: int = 3) -> dict:
+    return {"subject": subject, "scale": scale, "model": str(guided), "no_t1_model": str(no_t1), "every": 4,
             "metrics": {"registered": {"psnr": registered}, "no-T1 model": {"psnr": registered - 1}}}
 
 
@@ -88,3 +90,38 @@ def test_a_fine_tune_that_never_beat_its_start_is_refused(ship_models, tmp_path)
     with pytest.raises(SystemExit, match="no checkpoint beat the starting weights"):
         ship_models.replace([run], [robustness], "S")
     assert not (ship_models.MODELS / "cohft_S_x3.safetensors").exists()
+
+
+def test_the_guide_checks_frozen_pair_outlives_a_new_x2_model(ship_models, tmp_path):
+    shipped = {}
+    for use_t1, seed in ((True, 2), (False, 3)):
+        run = _run(tmp_path / f"old{int(use_t1)}", use_t1, seed, scale=2)
+        name = ship_models.shipped_name("S", 2, use_t1)
+        (ship_models.MODELS / name).write_bytes((run / "best.safetensors").read_bytes())
+        shipped[name] = {"variant": "S", "scale": 2, "use_t1": use_t1, "file": name,
+                         "sha256": sha256_of(run / "best.safetensors")}
+    (ship_models.MODELS / "models.json").write_text(json.dumps({"models": list(shipped.values())}))
+
+    ship_models.freeze_guide_check("S")
+    ship_models.freeze_guide_check("S")  # again: the same two entries, not four
+    new = _run(tmp_path / "new", True, 4, scale=2)
+    robustness = tmp_path / "robustness.json"
+    robustness.write_text(json.dumps([_row("a", new / "best.safetensors", tmp_path / "n.safetensors", 30.0, 2)]))
+    ship_models.replace([new], [robustness], "S")
+
+    entries = json.loads((ship_models.MODELS / "models.json").read_text())["models"]
+    frozen = {entry["file"]: entry for entry in entries if entry.get("role") == "guide-check"}
+    assert sorted(frozen) == ["cohft_S_x2_guide_check.safetensors", "cohft_S_x2_guide_check_noT1.safetensors"]
+    for name, entry in frozen.items():
+        source = shipped[entry["copied_from"]]
+        assert entry["sha256"] == source["sha256"] == sha256_of(ship_models.MODELS / name)
+        assert entry["use_t1"] == source["use_t1"]
+    guided = next(entry for entry in entries if entry["file"] == "cohft_S_x2.safetensors")
+    assert guided["sha256"] == sha256_of(new / "best.safetensors") != shipped["cohft_S_x2.safetensors"]["sha256"]
+
+
+def test_freezing_needs_both_x2_models(ship_models):
+    (ship_models.MODELS / "models.json").write_text(json.dumps({"models": [
+        {"variant": "S", "scale": 2, "use_t1": True, "file": "cohft_S_x2.safetensors", "sha256": "0"}]}))
+    with pytest.raises(SystemExit, match="no shipped S x2 pair"):
+        ship_models.freeze_guide_check("S")

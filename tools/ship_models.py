@@ -6,6 +6,7 @@ held-out subject):
     python tools/ship_models.py --runs RUNS_DIR --evaluations EVAL_DIR [--variant S] [--scales 2 3 4]
     python tools/ship_models.py --replace RUN_DIR [RUN_DIR ...] --robustness EVAL.json [EVAL.json ...]
     python tools/ship_models.py --through-plane RUN_WITH_T1 RUN_WITHOUT_T1 --quality QUALITY.json
+    python tools/ship_models.py --freeze-guide-check [--variant S]
 
 Expects RUNS_DIR/<variant>_x<s>/ (with T1) holding `best.safetensors` and `run.json` from
 `cohft-sr train`, and EVAL_DIR/x<s>/metrics.json from `cohft-sr evaluate --model ... [--no-t1-model ...]`.
@@ -17,6 +18,11 @@ its sha256, training run summary and held-out metrics go into models.json.
 replace and keeps the others; their held-out record is every row of the ``bench/guide_robustness.py --json``
 files that measured that run's weights, as the guided model or as the no-T1 model (per subject of other sources:
 bicubic, the no-T1 model, the registered, moved and foreign T1).
+
+``--freeze-guide-check`` copies the shipped x2 pair of the variant (with and without T1) to the guide check's own
+entries (role "guide-check": ``cohft_<variant>_x2_guide_check[_noT1].safetensors``), which inference/guide_check.py
+runs and ``--replace`` never touches: its threshold was calibrated with those weights. Run it only together with a
+new calibration of the check (docs/benchmarks.md, "The guide check").
 
 ``--through-plane`` ships the two through-plane runs (``cohft-sr train --through-plane``, with and without T1) as
 ``cohft_<variant>_through_plane[_noT1].safetensors`` (a network of some factors only, e.g. ``--factors 4`` in
@@ -35,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from CohfTSuperResLib.options import THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE
-from CohfTSuperResLib.weights.registry import MANIFEST_NAME
+from CohfTSuperResLib.inference.guide_check import CHECK_SCALE
+from CohfTSuperResLib.weights.registry import GUIDE_CHECK, MANIFEST_NAME, SUPER_RESOLUTION
 from CohfTSuperResLib.weights.storage import load_model, read_metadata, sha256_of
 
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
@@ -135,6 +142,28 @@ def replace(runs: list[Path], robustness: list[Path], variant: str) -> None:
     (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
+def freeze_guide_check(variant: str) -> None:
+    """Copy the shipped x2 super-resolution pair of `variant` to the guide check's entries, replacing any earlier."""
+    manifest = json.loads((MODELS / MANIFEST_NAME).read_text())
+    sources = [entry for entry in manifest["models"] if entry.get("role", SUPER_RESOLUTION) == SUPER_RESOLUTION
+               and (entry["variant"], entry["scale"]) == (variant, CHECK_SCALE)]
+    if sorted(entry["use_t1"] for entry in sources) != [False, True]:
+        raise SystemExit(f"no shipped {variant} x{CHECK_SCALE} pair (with and without T1) to freeze")
+    frozen = []
+    for source in sources:
+        name = shipped_name(variant, CHECK_SCALE, source["use_t1"]).replace(f"_x{CHECK_SCALE}",
+                                                                               f"_x{CHECK_SCALE}_guide_check")
+        shutil.copyfile(MODELS / source["file"], MODELS / name)
+        if sha256_of(MODELS / name) != source["sha256"]:
+            raise SystemExit(f"{source['file']} does not match its sha256 in {MANIFEST_NAME}")
+        frozen.append(source | {"role": GUIDE_CHECK, "file": name, "copied_from": source["file"]})
+        print(f"froze {source['file']} as {name} (sha256 {source['sha256'][:12]}...)")
+    kept = [entry for entry in manifest["models"]
+            if not (entry.get("role") == GUIDE_CHECK and entry["variant"] == variant)]
+    manifest["models"] = kept + frozen
+    (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
 def ship_through_plane(runs: list[Path], quality: Path, variant: str, factors: list[int] | None) -> None:
     """Ship the through-plane runs (with and without T1), each added or in place of its entry; factors: those the
     runs were trained for, where their weights' header does not say."""
@@ -168,9 +197,14 @@ def main() -> None:
     parser.add_argument("--quality", type=Path, help="bench/through_plane_quality.py --json file")
     parser.add_argument("--factors", type=int, nargs="+", choices=THROUGH_PLANE_FACTORS,
                         help="the factors the --through-plane runs were trained for, where their header does not say")
+    parser.add_argument("--freeze-guide-check", action="store_true",
+                        help="copy the shipped x2 pair to the guide check's own entries")
     parser.add_argument("--variant", default="S")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     args = parser.parse_args()
+    if args.freeze_guide_check:
+        freeze_guide_check(args.variant)
+        return
     if args.replace:
         replace(args.replace, args.robustness, args.variant)
         return

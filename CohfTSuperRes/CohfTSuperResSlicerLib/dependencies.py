@@ -26,7 +26,7 @@ from CohfTSuperResLib.errors import WeightsError
 from CohfTSuperResLib.imageio.file_integrity import sha256_of
 from CohfTSuperResLib.inference.onnx_cache import EXPORT_PACKAGES, RUNTIME_PACKAGES, cached_path, is_trusted
 from CohfTSuperResLib.options import RunOptions
-from CohfTSuperResLib.weights.registry import shipped_models
+from CohfTSuperResLib.weights.registry import super_resolution_models
 
 from .text import _
 
@@ -101,7 +101,7 @@ def weightsDigests(options: RunOptions, useT1: bool) -> list[str]:
     if path is not None:
         return [sha256_of(path)] if path.suffix == ".safetensors" and path.is_file() else []
     try:
-        models = shipped_models()
+        models = super_resolution_models()
     except WeightsError:
         return []
     return [model.sha256 for model in models if model.key == (options.variant, options.network_scale, useT1)]

@@ -21,7 +21,7 @@ from CohfTSuperResLib.inference.onnx_export import OnnxRunner, cached_export
 from CohfTSuperResLib.model import CohfTConfig, CohfTNet
 from CohfTSuperResLib.options import RunOptions
 from CohfTSuperResLib.weights.header import fit_problem
-from CohfTSuperResLib.weights.registry import ShippedModel, find_model
+from CohfTSuperResLib.weights.registry import SUPER_RESOLUTION, ShippedModel, find_model
 from CohfTSuperResLib.weights.storage import load_model, sha256_of
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # keyed by options.PRECISIONS
@@ -73,11 +73,12 @@ class OnnxSessionRunner:
 
 
 def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], CohfTNet] | None = None,
-                factor: int | None = None) -> Runner:
+                factor: int | None = None, role: str = SUPER_RESOLUTION) -> Runner:
     """The runner for a run's options, with or without the T1; WeightsError / InputError when they do not fit
     (checked before any export or adaptation). adapt: applied to the loaded torch network before it runs
     (subject_adaptation.py). factor: the thick-slice factor a through-plane network runs at, which chooses among
-    the shipped through-plane models (``find_model``)."""
+    the shipped through-plane models (``find_model``). role: which shipped models (weights.registry: the guide
+    check runs its own)."""
     path = options.model_path
     if path is not None and path.suffix == ".onnx":
         if options.backend != "onnx":
@@ -86,7 +87,7 @@ def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], C
         _check_fits(runner.config, options.network_scale, use_t1, path)
         return runner
     if path is None:
-        shipped = _shipped(options.variant, options.network_scale, use_t1, factor)
+        shipped = _shipped(options.variant, options.network_scale, use_t1, factor, role)
         network, key = shipped.load("cpu"), shipped.sha256
     else:
         network, key = load_model(path, device="cpu"), sha256_of(path)
@@ -98,11 +99,13 @@ def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], C
     return TorchRunner(network, options.precision)
 
 
-def _shipped(variant: str, scale: int, use_t1: bool, factor: int | None) -> ShippedModel:
+def _shipped(variant: str, scale: int, use_t1: bool, factor: int | None, role: str) -> ShippedModel:
     """The shipped model, with a hint about model_path when there is none."""
     try:
-        return find_model(variant, scale, use_t1, factor)
+        return find_model(variant, scale, use_t1, factor, role)
     except WeightsError as error:
+        if role != SUPER_RESOLUTION:  # not the user's choice
+            raise
         raise WeightsError(f"{error}. Pass a weights file explicitly (model_path / --model PATH)") from error
 
 

@@ -31,12 +31,11 @@ from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
 from CohfTSuperResLib.inference.allocator import reuse_freed_memory
 from CohfTSuperResLib.inference.backends import load_runner
 from CohfTSuperResLib.inference.devices import deterministic_kernels, resolve_device
-from CohfTSuperResLib.inference.geometry import Grid, output_grid
 from CohfTSuperResLib.inference.guide_check import GuideVerdict, check_guide
 from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
 from CohfTSuperResLib.inference.registration import register_t1
 from CohfTSuperResLib.inference.self_ensemble import self_ensembled
-from CohfTSuperResLib.inference.slice_run import Cancel, Progress, SliceRun
+from CohfTSuperResLib.inference.slice_run import Cancel, Progress, in_plane_volume
 from CohfTSuperResLib.inference.subject_adaptation import adapted_network
 from CohfTSuperResLib.inference.through_plane import family_sizes, network_factor, through_plane_volume
 from CohfTSuperResLib.inference.through_plane_guide_check import MIN_THICK_SLICES, check_through_plane_guide
@@ -128,11 +127,11 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
                                           lambda done, _: report(steps + done, total), cancel)
         else:
             runner = self_ensembled(load_runner(options, checked.t1 is not None), options.self_ensemble)
-            grid = output_grid(Grid.of(checked.t2), checked.scale, checked.slice_axis)
-            result = grid.image_from_array(SliceRun(runner, checked, grid, options, device, progress, cancel).volume())
+            result = in_plane_volume(checked, runner, options, device, progress, cancel)
     result = result[:, :, 0] if checked.single_slice else result
     record(result, options, checked.t1 is not None, verdict, checked.scale)
     return result
+
 
 
 def act_on(verdict: GuideVerdict | None, checked: InputCheck,

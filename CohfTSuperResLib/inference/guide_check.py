@@ -1,7 +1,9 @@
 """The guide self-check: does this T1 help this T2? Measured on the input itself, before the run.
 
 A zero-shot proxy of the T1's benefit: the LR T2 is reduced once more by 2 in-plane (the k-space truncation the
-networks were trained on), super-resolved back x2 by the x2 networks with the T1 and without it (the T1 resampled
+networks were trained on), super-resolved back x2 by the guide check's own x2 networks (a frozen pair registered
+apart in models.json, role GUIDE_CHECK: THRESHOLD_DB was calibrated with these weights, and shipping better
+super-resolution models must not move the check's decisions) with the T1 and without it (the T1 resampled
 onto the LR T2's own grid, which is the proxy's output grid), and both results are compared with the LR T2, which is
 known. The difference of their PSNRs (the proxy benefit, dB) says whether the T1 agrees with this T2 where it
 matters: a misregistered, foreign or degraded T1 gives a negative benefit. It needs no registration model and no
@@ -30,6 +32,9 @@ from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
 from CohfTSuperResLib.evaluation.metrics import psnr
 from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.inference.allocator import reuse_freed_memory
+from CohfTSuperResLib.inference.backends import load_runner
+from CohfTSuperResLib.inference.devices import deterministic_kernels, resolve_device
 from CohfTSuperResLib.inference.geometry import (
     Grid,
     image_stack,
@@ -38,8 +43,10 @@ from CohfTSuperResLib.inference.geometry import (
     to_slice_stack,
     translated,
 )
-from CohfTSuperResLib.inference.input_checks import InputCheck
+from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
+from CohfTSuperResLib.inference.slice_run import in_plane_volume
 from CohfTSuperResLib.options import RunOptions
+from CohfTSuperResLib.weights.registry import GUIDE_CHECK
 
 CHECK_SCALE = 2  # the proxy's factor: the x2 networks run on the LR T2 reduced by 2
 CHECK_SLICES = 8  # at most this many slices, spread evenly over the slices with tissue
@@ -92,9 +99,8 @@ class GuideVerdict:
 
 
 def check_guide(checked: InputCheck, options: RunOptions, threshold_db: float = THRESHOLD_DB) -> GuideVerdict:
-    """The proxy benefit of the checked T1 for the checked T2, with the x2 networks of the run's variant."""
-    from CohfTSuperResLib.inference.engine import super_resolve  # the engine calls this module
-
+    """The proxy benefit of the checked T1 for the checked T2, with the guide check's own x2 pair of the run's
+    variant (weights.registry.GUIDE_CHECK; WeightsError where none ships)."""
     started = time.monotonic()
     axis = checked.slice_axis
     sample = _tissue_slices(checked)
@@ -104,12 +110,15 @@ def check_guide(checked: InputCheck, options: RunOptions, threshold_db: float = 
     if brain.size == 0:
         brain = np.arange(target.shape[0])
     proxy = lr_volume(sample, CHECK_SCALE, axis)
+    proxy_options = RunOptions(scale=CHECK_SCALE, variant=options.variant, device=options.device, slice_axis=axis,
+                               guide_check="off")
+    device = resolve_device(options.device)
     scores = {}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), deterministic_kernels(device), reuse_freed_memory():
         warnings.simplefilter("ignore")  # the run's own input check has said what there is to say
         for name, guide in (("with", checked.t1), ("without", None)):
-            result = super_resolve(proxy, guide, CHECK_SCALE, variant=options.variant, device=options.device,
-                                   slice_axis=axis, guide_check="off")
+            runner = load_runner(proxy_options, guide is not None, role=GUIDE_CHECK)
+            result = in_plane_volume(check_inputs(proxy, guide, CHECK_SCALE, axis), runner, proxy_options, device)
             scores[name] = psnr(image_stack(result, axis)[brain] / reference, target[brain] / reference, 1.0)
     benefit = scores["with"] - scores["without"]
     helps = benefit >= threshold_db

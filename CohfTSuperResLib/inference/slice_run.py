@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
@@ -22,7 +23,7 @@ from CohfTSuperResLib.inference.backends import Runner
 from CohfTSuperResLib.inference.batching import input_multiple, plan_batches, run_in_batches, size_multiple
 from CohfTSuperResLib.inference.cropping import content_box
 from CohfTSuperResLib.inference.devices import working_memory_budget
-from CohfTSuperResLib.inference.geometry import Grid, resample_to, slab, to_slice_stack
+from CohfTSuperResLib.inference.geometry import Grid, output_grid, resample_to, slab, to_slice_stack
 from CohfTSuperResLib.inference.input_checks import InputCheck
 from CohfTSuperResLib.inference.tiling import Tile, run_tiled, scaled
 from CohfTSuperResLib.model.partition import pad_to_multiple, padded_length
@@ -31,6 +32,13 @@ from CohfTSuperResLib.options import RunOptions
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
+
+
+def in_plane_volume(checked: InputCheck, runner: Runner, options: RunOptions, device: torch.device,
+                    progress: Progress | None = None, cancel: Cancel | None = None) -> sitk.Image:
+    """The checked T2 super-resolved in-plane by `runner`, on the output grid (3-D; geometry.output_grid)."""
+    grid = output_grid(Grid.of(checked.t2), checked.scale, checked.slice_axis)
+    return grid.image_from_array(SliceRun(runner, checked, grid, options, device, progress, cancel).volume())
 
 
 class SliceRun:

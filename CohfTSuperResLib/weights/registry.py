@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 MODELS_ENV = "COHFT_SR_MODELS"
 MANIFEST_NAME = "models.json"
+SUPER_RESOLUTION = "super-resolution"  # a model the user's runs use
+GUIDE_CHECK = "guide-check"  # a frozen copy the guide check's proxy runs (inference/guide_check.py), never the user's
+ROLES = (SUPER_RESOLUTION, GUIDE_CHECK)
 
 
 def installed_folder(name: str, manifest: str, environment: str) -> Path:
@@ -53,7 +56,9 @@ def models_dir() -> Path:
 class ShippedModel:
     """One manifest entry: which network, at which scale, in which file, with which checksum. factors: the thick-slice
     factors a through-plane network was trained for (its entry's "factors"; all of THROUGH_PLANE_FACTORS when the
-    entry names none), () for an in-plane one."""
+    entry names none), () for an in-plane one. role (its entry's "role", SUPER_RESOLUTION when it names none):
+    GUIDE_CHECK for the guide check's own proxy pair, kept apart so that shipping better super-resolution models
+    leaves the check's calibrated decisions as they were."""
 
     variant: str
     scale: int
@@ -62,6 +67,7 @@ class ShippedModel:
     sha256: str
     info: dict[str, Any]
     factors: tuple[int, ...] = ()
+    role: str = SUPER_RESOLUTION
 
     @property
     def path(self) -> Path:
@@ -92,6 +98,7 @@ def shipped_models() -> list[ShippedModel]:
                 file=str(entry["file"]), sha256=str(entry["sha256"]), info=entry,
                 factors=tuple(int(f) for f in entry.get("factors", THROUGH_PLANE_FACTORS))
                 if int(entry["scale"]) == THROUGH_PLANE_SCALE else (),
+                role=str(entry.get("role", SUPER_RESOLUTION)),
             )
             for entry in entries
         ]
@@ -100,7 +107,7 @@ def shipped_models() -> list[ShippedModel]:
             from error
     unknown = [m.file for m in models if m.variant not in VARIANTS or m.scale not in (*SCALES, THROUGH_PLANE_SCALE)
                or not set(m.factors) <= set(THROUGH_PLANE_FACTORS)
-               or (m.scale == THROUGH_PLANE_SCALE and not m.factors)]
+               or (m.scale == THROUGH_PLANE_SCALE and not m.factors) or m.role not in ROLES]
     if unknown:
         raise WeightsError(f"the model list {manifest} names models this library cannot run: {', '.join(unknown)}")
     return models
@@ -120,26 +127,33 @@ def describe_models(keys: list[tuple[str, int, bool]]) -> str:
     return "; ".join(parts) or "none"
 
 
+def super_resolution_models() -> list[ShippedModel]:
+    """The shipped models a user's run may use (role SUPER_RESOLUTION), in the manifest's order."""
+    return [model for model in shipped_models() if model.role == SUPER_RESOLUTION]
+
+
 def available_models() -> list[tuple[str, int, bool]]:
-    """(variant, scale, use_t1) of the shipped models, each once, in the manifest's order: the choices a user has
-    (the through-plane network of each factor is chosen by the run, not the user)."""
-    return list(dict.fromkeys(model.key for model in shipped_models()))
+    """(variant, scale, use_t1) of the shipped super-resolution models, each once, in the manifest's order: the
+    choices a user has (the through-plane network of each factor is chosen by the run, not the user)."""
+    return list(dict.fromkeys(model.key for model in super_resolution_models()))
 
 
-def find_model(variant: str, scale: int, use_t1: bool = True, factor: int | None = None) -> ShippedModel:
-    """The shipped model for (variant, scale, with/without T1); WeightsError naming what exists otherwise.
+def find_model(variant: str, scale: int, use_t1: bool = True, factor: int | None = None,
+               role: str = SUPER_RESOLUTION) -> ShippedModel:
+    """The shipped model for (variant, scale, with/without T1) in `role`; WeightsError naming what exists otherwise.
 
     factor (through-plane only): the thick-slice factor the network will run at. Of the through-plane models that
     were trained for it, the one trained for the fewest factors (a network of that factor alone before the one of
     every factor); without a factor, the one trained for the most."""
-    models = shipped_models()
+    models = [model for model in shipped_models() if model.role == role]
     fitting = [model for model in models if (model.variant, model.scale, model.use_t1) == (variant, scale, use_t1)
                and (factor is None or factor in model.factors)]
     if fitting:
         return min(fitting, key=lambda model: len(model.factors) if factor is not None else -len(model.factors))
     guide = "with" if use_t1 else "without"
     kind = model_name(variant, scale) + ("" if factor is None else f" x{factor}")
+    purpose = "" if role == SUPER_RESOLUTION else f" for the {role.replace('-', ' ')}"
     raise WeightsError(
-        f"no shipped {kind} model {guide} the T1 guide "
+        f"no shipped {kind} model{purpose} {guide} the T1 guide "
         f"(shipped: {describe_models([m.key for m in models])}; folder {models_dir()})"
     )
