@@ -47,7 +47,6 @@ SHORTFALLS = {
     ("gain", BRATS, 3): "+2.88 dB over bicubic on the other site's case (margin -0.12)",
     ("gain", BRATS, 4): "+2.45 dB over bicubic on the other site's case (margin -0.55)",
     ("ensemble gain", BRATS, 4): "+2.55 dB over bicubic on the other site's case (margin -0.45)",
-    ("no-T1", BRATS, 2, MOVED): "-0.051 dB against the no-T1 model (margin -0.001)",
 }
 
 SUBJECTS = reporting_subjects(DATA)
