@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ import SimpleITK as sitk
 
 from CohfTSuperResLib.data.degradations import degrade
 from CohfTSuperResLib.data.pairs import (
+    EVERY_AXIS,
     SELECTION_SOURCE,
     SLICE_MULTIPLE,
     TRAINING_SOURCES,
@@ -225,33 +227,44 @@ def test_open_ms_manifest_holds_out_the_test_subject_with_absolute_paths(open_ms
     assert [spec.t2 for spec in read_manifest(tmp_path / "m.csv")] == [spec.t2 for spec in specs]
 
 
-def test_every_axis_manifest_slices_each_training_volume_along_all_three_axes(tmp_path: Path) -> None:
-    """`sources --every-axis`: three rows per training volume whose stacks are the same voxels sliced along voxel
-    axes 2, 1 and 0 (same normalisation); the selection source stays one row on its acquisition axis."""
+def test_every_axis_manifest_loads_each_training_volume_once_for_all_three_axes(tmp_path: Path) -> None:
+    """`sources --every-axis`: one row of slice_axis 'every' per training volume, loaded as its 3-D block trimmed
+    to the multiple on every side, with the factors of its stack along each axis (those of that stack loaded alone);
+    the selection source stays one row on its acquisition axis."""
     rng = np.random.default_rng(0)
     for name in (*TRAINING_SOURCES, SELECTION_SOURCE):
         (tmp_path / name).mkdir(parents=True)
         for contrast in ("t2", "t1"):
-            image = sitk.GetImageFromArray(rng.uniform(1, 2, (48, 36, 24)).astype(np.float32))  # (z, y, x)
+            image = sitk.GetImageFromArray(rng.uniform(1, 2, (50, 36, 24)).astype(np.float32))  # (z, y, x)
             sitk.WriteImage(image, str(tmp_path / name / f"{contrast}.nii.gz"))
     plain, every_axis = source_specs(tmp_path), source_specs(tmp_path, every_axis=TRAINING_SOURCES)
     assert [(spec.subject, spec.role, spec.slice_axis) for spec in plain] == \
         [(name, "train", None) for name in TRAINING_SOURCES] + [(SELECTION_SOURCE, "val", None)]
-    assert [spec.slice_axis for spec in every_axis] == [2, 1, 0] * len(TRAINING_SOURCES) + [None]
-    assert every_axis[-1].subject == SELECTION_SOURCE and {spec.role for spec in every_axis[:-1]} == {"train"}
-    axial, coronal, sagittal = (load_pair(spec) for spec in every_axis[:3])
-    assert axial.hr.shape == (48, 36, 24) and coronal.hr.shape == (36, 48, 24) and sagittal.hr.shape == (24, 48, 36)
-    for other, axis in ((coronal, 1), (sagittal, 2)):
-        for stack in ("hr", "t1"):
-            np.testing.assert_array_equal(getattr(other, stack), np.moveaxis(getattr(axial, stack), axis, 0))
+    assert [(spec.subject, spec.slice_axis) for spec in every_axis] == \
+        [(name, EVERY_AXIS) for name in TRAINING_SOURCES] + [(SELECTION_SOURCE, None)]
+    block = load_pair(every_axis[0])
+    assert block.hr.shape == block.t1.shape == (48, 36, 24)
+    for axis in (2, 1, 0):
+        alone = load_pair(dataclasses.replace(every_axis[0], slice_axis=axis))
+        view = np.moveaxis(block.hr, 2 - axis, 0)
+        assert block.view_factors[axis] == pytest.approx(
+            {scale: robust_scale(degrade(np.ascontiguousarray(view), scale)) for scale in (2, 3, 4)}, rel=1e-6)
+        assert alone.view_factors == {}
+        if axis == 2:  # the stack alone keeps its 50 slices; the block trims them to 48
+            assert alone.hr.shape == (50, 36, 24)
+        else:  # the same voxels as the stack alone
+            np.testing.assert_array_equal(view, alone.hr)
+            assert block.view_factors[axis] == pytest.approx(alone.t2_factors, rel=1e-6)
     first, *others = TRAINING_SOURCES
     subset = source_specs(tmp_path, every_axis=[first])
-    assert [(spec.subject, spec.slice_axis) for spec in subset[:4]] == \
-        [(f"{first} (axis {axis})", axis) for axis in (2, 1, 0)] + [(others[0], None)]
+    assert [spec.slice_axis for spec in subset] == [EVERY_AXIS, None, None, None]
     with pytest.raises(InputError, match="not training sources: brats"):
         source_specs(tmp_path, every_axis=["brats"])
     main(["sources", str(tmp_path), str(tmp_path / "all.csv"), "--every-axis"])
-    assert [spec.slice_axis for spec in read_manifest(tmp_path / "all.csv")] == [2, 1, 0] * len(TRAINING_SOURCES) + [None]
+    assert [spec.slice_axis for spec in read_manifest(tmp_path / "all.csv")] == [EVERY_AXIS] * 3 + [None]
+    (tmp_path / "bad.csv").write_text("t2,t1,slice_axis\na.nii,b.nii,3\n")
+    with pytest.raises(InputError, match="row 1 has slice_axis '3'; use 0, 1, 2, 'every'"):
+        read_manifest(tmp_path / "bad.csv")
 
 
 def test_manifest_errors_are_input_errors(tmp_path: Path) -> None:

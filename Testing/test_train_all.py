@@ -14,6 +14,9 @@ from CohfTSuperResLib.data.pack import build_pack, write_pack
 from CohfTSuperResLib.data.phantom import brain_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
+DEVICE_CALL_MIB = 64  # what one device call carries: the tracked tree plus the carried paths (the device README)
+GPU_PACK_MIB = 15.5  # runs/pack_gpu_every_axis.npz, the prepared GPU run's pack (model card, "Slices along every axis")
+WHEELS_MIB = 0.5  # the wheels carried beside it (pytorch-msssim: 0.01 MiB)
 
 
 def _pack(folder: Path) -> Path:
@@ -74,3 +77,15 @@ def test_the_through_plane_runs_fine_tune_the_shipped_networks_of_their_factor()
     assert Path(train_all.shipped_weights("S_through_plane_f4")).name == "cohft_S_through_plane_f4.safetensors"
     assert Path(train_all.shipped_weights("S_through_plane_f4_noT1")).name == "cohft_S_through_plane_f4_noT1.safetensors"
     assert ["--factors", "4"] == train_all.RUNS["S_through_plane_f4"][3][1:3]
+
+
+def test_the_prepared_gpu_run_fits_one_device_call() -> None:
+    """The tracked tree travels with every device call: it must leave room for the GPU pack and the wheels."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    files = [ROOT / name for name in listed.stdout.decode().split("\0") if name]
+    tracked = sum(path.stat().st_size for path in files if path.is_file()) / 2**20
+    margin = DEVICE_CALL_MIB - tracked - GPU_PACK_MIB - WHEELS_MIB
+    print(f"tracked tree {tracked:.1f} MiB + pack {GPU_PACK_MIB} + wheels {WHEELS_MIB}: margin {margin:+.1f} MiB")
+    assert margin >= 0

@@ -12,7 +12,9 @@ Manifest (CSV with a header, or JSON: a list of objects or {"pairs": [...]}) wit
   (a central slab of brain slices for validation, the rest, minus a guard gap, for training).
 - ``subject``: a name for logs (default: the T2 path).
 - ``slice_axis``: voxel axis of the acquisition (0, 1, 2); default: the axis of largest
-  spacing, 2 on ties (axial for the isotropic MNI volumes).
+  spacing, 2 on ties (axial for the isotropic MNI volumes); ``every`` (EVERY_AXIS, a training row of an isotropic
+  volume): its slices along all three voxel axes, the volume loaded once as a 3-D block (``LoadedPair.view_factors``;
+  the pack stores it once, ``pack.slice_views``).
 Relative paths are relative to the manifest's folder. Without any transform the T1 is
 resampled on the T2 grid in physical space (identity), or used as is when the grids match.
 
@@ -37,7 +39,7 @@ import csv
 import json
 import math
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +51,12 @@ from CohfTSuperResLib.data.patches import BRAIN_LEVEL, brain_slices
 from CohfTSuperResLib.errors import InputError
 from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
 from CohfTSuperResLib.imageio.volumes import read_volume
-from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack
+from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack, to_slice_stack
 from CohfTSuperResLib.options import SCALES
 
 MANIFEST_ROLES = ("train", "val", "split")
+EVERY_AXIS = "every"  # the slice_axis of a volume sliced along all three voxel axes
+EVERY_AXIS_ORDER = (2, 1, 0)  # its axes, in the order of its slice views (axial, coronal, sagittal for MNI volumes)
 SLICE_MULTIPLE = math.lcm(*SCALES)  # slices are trimmed to a multiple of every scale
 
 
@@ -67,7 +71,7 @@ class PairSpec:
     t2_to_ref: Path | None = None
     role: str = "train"
     subject: str = ""
-    slice_axis: int | None = None
+    slice_axis: int | str | None = None  # a voxel axis, EVERY_AXIS, or None: the acquisition axis
 
     def to_dict(self) -> dict[str, Any]:
         return {key: (str(value) if isinstance(value, Path) else value) for key, value in self.__dict__.items()}
@@ -105,9 +109,19 @@ def read_manifest(path: str | Path) -> list[PairSpec]:
             t2=_path(row["t2"], base), t1=_path(row.get("t1"), base), t1_to_t2=_path(row.get("t1_to_t2"), base),
             t1_to_ref=to_ref[0], t2_to_ref=to_ref[1], role=role,
             subject=(row.get("subject") or str(row["t2"])).strip(),
-            slice_axis=None if axis in (None, "") else int(axis),
+            slice_axis=_slice_axis(axis, f"{path}: row {number}"),
         ))
     return specs
+
+
+def _slice_axis(value: Any, where: str) -> int | str | None:
+    """A manifest's slice_axis: None (empty), EVERY_AXIS or a voxel axis 0-2; InputError otherwise."""
+    text = "" if value is None else str(value).strip()
+    if text in ("", EVERY_AXIS):
+        return text or None
+    if text not in ("0", "1", "2"):
+        raise InputError(f"{where} has slice_axis {text!r}; use 0, 1, 2, {EVERY_AXIS!r} or leave it empty")
+    return int(text)
 
 
 def write_manifest(specs: list[PairSpec], path: str | Path) -> None:
@@ -155,9 +169,9 @@ def source_specs(data: str | Path, every_axis: Collection[str] = ()) -> list[Pai
     for either.
 
     every_axis: the training sources (names of TRAINING_SOURCES; all are 1 mm isotropic) that also give their
-    slices along the other two voxel axes (one row per axis, 2, 1, 0: axial, coronal, sagittal for these volumes),
-    three times the variety of anatomy for the in-plane networks; a subset keeps a pack small enough to carry to a
-    GPU. Selection stays on the acquisition axis of the selection source."""
+    slices along the other two voxel axes (slice_axis EVERY_AXIS: axial, coronal and sagittal slices of one stored
+    volume), three times the variety of anatomy for the in-plane networks. Selection stays on the acquisition axis of
+    the selection source."""
     unknown = set(every_axis) - set(TRAINING_SOURCES)
     if unknown:
         raise InputError(f"not training sources: {', '.join(sorted(unknown))} (they are {', '.join(TRAINING_SOURCES)})")
@@ -165,9 +179,8 @@ def source_specs(data: str | Path, every_axis: Collection[str] = ()) -> list[Pai
     specs = []
     for name in TRAINING_SOURCES:
         folder = data / name
-        axes = (2, 1, 0) if name in every_axis else (None,)
-        specs += [PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", role="train", slice_axis=axis,
-                           subject=name if axis is None else f"{name} (axis {axis})") for axis in axes]
+        specs.append(PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", role="train", subject=name,
+                              slice_axis=EVERY_AXIS if name in every_axis else None))
     folder = data / SELECTION_SOURCE
     specs.append(PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", subject=SELECTION_SOURCE, role="val"))
     return specs
@@ -220,7 +233,9 @@ class LoadedPair:
     hr: the T2 divided by the robust scale of the HR volume; t1: the T1 divided by its own;
     brain: indices of the slices with brain; t2_factors[s]: divide hr by it to normalise the T2 by
     its synthesised x s LR volume instead (what inference computes from an LR input); spacing: the voxel
-    spacing in mm of the stack's axes (slice, row, column).
+    spacing in mm of the stack's axes (slice, row, column). A volume of slice_axis EVERY_AXIS: hr and t1 are its
+    3-D (k, j, i) arrays (the stack along axis 2), every side trimmed to the multiple, and view_factors[axis] holds
+    the t2_factors of its stack along each axis (empty for the other rows).
     """
 
     spec: PairSpec
@@ -229,6 +244,7 @@ class LoadedPair:
     brain: np.ndarray
     t2_factors: dict[int, float]
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    view_factors: dict[int, dict[int, float]] = field(default_factory=dict)
 
 
 def lr_reference_factor(hr: np.ndarray, scale: int) -> float:
@@ -243,21 +259,30 @@ def lr_reference_factor(hr: np.ndarray, scale: int) -> float:
 def load_pair(spec: PairSpec) -> LoadedPair:
     """Read, register (T1 on the T2 grid), normalise, slice and trim one manifest pair."""
     t2 = read_volume(spec.t2, float32=True)
-    axis = spec.slice_axis if spec.slice_axis is not None else acquisition_axis(t2.GetSpacing())
-    hr = crop_to_multiple(image_stack(t2, axis), SLICE_MULTIPLE)
+    every = spec.slice_axis == EVERY_AXIS
+    axis = EVERY_AXIS_ORDER[0] if every else \
+        spec.slice_axis if spec.slice_axis is not None else acquisition_axis(t2.GetSpacing())
+
+    def trimmed(stack: np.ndarray) -> np.ndarray:  # in-plane, and along the slices too for a volume of every axis
+        stack = crop_to_multiple(stack, SLICE_MULTIPLE)
+        return stack[: stack.shape[0] // SLICE_MULTIPLE * SLICE_MULTIPLE] if every else stack
+
+    hr = trimmed(image_stack(t2, axis))
     hr = normalize(hr, robust_scale(hr))
     if spec.t1 is not None:
         t1_raw = read_volume(spec.t1, float32=True)
         t1_scale = robust_scale(sitk.GetArrayViewFromImage(t1_raw))
         t1 = image_stack(t1_on_t2_grid(t1_raw, t2, t1_to_t2_transform(spec)), axis)
-        t1 = crop_to_multiple(normalize(t1, t1_scale), SLICE_MULTIPLE)
+        t1 = trimmed(normalize(t1, t1_scale))
     else:
         t1 = np.zeros_like(hr)
     factors = {scale: lr_reference_factor(hr, scale) for scale in SCALES}
+    views = {view: {scale: lr_reference_factor(np.ascontiguousarray(to_slice_stack(hr, view)), scale)
+                    for scale in SCALES} for view in EVERY_AXIS_ORDER} if every else {}
     spacing = t2.GetSpacing()
     stack_spacing = (spacing[axis], *(spacing[k] for k in (2, 1, 0) if k != axis))
     return LoadedPair(spec, np.ascontiguousarray(hr), np.ascontiguousarray(t1), brain_slices(hr), factors,
-                      stack_spacing)
+                      stack_spacing, views)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     sources.add_argument("output", type=Path)
     sources.add_argument("--every-axis", nargs="*", metavar="SOURCE",
                          help="slice these training sources (all of them when none is named) along all three voxel "
-                              f"axes, three rows per volume; sources: {', '.join(TRAINING_SOURCES)}")
+                              f"axes (slice_axis '{EVERY_AXIS}'); sources: {', '.join(TRAINING_SOURCES)}")
     check = commands.add_parser("check", help="gradient correlation of T1 and T2 on the T2 grid, per pair")
     check.add_argument("manifest", type=Path)
     args = parser.parse_args(argv)

@@ -34,11 +34,12 @@ PATCH_TRIES = 8
 MIN_PATCH = 8  # smallest LR patch side the sampler accepts
 
 
-def brain_slices(stack: np.ndarray) -> np.ndarray:
+def brain_slices(stack: np.ndarray, area: int | None = None) -> np.ndarray:
     """Indices of the slices of a normalised (N, H, W) stack with brain: at least BRAIN_FRACTION of the
-    voxels above BRAIN_LEVEL (10% of the volume's 99.5th percentile)."""
-    fraction = (stack > BRAIN_LEVEL).reshape(stack.shape[0], -1).mean(axis=1)
-    return np.flatnonzero(fraction >= BRAIN_FRACTION)
+    voxels above BRAIN_LEVEL (10% of the volume's 99.5th percentile). area: the voxels of a whole slice, where the
+    stack is a crop of slices whose other voxels are background (default: H * W)."""
+    tissue = (stack > BRAIN_LEVEL).reshape(stack.shape[0], -1).sum(axis=1)
+    return np.flatnonzero(tissue >= BRAIN_FRACTION * (area or stack.shape[1] * stack.shape[2]))
 
 
 @dataclass

@@ -68,7 +68,7 @@ import torch
 import torch.distributed as dist
 
 from CohfTSuperResLib.data.degradations import GUIDE_PARTS, GuideRandomisation, IntensityAugmentation
-from CohfTSuperResLib.data.pack import PackVolume, build_pack, read_pack, slice_sets
+from CohfTSuperResLib.data.pack import PackVolume, build_pack, read_pack, slice_sets, slice_views
 from CohfTSuperResLib.data.patches import PatchSampler
 from CohfTSuperResLib.data.planes import PlaneSampler, validation_planes
 from CohfTSuperResLib.errors import InputError, WeightsError
@@ -157,11 +157,12 @@ def state_digest(model: torch.nn.Module) -> str:
 
 
 def training_volumes(args: argparse.Namespace, log: Any) -> tuple[list[PackVolume], str]:
-    """The pack's volumes (read, or built from the manifest) and a name of the source for messages."""
+    """The pack's volumes as stacks of slices (read, or built from the manifest) and a name of the source for
+    messages."""
     if args.pack is not None:
         volumes, _meta = read_pack(args.pack)
         return volumes, str(args.pack)
-    return build_pack(args.manifest, args.val_slices, log=log), str(args.manifest)
+    return slice_views(build_pack(args.manifest, args.val_slices, log=log)), str(args.manifest)
 
 
 def load_initial_weights(model: CohfTNet, source: str, variant: str) -> dict[str, str]:
