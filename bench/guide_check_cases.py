@@ -1,10 +1,11 @@
 """The guide check on held-out subjects with good and bad T1s: its verdict, and what each policy gives.
 
 Usage: PYTHONPATH=. python bench/guide_check_cases.py [--scale 4] [--every 4] [--guided W] [--no-t1 W]
-       [--cases all|distributed] [--register] [--json out.json] [--threads 2]
+       [--cases all|distributed] [--source reporting|selection] [--register] [--json out.json] [--threads 2]
 Protocol of CohfTSuperResLib/evaluation/guide_cases.py (every --every-th slice, LR by k-space truncation, PSNR over
-the brain slices against the HR T2) on open_ms mni/patient26 and BraTS-GLI-00000-000. Per guide case: the check's
-proxy benefit and verdict (inference/guide_check.py, with the shipped x2 models), the PSNR of the guided model
+the brain slices against the HR T2) on open_ms mni/patient26 and BraTS-GLI-00000-000 (--source selection: on the
+selection source, templates/mni152_fsl, where a threshold may be chosen). Per guide case: the check's
+proxy benefit and verdict (inference/guide_check.py, with its own x2 pair), the PSNR of the guided model
 with that guide and of the no-T1 model (the networks themselves, check off), and the PSNR the default policy
 'auto' gives (the guided result where the check says the T1 helps, else the no-T1 result). Cases: the T1 as
 distributed; moved 1 / 2 / 3 / 5 mm along each voxel axis; rotated 2 / 5 / 10 degrees about the T1's centre (about
@@ -26,6 +27,7 @@ import torch
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
 from CohfTSuperResLib.evaluation.evaluate import score
+from CohfTSuperResLib.data.pairs import SELECTION_SOURCE
 from CohfTSuperResLib.evaluation.guide_cases import AXIS, FOREIGN_SOURCE, Subject, foreign_guide, reporting_subjects
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.inference import super_resolve
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--guided", type=Path)
     parser.add_argument("--no-t1", type=Path)
     parser.add_argument("--cases", choices=("all", "distributed"), default="all")
+    parser.add_argument("--source", choices=("reporting", "selection"), default="reporting")
     parser.add_argument("--register", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=2)
@@ -93,7 +96,9 @@ def main() -> None:
     rows = []
     print("| subject | guide | proxy benefit dB | T1 used (auto) | guided | no-T1 | auto | auto - no-T1 | auto - best |")
     print("|" + " --- |" * 9)
-    for subject in reporting_subjects(DATA):
+    subjects = reporting_subjects(DATA) if args.source == "reporting" else [Subject(SELECTION_SOURCE,
+                                                                                     DATA / SELECTION_SOURCE)]
+    for subject in subjects:
         hr = trim_in_plane(subject.read("t2"), args.scale, AXIS)[:, :, ::args.every]
         hr_stack = image_stack(hr, AXIS)
         reference = robust_scale(hr_stack)

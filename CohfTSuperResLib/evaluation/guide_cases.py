@@ -38,9 +38,10 @@ AXIS = 2
 REGISTERED = "registered"
 NO_T1 = "no-T1 model"
 BICUBIC = "bicubic"
-# the subject whose T1 serves as the foreign guide of each reporting subject
+# the subject whose T1 serves as the foreign guide of each reporting subject (and of the selection source)
 FOREIGN_SOURCE = {"open_ms/mni/patient26": "open_ms/mni/patient07",
-                  "brats_gli/BraTS-GLI-00000-000": "open_ms/mni/patient26"}
+                  "brats_gli/BraTS-GLI-00000-000": "open_ms/mni/patient26",
+                  "templates/mni152_fsl": "open_ms/mni/patient07"}
 
 
 @dataclass(frozen=True)
