@@ -15,6 +15,7 @@ from inference_helpers import guide_for, save_tiny, tiny_model, volume
 
 from CohfTSuperResLib.errors import GuideNote, InputError, WeightsError
 from CohfTSuperResLib.imageio.normalize import robust_scale
+from CohfTSuperResLib.info import info_lines
 from CohfTSuperResLib.imageio.volumes import write_volume
 from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
@@ -108,6 +109,10 @@ def test_the_check_runs_its_own_pair_whatever_x2_models_ship(tmp_path, monkeypat
     assert benefit("c", {registry.SUPER_RESOLUTION: 1, registry.GUIDE_CHECK: 4}) != shipped  # another check pair
     assert registry.available_models() == [("S", 2, True), ("S", 2, False)]  # the check's pair is no choice
     assert registry.find_model("S", 2, True).file == "super-resolution_1_1.safetensors"
+    lines = info_lines()  # `cohft-sr info` names both kinds, the check's as such
+    assert "  shipped: S x2 (with T1); S x2 (without T1)" in lines
+    assert sorted(line.split()[0] for line in lines if line.endswith("; used by the guide check)")) == \
+        ["guide-check_4_0.safetensors", "guide-check_4_1.safetensors"]
 
     monkeypatch.setenv(registry.MODELS_ENV, str(_models_folder(tmp_path / "d", {registry.SUPER_RESOLUTION: 1})))
     with warnings.catch_warnings(record=True) as caught:
