@@ -16,7 +16,7 @@ from CohfTSuperResLib.data.phantom import brain_phantom
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_CALL_MIB = 64  # what one device call carries: the tracked tree plus the carried paths (the device README)
 GPU_PACK_MIB = 15.5  # runs/pack_gpu_every_axis.npz, the prepared GPU run's pack (model card, "Slices along every axis")
-WHEELS_MIB = 0.5  # the wheels carried beside it (pytorch-msssim: 0.01 MiB)
+WHEELS_MIB = 0.5  # room for the wheels carried beside it (pytorch-msssim)
 
 
 def _pack(folder: Path) -> Path:
