@@ -277,8 +277,9 @@ def load_pair(spec: PairSpec) -> LoadedPair:
     else:
         t1 = np.zeros_like(hr)
     factors = {scale: lr_reference_factor(hr, scale) for scale in SCALES}
-    views = {view: {scale: lr_reference_factor(np.ascontiguousarray(to_slice_stack(hr, view)), scale)
-                    for scale in SCALES} for view in EVERY_AXIS_ORDER} if every else {}
+    views = {view: factors if view == axis else
+             {scale: lr_reference_factor(np.ascontiguousarray(to_slice_stack(hr, view)), scale) for scale in SCALES}
+             for view in EVERY_AXIS_ORDER} if every else {}
     spacing = t2.GetSpacing()
     stack_spacing = (spacing[axis], *(spacing[k] for k in (2, 1, 0) if k != axis))
     return LoadedPair(spec, np.ascontiguousarray(hr), np.ascontiguousarray(t1), brain_slices(hr), factors,

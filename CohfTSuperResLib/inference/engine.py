@@ -133,7 +133,6 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
     return result
 
 
-
 def act_on(verdict: GuideVerdict | None, checked: InputCheck,
            options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
     """The run's inputs and options after the guide check's verdict under options.guide_check, and the line that
