@@ -13,11 +13,14 @@ import SimpleITK as sitk
 
 from CohfTSuperResLib.data.degradations import degrade
 from CohfTSuperResLib.data.pairs import (
+    CLINICAL_STUDIES,
     EVERY_AXIS,
     SELECTION_SOURCE,
     SLICE_MULTIPLE,
+    TRAINING_PIXEL_MM,
     TRAINING_SOURCES,
     PairSpec,
+    in_plane_reduced,
     load_pair,
     main,
     open_ms_specs,
@@ -80,7 +83,8 @@ def test_manifest_errors(tmp_path: Path, row: dict, message: str) -> None:
 
 
 def test_write_manifest_round_trip(tmp_path: Path) -> None:
-    specs = [PairSpec(t2=tmp_path / "a.nii", t1=tmp_path / "b.nii", role="split", subject="s", slice_axis=0),
+    specs = [PairSpec(t2=tmp_path / "a.nii", t1=tmp_path / "b.nii", role="split", subject="s", slice_axis=0,
+                      in_plane_mm=1.0),
              PairSpec(t2=tmp_path / "c.nii", t1=None, t1_to_ref=tmp_path / "r1.tfm", t2_to_ref=tmp_path / "r2.tfm")]
     write_manifest(specs, tmp_path / "out" / "m.csv")
     back = read_manifest(tmp_path / "out" / "m.csv")
@@ -271,3 +275,79 @@ def test_manifest_errors_are_input_errors(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text(json.dumps([{"t1": "b.nii"}]))
     with pytest.raises(InputError, match="no t2"):
         read_manifest(tmp_path / "m.json")
+
+
+# ----------------------------------------------------------------------------- 2-D acquisitions reduced in-plane
+
+
+def _fine_2d_acquisition(size: tuple[int, int, int] = (96, 80, 6),
+                         spacing: tuple[float, float, float] = (0.5, 0.6, 3.3)) -> sitk.Image:
+    """A smooth pattern (a few cycles over the field of view) on a fine in-plane grid with thick slices, oblique."""
+    k, j, i = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in reversed(size)), indexing="ij")
+    x, y = i * spacing[0], j * spacing[1]
+    values = 2.0 + np.cos(2 * np.pi * x / 16.0) * np.sin(2 * np.pi * y / 12.0) + 0.1 * k
+    image = sitk.GetImageFromArray(values.astype(np.float32))
+    image.SetSpacing(spacing)
+    image.SetOrigin((-10.0, 4.0, 7.0))
+    image.SetDirection(sitk.VersorRigid3DTransform((0.0, 0.0, 0.2, 0.98)).GetMatrix())
+    return image
+
+
+def test_in_plane_reduction_keeps_the_field_of_view_and_the_low_frequencies() -> None:
+    """0.5 x 0.6 mm pixels -> 1 mm: 48 x 48 samples over the same extent, the slices untouched, same origin and
+    direction (the DFT grid: new sample j at old n * j / m), and a pattern far below the new Nyquist limit kept."""
+    image = _fine_2d_acquisition()
+    reduced = in_plane_reduced(image, 2, 1.0)
+    assert reduced.GetSize() == (48, 48, 6)
+    assert reduced.GetSpacing() == pytest.approx((1.0, 1.0, 3.3))
+    assert reduced.GetOrigin() == image.GetOrigin() and reduced.GetDirection() == image.GetDirection()
+    k, j, i = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in (6, 48, 48)), indexing="ij")
+    expected = 2.0 + np.cos(2 * np.pi * i / 16.0) * np.sin(2 * np.pi * j / 12.0) + 0.1 * k
+    np.testing.assert_allclose(sitk.GetArrayFromImage(reduced), expected, atol=1e-3)
+
+
+def test_in_plane_reduction_leaves_coarse_axes_and_other_slice_axes_right() -> None:
+    image = _fine_2d_acquisition(size=(40, 6, 30), spacing=(0.5, 3.0, 2.0))  # slices along y; z already coarse
+    reduced = in_plane_reduced(image, 1, 1.0)
+    assert reduced.GetSize() == (20, 6, 30) and reduced.GetSpacing() == pytest.approx((1.0, 3.0, 2.0))
+    assert in_plane_reduced(image, 1, 0.4) is image  # nothing finer than asked: the image as it was
+
+
+def test_load_pair_reduces_the_t2_in_plane_and_puts_the_t1_on_the_reduced_grid(tmp_path: Path) -> None:
+    t2 = _fine_2d_acquisition()
+    t1 = sitk.Image(t2)
+    sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
+    sitk.WriteImage(t1, str(tmp_path / "t1.nii.gz"))
+    (tmp_path / "m.csv").write_text("t2,t1,in_plane_mm\nt2.nii.gz,t1.nii.gz,1.0\n")
+    spec, = read_manifest(tmp_path / "m.csv")
+    assert spec.in_plane_mm == 1.0
+    pair = load_pair(spec)
+    assert pair.hr.shape == pair.t1.shape == (6, 48, 48)
+    assert pair.spacing == pytest.approx((3.3, 1.0, 1.0))
+    as_read = load_pair(dataclasses.replace(spec, in_plane_mm=None))
+    assert as_read.hr.shape == (6, 72, 96)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "fine", "nan"])
+def test_manifest_in_plane_mm_must_be_a_positive_size(tmp_path: Path, value: str) -> None:
+    (tmp_path / "m.csv").write_text(f"t2,t1,in_plane_mm\na.nii,b.nii,{value}\n")
+    with pytest.raises(InputError, match=f"row 1 has in_plane_mm '{value}'; give a pixel size in mm"):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_sources_with_clinical_studies_add_them_as_reduced_training_rows(tmp_path: Path) -> None:
+    for study in ("patient01_study1", "patient03_study2"):
+        (tmp_path / CLINICAL_STUDIES / study).mkdir(parents=True)
+    (tmp_path / CLINICAL_STUDIES / "README.md").write_text("not a study")
+    specs = source_specs(tmp_path, clinical=True)
+    clinical = [spec for spec in specs if spec.subject.startswith(CLINICAL_STUDIES)]
+    assert [spec.subject for spec in clinical] == [f"{CLINICAL_STUDIES}/patient01_study1",
+                                                   f"{CLINICAL_STUDIES}/patient03_study2"]
+    folder = tmp_path.resolve() / CLINICAL_STUDIES / "patient01_study1"
+    assert clinical[0] == PairSpec(t2=folder / "t2w.nii.gz", t1=folder / "t1w.nii.gz",
+                                   t1_to_ref=folder / "t1w_to_flair.tfm", t2_to_ref=folder / "t2w_to_flair.tfm",
+                                   subject=f"{CLINICAL_STUDIES}/patient01_study1", in_plane_mm=TRAINING_PIXEL_MM)
+    assert specs[-1].subject == SELECTION_SOURCE and specs[-1].role == "val"
+    assert not any(spec.subject.startswith(CLINICAL_STUDIES) for spec in source_specs(tmp_path))
+    main(["sources", str(tmp_path), str(tmp_path / "m.csv"), "--clinical"])
+    assert [spec.in_plane_mm for spec in read_manifest(tmp_path / "m.csv")] == [None] * 3 + [1.0, 1.0, None]

@@ -128,12 +128,25 @@ def kspace_crop(hr: ArrayT, scale: int) -> ArrayT:
             f"image size {height} x {width} is not divisible by the scale factor {scale}; "
             f"trim it first with crop_to_multiple(image, {scale})"
         )
-    low_h, low_w = height // scale, width // scale
-    spectrum = torch.fft.fftshift(torch.fft.fft2(image), dim=(-2, -1))
+    return kspace_resize(hr, (height // scale, width // scale))
+
+
+def kspace_resize(image: ArrayT, shape: tuple[int, int]) -> ArrayT:
+    """Complex image (..., h, w) of the central h x w k-space block of image (..., H, W), level-preserving.
+
+    The same acquisition with fewer samples (h <= H, w <= W) over the same field of view: the new sample j sits at
+    the old position j * H / h (the DFT grid), so a whole-number ratio is ``kspace_crop``.
+    """
+    tensor = _to_tensor(image)
+    height, width = tensor.shape[-2:]
+    low_h, low_w = shape
+    if not (0 < low_h <= height and 0 < low_w <= width):
+        raise ValueError(f"a k-space block of {low_h} x {low_w} does not fit an image of {height} x {width}")
+    spectrum = torch.fft.fftshift(torch.fft.fft2(tensor), dim=(-2, -1))
     top, left = _block_start(height, low_h), _block_start(width, low_w)
     block = spectrum[..., top : top + low_h, left : left + low_w]
     low = torch.fft.ifft2(torch.fft.ifftshift(block, dim=(-2, -1)))
-    return _like_input(low * ((low_h * low_w) / (height * width)), hr)
+    return _like_input(low * ((low_h * low_w) / (height * width)), image)
 
 
 def degrade(hr: ArrayT, scale: int, noise: float = 0.0, rng: np.random.Generator | None = None) -> ArrayT:

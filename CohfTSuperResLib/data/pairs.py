@@ -15,6 +15,9 @@ Manifest (CSV with a header, or JSON: a list of objects or {"pairs": [...]}) wit
   spacing, 2 on ties (axial for the isotropic MNI volumes); ``every`` (EVERY_AXIS, a training row of an isotropic
   volume): its slices along all three voxel axes, the volume loaded once as a 3-D block (``LoadedPair.view_factors``;
   the pack stores it once, ``pack.slice_views``).
+- ``in_plane_mm``: optional; the T2 is first reduced to in-plane pixels of about this size by k-space truncation of
+  each slice (``in_plane_reduced``): a 2-D acquisition's fine in-plane grid (0.5-0.6 mm on clinical scanners) made
+  the 1 mm pixels the networks learn on, as if acquired with fewer k-space samples over the same field of view.
 Relative paths are relative to the manifest's folder. Without any transform the T1 is
 resampled on the T2 grid in physical space (identity), or used as is when the grids match.
 
@@ -28,8 +31,8 @@ here is needed to train from a pack, and this module is the only one of the trai
 needs SimpleITK.
 
 ``python -m CohfTSuperResLib.data.pairs open-ms ROOT OUT.csv`` writes the project's open_ms manifest,
-``python -m CohfTSuperResLib.data.pairs sources DATA OUT.csv [--every-axis [SOURCE ...]]`` the manifest of the split
-across the sources of ``../shared/data`` (``source_specs``);
+``python -m CohfTSuperResLib.data.pairs sources DATA OUT.csv [--every-axis [SOURCE ...]] [--clinical]`` the manifest of
+the split across the sources of ``../shared/data`` (``source_specs``);
 ``python -m CohfTSuperResLib.data.pairs check MANIFEST`` prints the T1/T2 gradient correlation per pair.
 """
 
@@ -46,12 +49,12 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from CohfTSuperResLib.data.degradations import crop_to_multiple, degrade
+from CohfTSuperResLib.data.degradations import crop_to_multiple, degrade, kspace_resize
 from CohfTSuperResLib.data.patches import BRAIN_LEVEL, brain_slices
 from CohfTSuperResLib.errors import InputError
 from CohfTSuperResLib.imageio.normalize import normalize, robust_scale
 from CohfTSuperResLib.imageio.volumes import read_volume
-from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack, to_slice_stack
+from CohfTSuperResLib.inference.geometry import acquisition_axis, from_slice_stack, image_stack, to_slice_stack
 from CohfTSuperResLib.options import SCALES
 
 MANIFEST_ROLES = ("train", "val", "split")
@@ -72,6 +75,7 @@ class PairSpec:
     role: str = "train"
     subject: str = ""
     slice_axis: int | str | None = None  # a voxel axis, EVERY_AXIS, or None: the acquisition axis
+    in_plane_mm: float | None = None  # reduce the T2's in-plane pixels to about this size first (None: as read)
 
     def to_dict(self) -> dict[str, Any]:
         return {key: (str(value) if isinstance(value, Path) else value) for key, value in self.__dict__.items()}
@@ -110,6 +114,7 @@ def read_manifest(path: str | Path) -> list[PairSpec]:
             t1_to_ref=to_ref[0], t2_to_ref=to_ref[1], role=role,
             subject=(row.get("subject") or str(row["t2"])).strip(),
             slice_axis=_slice_axis(axis, f"{path}: row {number}"),
+            in_plane_mm=_in_plane_mm(row.get("in_plane_mm"), f"{path}: row {number}"),
         ))
     return specs
 
@@ -124,9 +129,23 @@ def _slice_axis(value: Any, where: str) -> int | str | None:
     return int(text)
 
 
+def _in_plane_mm(value: Any, where: str) -> float | None:
+    """A manifest's in_plane_mm: None (empty) or a positive number of millimetres; InputError otherwise."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    try:
+        millimetres = float(text)
+    except ValueError:
+        millimetres = math.nan
+    if not (math.isfinite(millimetres) and millimetres > 0):
+        raise InputError(f"{where} has in_plane_mm {text!r}; give a pixel size in mm (> 0) or leave it empty")
+    return millimetres
+
+
 def write_manifest(specs: list[PairSpec], path: str | Path) -> None:
     """Write PairSpecs as a CSV manifest (absolute paths)."""
-    columns = ["subject", "role", "t2", "t1", "t1_to_t2", "t1_to_ref", "t2_to_ref", "slice_axis"]
+    columns = ["subject", "role", "t2", "t1", "t1_to_t2", "t1_to_ref", "t2_to_ref", "slice_axis", "in_plane_mm"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
@@ -161,12 +180,24 @@ def open_ms_specs(root: str | Path) -> list[PairSpec]:
 TRAINING_SOURCES = ("open_ms/mni/patient07", "open_ms/mni/patient19", "templates/icbm2009c_sym")
 SELECTION_SOURCE = "templates/mni152_fsl"
 REPORTING_SUBJECTS = ("open_ms/mni/patient26", "brats_gli/BraTS-GLI-00000-000")
+CLINICAL_STUDIES = "open_ms/clinical"
+TRAINING_PIXEL_MM = 1.0  # the in-plane pixel size of every other training source
 
 
-def source_specs(data: str | Path, every_axis: Collection[str] = ()) -> list[PairSpec]:
+def clinical_specs(data: str | Path) -> list[PairSpec]:
+    """The open_ms clinical studies as in-plane training rows: each 2-D T2's own slices (0.5-0.6 mm pixels, 3.3-4 mm
+    apart), reduced to TRAINING_PIXEL_MM pixels, with the study's T1 put on them through the two transforms to its
+    FLAIR. Real 2-D acquisitions of four more patients (the longitudinal open_ms cohort), not skull-stripped."""
+    folders = sorted((Path(data).resolve() / CLINICAL_STUDIES).glob("patient*_study*"))
+    return [PairSpec(t2=folder / "t2w.nii.gz", t1=folder / "t1w.nii.gz", t1_to_ref=folder / "t1w_to_flair.tfm",
+                     t2_to_ref=folder / "t2w_to_flair.tfm", subject=f"{CLINICAL_STUDIES}/{folder.name}",
+                     in_plane_mm=TRAINING_PIXEL_MM) for folder in folders]
+
+
+def source_specs(data: str | Path, every_axis: Collection[str] = (), clinical: bool = False) -> list[PairSpec]:
     """The project's split of ../shared/data across sources: two open_ms subjects and one template train,
     another template (a source never trained on) selects checkpoints; REPORTING_SUBJECTS are never used
-    for either.
+    for either. clinical: the open_ms clinical studies train too (``clinical_specs``).
 
     every_axis: the training sources (names of TRAINING_SOURCES; all are 1 mm isotropic) that also give their
     slices along the other two voxel axes (slice_axis EVERY_AXIS: axial, coronal and sagittal slices of one stored
@@ -181,9 +212,33 @@ def source_specs(data: str | Path, every_axis: Collection[str] = ()) -> list[Pai
         folder = data / name
         specs.append(PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", role="train", subject=name,
                               slice_axis=EVERY_AXIS if name in every_axis else None))
+    if clinical:
+        specs.extend(clinical_specs(data))
     folder = data / SELECTION_SOURCE
     specs.append(PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", subject=SELECTION_SOURCE, role="val"))
     return specs
+
+
+def in_plane_reduced(image: sitk.Image, slice_axis: int, pixel_mm: float) -> sitk.Image:
+    """The image as if acquired with in-plane pixels of about pixel_mm: each slice along slice_axis reduced by
+    k-space truncation (``degradations.kspace_resize``) to round(n * spacing / pixel_mm) samples per in-plane axis
+    where that is fewer than its n. Same field of view, origin and direction; spacing * n / m (the DFT grid: the new
+    sample j sits at the old n * j / m). An axis already at pixel_mm or coarser is kept."""
+    spacing = list(image.GetSpacing())
+    plane = [axis for axis in (2, 1, 0) if axis != slice_axis]  # the stack's rows, columns (to_slice_stack)
+    stack = image_stack(image, slice_axis)
+    shape = tuple(min(stack.shape[1 + row], max(1, round(stack.shape[1 + row] * spacing[axis] / pixel_mm)))
+                  for row, axis in enumerate(plane))
+    if shape == stack.shape[1:]:
+        return image
+    reduced = np.abs(kspace_resize(stack, shape)).astype(np.float32)
+    result = sitk.GetImageFromArray(np.ascontiguousarray(from_slice_stack(reduced, slice_axis)))
+    for row, axis in enumerate(plane):
+        spacing[axis] *= stack.shape[1 + row] / shape[row]
+    result.SetSpacing(spacing)
+    result.SetOrigin(image.GetOrigin())
+    result.SetDirection(image.GetDirection())
+    return result
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
@@ -262,6 +317,8 @@ def load_pair(spec: PairSpec) -> LoadedPair:
     every = spec.slice_axis == EVERY_AXIS
     axis = EVERY_AXIS_ORDER[0] if every else \
         spec.slice_axis if spec.slice_axis is not None else acquisition_axis(t2.GetSpacing())
+    if spec.in_plane_mm is not None:
+        t2 = in_plane_reduced(t2, axis, spec.in_plane_mm)
 
     def trimmed(stack: np.ndarray) -> np.ndarray:  # in-plane, and along the slices too for a volume of every axis
         stack = crop_to_multiple(stack, SLICE_MULTIPLE)
@@ -303,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     sources.add_argument("--every-axis", nargs="*", metavar="SOURCE",
                          help="slice these training sources (all of them when none is named) along all three voxel "
                               f"axes (slice_axis '{EVERY_AXIS}'); sources: {', '.join(TRAINING_SOURCES)}")
+    sources.add_argument("--clinical", action="store_true",
+                         help=f"train on the in-plane slices of the {CLINICAL_STUDIES} 2-D T2 studies too, reduced "
+                              f"to {TRAINING_PIXEL_MM:g} mm pixels")
     check = commands.add_parser("check", help="gradient correlation of T1 and T2 on the T2 grid, per pair")
     check.add_argument("manifest", type=Path)
     args = parser.parse_args(argv)
@@ -312,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             every_axis = () if args.every_axis is None else args.every_axis or TRAINING_SOURCES
             try:
-                specs = source_specs(args.root, every_axis)
+                specs = source_specs(args.root, every_axis, args.clinical)
             except InputError as error:
                 parser.error(str(error))
         write_manifest(specs, args.output)
