@@ -18,13 +18,7 @@ from pathlib import Path
 import torch
 
 from CohfTSuperResLib.data.pairs import SELECTION_SOURCE
-from CohfTSuperResLib.evaluation.guide_cases import (
-    NO_T1,
-    REGISTERED,
-    Subject,
-    evaluate_subject,
-    guide_cases,
-)
+from CohfTSuperResLib.evaluation.guide_cases import NO_T1, REGISTERED, Subject, evaluate_subject, guide_cases
 from CohfTSuperResLib.weights.registry import find_model
 from CohfTSuperResLib.weights.storage import load_model
 
