@@ -28,8 +28,9 @@ import SimpleITK as sitk
 from CohfTSuperResLib.evaluation.evaluate import baselines, score
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.imageio.normalize import robust_scale
-from CohfTSuperResLib.data.pairs import REPORTING_SUBJECTS
-from CohfTSuperResLib.inference.geometry import image_stack, translated
+from CohfTSuperResLib.data.pairs import (REPORTING_SUBJECTS, TRAINING_PIXEL_MM, PairSpec, clinical_specs,
+                                         in_plane_reduced, t1_on_t2_grid, t1_to_t2_transform)
+from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack, translated
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
 from CohfTSuperResLib.imageio.volumes import read_volume
@@ -58,6 +59,34 @@ class Subject:
 def reporting_subjects(data: Path) -> list[Subject]:
     """The held-out reporting subjects present under the data folder."""
     return [Subject(name, data / name) for name in REPORTING_SUBJECTS if (data / name / "t2.nii.gz").is_file()]
+
+
+@dataclass(frozen=True)
+class ClinicalStudy(Subject):
+    """An open_ms clinical study (``data/pairs.clinical_specs``) read as a pair: its 2-D T2 reduced in-plane to the
+    training's 1 mm pixels (the truth, slices 3.3-4 mm apart, skull included) and its T1 (3 mm slices) put on that grid
+    through the two transforms to the study's FLAIR: a real acquisition with a real, imperfect guide."""
+
+    spec: PairSpec
+
+    def read(self, modality: str) -> sitk.Image:
+        spec = self.spec
+        t2 = read_volume(spec.t2, float32=True)
+        t2 = in_plane_reduced(t2, acquisition_axis(t2.GetSpacing()), TRAINING_PIXEL_MM)
+        if modality == "t2":
+            return t2
+        return t1_on_t2_grid(read_volume(spec.t1, float32=True), t2, t1_to_t2_transform(spec))
+
+
+def clinical_studies(data: Path) -> list[ClinicalStudy]:
+    """The open_ms clinical studies present under the data folder (never trained on by the shipped models)."""
+    return [ClinicalStudy(spec.subject, spec.t2.parent, spec) for spec in clinical_specs(data)]
+
+
+def foreign_study(study: Subject, studies: list[Subject]) -> Subject | None:
+    """The first study of another patient (the name's part before '_study'), as the foreign guide's source."""
+    patient = study.name.rsplit("_study", 1)[0]
+    return next((other for other in studies if other.name.rsplit("_study", 1)[0] != patient), None)
 
 
 def tissue_centre(image: sitk.Image) -> np.ndarray:
