@@ -10,7 +10,13 @@ import pytest
 import SimpleITK as sitk
 
 from CohfTSuperResLib.data.pairs import CLINICAL_STUDIES
-from CohfTSuperResLib.evaluation.guide_cases import ClinicalStudy, clinical_studies, foreign_study
+from CohfTSuperResLib.evaluation.guide_cases import (
+    ClinicalStudy,
+    clinical_studies,
+    evaluation_subjects,
+    foreign_study,
+    foreign_t1,
+)
 
 SHIFT_MM = (2.0, -1.0, 0.0)  # where the T1 sits relative to the T2 in the reference (FLAIR) space
 
@@ -68,3 +74,14 @@ def test_the_foreign_guide_comes_from_another_patient(data: Path) -> None:
     assert foreign_study(studies[0], studies).name.endswith("patient03_study2")
     assert foreign_study(studies[2], studies).name.endswith("patient01_study1")
     assert foreign_study(studies[0], studies[:2]) is None
+
+
+def test_evaluation_sources_and_their_foreign_guides(data: Path) -> None:
+    clinical = evaluation_subjects("clinical", data)
+    assert [study.name for study in clinical] == [study.name for study in clinical_studies(data)]
+    assert evaluation_subjects("reporting", data) == [] and evaluation_subjects("selection", data) == []
+    with pytest.raises(ValueError, match="unknown evaluation source 'mine'"):
+        evaluation_subjects("mine", data)
+    foreign = foreign_t1(clinical[0], clinical, data)  # patient03's T1, on its own study's grid
+    assert foreign.GetSize() == (48, 48, 8)
+    assert foreign_t1(clinical[0], clinical[:2], data) is None  # no other patient

@@ -1,10 +1,11 @@
 """The guide check on held-out subjects with good and bad T1s: its verdict, and what each policy gives.
 
 Usage: PYTHONPATH=. python bench/guide_check_cases.py [--scale 4] [--every 4] [--guided W] [--no-t1 W]
-       [--cases all|distributed] [--source reporting|selection] [--register] [--json out.json] [--threads 2]
+       [--cases all|distributed] [--source reporting|selection|clinical] [--register] [--json out.json] [--threads 2]
 Protocol of CohfTSuperResLib/evaluation/guide_cases.py (every --every-th slice, LR by k-space truncation, PSNR over
 the brain slices against the HR T2) on open_ms mni/patient26 and BraTS-GLI-00000-000 (--source selection: on the
-selection source, templates/mni152_fsl, where a threshold may be chosen). Per guide case: the check's
+selection source, templates/mni152_fsl, where a threshold may be chosen; clinical: the open_ms clinical studies, real
+2-D T2 with their session's T1). Per guide case: the check's
 proxy benefit and verdict (inference/guide_check.py, with its own x2 pair), the PSNR of the guided model
 with that guide and of the no-T1 model (the networks themselves, check off), and the PSNR the default policy
 'auto' gives (the guided result where the check says the T1 helps, else the no-T1 result). Cases: the T1 as
@@ -27,8 +28,7 @@ import torch
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
 from CohfTSuperResLib.evaluation.evaluate import score
-from CohfTSuperResLib.data.pairs import SELECTION_SOURCE
-from CohfTSuperResLib.evaluation.guide_cases import AXIS, FOREIGN_SOURCE, Subject, foreign_guide, reporting_subjects
+from CohfTSuperResLib.evaluation.guide_cases import AXIS, SOURCES, evaluation_subjects, foreign_guide, foreign_t1
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.inference.geometry import image_stack, translated
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--guided", type=Path)
     parser.add_argument("--no-t1", type=Path)
     parser.add_argument("--cases", choices=("all", "distributed"), default="all")
-    parser.add_argument("--source", choices=("reporting", "selection"), default="reporting")
+    parser.add_argument("--source", choices=SOURCES, default="reporting")
     parser.add_argument("--register", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=2)
@@ -96,8 +96,7 @@ def main() -> None:
     rows = []
     print("| subject | guide | proxy benefit dB | T1 used (auto) | guided | no-T1 | auto | auto - no-T1 | auto - best |")
     print("|" + " --- |" * 9)
-    subjects = reporting_subjects(DATA) if args.source == "reporting" else [Subject(SELECTION_SOURCE,
-                                                                                     DATA / SELECTION_SOURCE)]
+    subjects = evaluation_subjects(args.source, DATA)
     for subject in subjects:
         hr = trim_in_plane(subject.read("t2"), args.scale, AXIS)[:, :, ::args.every]
         hr_stack = image_stack(hr, AXIS)
@@ -115,9 +114,7 @@ def main() -> None:
 
         no_t1 = psnr_of(None, unguided)
         t1 = subject.read("t1")
-        foreign = FOREIGN_SOURCE.get(subject.name)
-        guides = cases(t1, subject.read("t2"), Subject(foreign, DATA / foreign).read("t1") if foreign else None,
-                       args.cases)
+        guides = cases(t1, subject.read("t2"), foreign_t1(subject, subjects, DATA), args.cases)
         if args.register:
             move = rotated(translated(t1, (3.0, 0.0, 0.0)), 5.0)
             registration = register_t1(lr, move, robust_scale(sitk.GetArrayViewFromImage(lr)))

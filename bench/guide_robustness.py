@@ -1,11 +1,11 @@
 """Per held-out subject of other sources: what the T1 guide adds, and what a moved, foreign or absent T1 costs.
 
 Usage: PYTHONPATH=. python bench/guide_robustness.py [--guided W.safetensors ...] [--no-t1 W.safetensors ...]
-       [--scales 2 3 4] [--every 1] [--json out.json] [--threads 2] [--clinical]
+       [--scales 2 3 4] [--every 1] [--json out.json] [--threads 2] [--source reporting|selection|clinical]
 Without --guided: the shipped guided model of each scale; without --no-t1: the shipped no-T1 model of the
 same scale. Protocol: CohfTSuperResLib/evaluation/guide_cases.py (subjects never used for training or selection:
-open_ms mni/patient26 and BraTS-GLI-00000-000; --clinical: the six open_ms clinical studies, real 2-D T2 with the
-T1 of their session). Prints one row per subject and scale: PSNR of bicubic,
+open_ms mni/patient26 and BraTS-GLI-00000-000; --source clinical: the six open_ms clinical studies, real 2-D T2 with
+the T1 of their session). Prints one row per subject and scale: PSNR of bicubic,
 the no-T1 model and each guide case, then the T1's benefit (registered - no-T1) and each case's margin
 over the no-T1 model.
 """
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-from CohfTSuperResLib.evaluation.guide_cases import (BICUBIC, FOREIGN_SOURCE, NO_T1, REGISTERED, Subject,
-                                                     clinical_studies, evaluate_subject, foreign_study, guide_cases,
-                                                     reporting_subjects)
+from CohfTSuperResLib.evaluation.guide_cases import (BICUBIC, NO_T1, REGISTERED, SOURCES, evaluate_subject,
+                                                     evaluation_subjects, foreign_t1, guide_cases)
 from CohfTSuperResLib.weights.registry import find_model
 from CohfTSuperResLib.weights.storage import load_model
 
@@ -35,8 +34,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="keep every n-th slice (1: all)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--clinical", action="store_true",
-                        help="the open_ms clinical studies instead (real 2-D T2 reduced to 1 mm pixels, their T1 of "
+    parser.add_argument("--source", choices=SOURCES, default="reporting",
+                        help="clinical: the open_ms clinical studies (real 2-D T2 reduced to 1 mm pixels, their T1 of "
                              "3 mm slices registered through the FLAIR; evaluation/guide_cases.ClinicalStudy)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -44,7 +43,7 @@ def main() -> None:
     unguided = {load_model(path).config.scale: path for path in args.no_t1}
     scales = sorted(guided) if guided else args.scales
     rows = []
-    subjects = clinical_studies(DATA) if args.clinical else reporting_subjects(DATA)
+    subjects = evaluation_subjects(args.source, DATA)
     print("| subject | x | bicubic | no-T1 | " + " | ".join(["registered", "moved 1 mm x,y", "moved 3 mm x", "foreign"])
           + " | T1 benefit | moved 1 mm vs no-T1 | foreign vs no-T1 |")
     print("|" + " --- |" * 11)
@@ -52,10 +51,7 @@ def main() -> None:
         model = guided.get(scale, find_model("S", scale, True).path)
         no_t1 = unguided.get(scale, find_model("S", scale, False).path)
         for subject in subjects:
-            foreign = foreign_study(subject, subjects) if args.clinical else \
-                Subject(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name])
-            foreign_t1 = foreign.read("t1") if foreign else None
-            guides = guide_cases(subject.read("t1"), subject.read("t2"), foreign_t1)
+            guides = guide_cases(subject.read("t1"), subject.read("t2"), foreign_t1(subject, subjects, DATA))
             metrics = evaluate_subject(subject, scale, guides, model, no_t1, args.every)
             p = {name: value["psnr"] for name, value in metrics.items()}
             cases = [name for name in guides]

@@ -28,8 +28,8 @@ import SimpleITK as sitk
 from CohfTSuperResLib.evaluation.evaluate import baselines, score
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.imageio.normalize import robust_scale
-from CohfTSuperResLib.data.pairs import (REPORTING_SUBJECTS, TRAINING_PIXEL_MM, PairSpec, clinical_specs,
-                                         in_plane_reduced, t1_on_t2_grid, t1_to_t2_transform)
+from CohfTSuperResLib.data.pairs import (REPORTING_SUBJECTS, SELECTION_SOURCE, TRAINING_PIXEL_MM, PairSpec,
+                                         clinical_specs, in_plane_reduced, t1_on_t2_grid, t1_to_t2_transform)
 from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack, translated
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
@@ -87,6 +87,32 @@ def foreign_study(study: Subject, studies: list[Subject]) -> Subject | None:
     """The first study of another patient (the name's part before '_study'), as the foreign guide's source."""
     patient = study.name.rsplit("_study", 1)[0]
     return next((other for other in studies if other.name.rsplit("_study", 1)[0] != patient), None)
+
+
+SOURCES = ("reporting", "selection", "clinical")
+
+
+def evaluation_subjects(source: str, data: Path) -> list[Subject]:
+    """The subjects of one evaluation source (SOURCES): the held-out reporting subjects, the selection source, or the
+    open_ms clinical studies; those present under the data folder."""
+    if source == "reporting":
+        return reporting_subjects(data)
+    if source == "clinical":
+        return list(clinical_studies(data))
+    if source == "selection":
+        return [Subject(SELECTION_SOURCE, data / SELECTION_SOURCE)] if (data / SELECTION_SOURCE).is_dir() else []
+    raise ValueError(f"unknown evaluation source {source!r}; use one of {', '.join(SOURCES)}")
+
+
+def foreign_t1(subject: Subject, subjects: list[Subject], data: Path) -> sitk.Image | None:
+    """Another subject's T1 as the foreign guide of subject: FOREIGN_SOURCE's, or another patient's for a clinical
+    study (None where there is none)."""
+    if isinstance(subject, ClinicalStudy):
+        other = foreign_study(subject, subjects)
+    else:
+        name = FOREIGN_SOURCE.get(subject.name)
+        other = Subject(name, data / name) if name else None
+    return other.read("t1") if other is not None else None
 
 
 def tissue_centre(image: sitk.Image) -> np.ndarray:
