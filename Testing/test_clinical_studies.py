@@ -67,6 +67,8 @@ def test_the_truth_is_the_t2_at_1mm_and_the_t1_lies_on_it_registered(data: Path)
     np.testing.assert_allclose(sitk.GetArrayFromImage(t2), expected, atol=2e-3)
     inside = np.s_[1:-1, 2:-2, 2:-2]  # the T1 covers the T2 but for its border slices
     np.testing.assert_allclose(sitk.GetArrayFromImage(t1)[inside], expected[inside], atol=0.05)
+    with pytest.raises(ValueError, match="read as 't1' or 't2', not 'flair'"):
+        studies[0].read("flair")
 
 
 def test_the_foreign_guide_comes_from_another_patient(data: Path) -> None:

@@ -28,8 +28,8 @@ import SimpleITK as sitk
 from CohfTSuperResLib.evaluation.evaluate import baselines, score
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.imageio.normalize import robust_scale
-from CohfTSuperResLib.data.pairs import (REPORTING_SUBJECTS, SELECTION_SOURCE, TRAINING_PIXEL_MM, PairSpec,
-                                         clinical_specs, in_plane_reduced, t1_on_t2_grid, t1_to_t2_transform)
+from CohfTSuperResLib.data.pairs import (REPORTING_SUBJECTS, SELECTION_SOURCE, PairSpec, clinical_specs,
+                                         in_plane_reduced, t1_on_t2_grid, t1_to_t2_transform)
 from CohfTSuperResLib.inference.geometry import acquisition_axis, image_stack, translated
 from CohfTSuperResLib.data.patches import brain_slices
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
@@ -70,16 +70,18 @@ class ClinicalStudy(Subject):
     spec: PairSpec
 
     def read(self, modality: str) -> sitk.Image:
+        if modality not in ("t1", "t2"):
+            raise ValueError(f"a clinical study is read as 't1' or 't2', not {modality!r}")
         spec = self.spec
         t2 = read_volume(spec.t2, float32=True)
-        t2 = in_plane_reduced(t2, acquisition_axis(t2.GetSpacing()), TRAINING_PIXEL_MM)
+        t2 = in_plane_reduced(t2, acquisition_axis(t2.GetSpacing()), spec.in_plane_mm)
         if modality == "t2":
             return t2
         return t1_on_t2_grid(read_volume(spec.t1, float32=True), t2, t1_to_t2_transform(spec))
 
 
 def clinical_studies(data: Path) -> list[ClinicalStudy]:
-    """The open_ms clinical studies present under the data folder (never trained on by the shipped models)."""
+    """The open_ms clinical studies present under the data folder (which models trained on them: the model card)."""
     return [ClinicalStudy(spec.subject, spec.t2.parent, spec) for spec in clinical_specs(data)]
 
 
