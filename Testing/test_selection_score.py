@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from CohfTSuperResLib.data.pairs import SELECTION_SOURCE
-from CohfTSuperResLib.evaluation.guide_cases import NO_T1, REGISTERED, Subject
+from CohfTSuperResLib.evaluation.guide_cases import MOVED_1MM, NO_T1, REGISTERED, Subject
 from CohfTSuperResLib.weights.registry import find_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,10 +35,10 @@ def test_guided_score_is_the_mean_of_the_registered_and_the_moved_t1(selection_s
     """The shipped x3 model scores what the model card records for it (34.994 / 34.430, mean 34.712 dB)."""
     subject = Subject(SELECTION_SOURCE, DATA / SELECTION_SOURCE)
     result = selection_score.selection_score(subject, find_model("S", 3, True).path, every=4)
-    assert set(result) == {REGISTERED, selection_score.MOVED, "score"}
-    assert result["score"] == pytest.approx((result[REGISTERED] + result[selection_score.MOVED]) / 2)
+    assert set(result) == {REGISTERED, MOVED_1MM, "score"}
+    assert result["score"] == pytest.approx((result[REGISTERED] + result[MOVED_1MM]) / 2)
     assert result[REGISTERED] == pytest.approx(34.994, abs=0.01)
-    assert result[selection_score.MOVED] == pytest.approx(34.430, abs=0.01)
+    assert result[MOVED_1MM] == pytest.approx(34.430, abs=0.01)
 
 
 def test_no_t1_score_runs_without_a_guide(selection_score):

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from CohfTSuperResLib.data.pairs import SELECTION_SOURCE
-from CohfTSuperResLib.evaluation.guide_cases import NO_T1, REGISTERED, Subject, evaluate_subject, guide_cases
+from CohfTSuperResLib.evaluation.guide_cases import (MOVED_1MM, NO_T1, REGISTERED, Subject, evaluate_subject,
+                                                     evaluation_subjects, guide_cases)
 from CohfTSuperResLib.weights.registry import find_model
 from CohfTSuperResLib.weights.storage import load_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MOVED = "moved 1 mm in x and y"
 
 
 def selection_score(subject: Subject, weights: Path, every: int) -> dict[str, float]:
@@ -33,7 +32,7 @@ def selection_score(subject: Subject, weights: Path, every: int) -> dict[str, fl
         metrics = evaluate_subject(subject, config.scale, {}, None, weights, every)
         return {NO_T1: metrics[NO_T1]["psnr"], "score": metrics[NO_T1]["psnr"]}
     guides = guide_cases(subject.read("t1"), subject.read("t2"), None)
-    guides = {name: guides[name] for name in (REGISTERED, MOVED)}
+    guides = {name: guides[name] for name in (REGISTERED, MOVED_1MM)}
     metrics = evaluate_subject(subject, config.scale, guides, weights, find_model("S", config.scale, False).path, every)
     psnr = {name: metrics[name]["psnr"] for name in guides}
     return {**psnr, "score": sum(psnr.values()) / len(psnr)}
@@ -47,9 +46,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    subject = Subject(SELECTION_SOURCE, DATA / SELECTION_SOURCE)
-    if not (subject.folder / "t2.nii.gz").is_file():
-        raise SystemExit(f"the selection source is not there: {subject.folder}")
+    subjects = evaluation_subjects("selection", DATA)
+    if not subjects:
+        raise SystemExit(f"the selection source is not under {DATA}")
+    subject = subjects[0]
     first = load_model(args.weights[0]).config
     shipped = find_model("S", first.scale, first.use_t1).path
     rows = []

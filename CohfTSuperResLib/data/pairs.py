@@ -171,10 +171,7 @@ def open_ms_specs(root: str | Path) -> list[PairSpec]:
             continue
         specs.append(PairSpec(t2=folder / "t2.nii.gz", t1=folder / "t1.nii.gz", subject=name,
                               role="split" if name == VALIDATION_SUBJECT else "train"))
-    for folder in sorted((root / "clinical").glob("patient*")):
-        specs.append(PairSpec(t2=folder / "t2w.nii.gz", t1=folder / "t1w.nii.gz", t1_to_ref=folder / "t1w_to_flair.tfm",
-                              t2_to_ref=folder / "t2w_to_flair.tfm", subject=f"clinical/{folder.name}"))
-    return specs
+    return specs + study_specs(root / "clinical", "clinical")
 
 
 TRAINING_SOURCES = ("open_ms/mni/patient07", "open_ms/mni/patient19", "templates/icbm2009c_sym")
@@ -184,14 +181,19 @@ CLINICAL_STUDIES = "open_ms/clinical"
 TRAINING_PIXEL_MM = 1.0  # the in-plane pixel size of every other training source
 
 
+def study_specs(folder: Path, prefix: str, in_plane_mm: float | None = None) -> list[PairSpec]:
+    """One training row per open_ms clinical study folder (patient*) under folder, named prefix/<study>: its T2, and its
+    T1 put on the T2 through the two transforms to the study's FLAIR; in_plane_mm: see the manifest column."""
+    return [PairSpec(t2=study / "t2w.nii.gz", t1=study / "t1w.nii.gz", t1_to_ref=study / "t1w_to_flair.tfm",
+                     t2_to_ref=study / "t2w_to_flair.tfm", subject=f"{prefix}/{study.name}", in_plane_mm=in_plane_mm)
+            for study in sorted(folder.glob("patient*")) if study.is_dir()]
+
+
 def clinical_specs(data: str | Path) -> list[PairSpec]:
     """The open_ms clinical studies as in-plane training rows: each 2-D T2's own slices (0.5-0.6 mm pixels, 3.3-4 mm
     apart), reduced to TRAINING_PIXEL_MM pixels, with the study's T1 put on them through the two transforms to its
     FLAIR. Real 2-D acquisitions of four more patients (the longitudinal open_ms cohort), not skull-stripped."""
-    folders = sorted((Path(data).resolve() / CLINICAL_STUDIES).glob("patient*_study*"))
-    return [PairSpec(t2=folder / "t2w.nii.gz", t1=folder / "t1w.nii.gz", t1_to_ref=folder / "t1w_to_flair.tfm",
-                     t2_to_ref=folder / "t2w_to_flair.tfm", subject=f"{CLINICAL_STUDIES}/{folder.name}",
-                     in_plane_mm=TRAINING_PIXEL_MM) for folder in folders]
+    return study_specs(Path(data).resolve() / CLINICAL_STUDIES, CLINICAL_STUDIES, TRAINING_PIXEL_MM)
 
 
 def source_specs(data: str | Path, every_axis: Collection[str] = (), clinical: bool = False) -> list[PairSpec]:

@@ -100,7 +100,7 @@ def evaluation_subjects(source: str, data: Path) -> list[Subject]:
     if source == "reporting":
         return reporting_subjects(data)
     if source == "clinical":
-        return list(clinical_studies(data))
+        return clinical_studies(data)
     if source == "selection":
         return [Subject(SELECTION_SOURCE, data / SELECTION_SOURCE)] if (data / SELECTION_SOURCE).is_dir() else []
     raise ValueError(f"unknown evaluation source {source!r}; use one of {', '.join(SOURCES)}")
@@ -132,7 +132,8 @@ def foreign_guide(other_t1: sitk.Image, t2: sitk.Image) -> sitk.Image:
     return moved
 
 
-IN_PLANE_MOVES = {"moved 1 mm in x and y": (1.0, 1.0, 0.0), "moved 3 mm in x": (3.0, 0.0, 0.0)}
+MOVED_1MM = "moved 1 mm in x and y"  # the moved guide of the guards and of checkpoint selection
+IN_PLANE_MOVES = {MOVED_1MM: (1.0, 1.0, 0.0), "moved 3 mm in x": (3.0, 0.0, 0.0)}
 
 
 def guide_cases(t1: sitk.Image, t2: sitk.Image, foreign_t1: sitk.Image | None,
