@@ -13,7 +13,9 @@ import pytest
 import SimpleITK as sitk
 from inference_helpers import guide_for, save_tiny, tiny_model, volume
 
+from CohfTSuperResLib.data.synthetic_volumes import lr_volume, trim_in_plane
 from CohfTSuperResLib.errors import GuideNote, InputError, WeightsError
+from CohfTSuperResLib.evaluation.guide_cases import foreign_guide
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.info import info_lines
 from CohfTSuperResLib.imageio.volumes import write_volume
@@ -21,7 +23,7 @@ from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
 from CohfTSuperResLib.inference.engine import act_on
 from CohfTSuperResLib.inference.geometry import translated
-from CohfTSuperResLib.inference.guide_check import GuideVerdict, check_guide, estimate_shift
+from CohfTSuperResLib.inference.guide_check import GuideVerdict, check_guide, estimate_shift, reduced_input_benefit
 from CohfTSuperResLib.inference.input_checks import check_inputs
 from CohfTSuperResLib.inference.registration import largest_displacement, moved_by, register_t1
 from CohfTSuperResLib.options import RunOptions
@@ -83,11 +85,11 @@ def test_the_output_records_the_model_and_the_check(tmp_path):
     assert off.GetMetaData(RECORD_KEYS[1]) == "off"
 
 
-def _models_folder(folder: Path, seeds: dict[str, int]) -> Path:
-    """A models folder of tiny x2 networks: role -> seed of its pair (with and without T1)."""
+def _models_folder(folder: Path, seeds: dict[str, int], kinds: tuple[bool, ...] = (True, False)) -> Path:
+    """A models folder of tiny x2 networks: role -> seed of its networks (with and without T1, or those of kinds)."""
     entries = []
     for role, seed in seeds.items():
-        for use_t1 in (True, False):
+        for use_t1 in kinds:
             name = f"{role}_{seed}_{int(use_t1)}.safetensors"
             digest = save_weights(tiny_model(2, use_t1, seed), folder / name)
             entries.append({"variant": "S", "scale": 2, "use_t1": use_t1, "file": name, "sha256": digest,
@@ -96,13 +98,37 @@ def _models_folder(folder: Path, seeds: dict[str, int]) -> Path:
     return folder
 
 
-def test_the_check_runs_its_own_pair_whatever_x2_models_ship(tmp_path, monkeypatch):
+def test_the_in_plane_check_judges_the_networks_that_run(tmp_path, monkeypatch):
+    t2 = volume((4, 24, 28))
+    checked = check_inputs(t2, guide_for(t2, 2), 2)
+
+    def benefit(name: str, seeds: dict[str, int], weights: Path | None = None) -> float:
+        monkeypatch.setenv(registry.MODELS_ENV, str(_models_folder(tmp_path / name, seeds)))
+        return check_guide(checked, RunOptions(device="cpu", model_path=weights)).benefit_db
+
+    shipped = benefit("a", {registry.SUPER_RESOLUTION: 1, registry.GUIDE_CHECK: 2})
+    assert benefit("b", {registry.SUPER_RESOLUTION: 1, registry.GUIDE_CHECK: 4}) == shipped  # not the frozen pair
+    assert benefit("c", {registry.SUPER_RESOLUTION: 3, registry.GUIDE_CHECK: 2}) != shipped  # the models that run
+    save_weights(tiny_model(2, True, 5), tmp_path / "users.safetensors")
+    assert benefit("d", {registry.SUPER_RESOLUTION: 1}, tmp_path / "users.safetensors") != shipped  # a user's file
+
+    monkeypatch.setenv(registry.MODELS_ENV, str(_models_folder(tmp_path / "e", {registry.SUPER_RESOLUTION: 1},
+                                                               kinds=(True,))))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        super_resolve(t2, guide_for(t2, 2), 2, device="cpu")
+    notes = [str(w.message) for w in caught if issubclass(w.category, GuideNote)]
+    assert len(notes) == 1 and notes[0].startswith("guide check not run (no shipped S x2 model without")
+    assert notes[0].endswith("running with the T1")
+
+
+def test_the_reduced_input_proxy_runs_its_own_pair_whatever_x2_models_ship(tmp_path, monkeypatch):
     t2 = volume((4, 24, 28))
     checked = check_inputs(t2, guide_for(t2, 2), 2)
 
     def benefit(name: str, seeds: dict[str, int]) -> float:
         monkeypatch.setenv(registry.MODELS_ENV, str(_models_folder(tmp_path / name, seeds)))
-        return check_guide(checked, RunOptions(device="cpu")).benefit_db
+        return reduced_input_benefit(checked, RunOptions(device="cpu"))[0]
 
     shipped = benefit("a", {registry.SUPER_RESOLUTION: 1, registry.GUIDE_CHECK: 2})
     assert benefit("b", {registry.SUPER_RESOLUTION: 3, registry.GUIDE_CHECK: 2}) == shipped  # new x2 models
@@ -115,12 +141,8 @@ def test_the_check_runs_its_own_pair_whatever_x2_models_ship(tmp_path, monkeypat
         ["guide-check_4_0.safetensors", "guide-check_4_1.safetensors"]
 
     monkeypatch.setenv(registry.MODELS_ENV, str(_models_folder(tmp_path / "d", {registry.SUPER_RESOLUTION: 1})))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        super_resolve(t2, guide_for(t2, 2), 2, device="cpu")
-    notes = [str(w.message) for w in caught if issubclass(w.category, GuideNote)]
-    assert notes == [f"guide check not run (no shipped S x2 model for the guide check with the T1 guide (shipped: "
-                     f"none; folder {tmp_path / 'd'})); running with the T1"]
+    with pytest.raises(WeightsError, match="no shipped S x2 model for the guide check with the T1 guide"):
+        reduced_input_benefit(checked, RunOptions(device="cpu"))
 
 
 def test_a_manifest_naming_an_unknown_role_is_refused(tmp_path, monkeypatch):
@@ -187,3 +209,23 @@ def test_register_option_and_notes_reach_the_caller(tmp_path):
     assert dataclasses.asdict(RunOptions(**options, scale=2))["register"] is True
     with pytest.raises(InputError, match="too small to register"):
         super_resolve(volume((3, 20, 24)), guide_for(volume((3, 20, 24)), 2), 2, **options)
+
+
+@pytest.mark.slow  # the shipped x4 pair on 8 slices, once per guide
+def test_the_check_keeps_the_registered_t1_and_declines_bad_ones(patient26):
+    """Held out (patient26, the shipped x4 networks): the registered T1 passes the check; the T1 moved 3 mm in x,
+    flipped left-right, and another subject's T1 do not."""
+    t2, t1 = patient26
+    lr = lr_volume(trim_in_plane(t2, 4, 2), 4, 2)
+    other = sitk.ReadImage(str(MNI / "patient07" / "t1.nii.gz"), sitk.sitkFloat32)
+    mirrored = sitk.GetImageFromArray(sitk.GetArrayFromImage(t1)[:, :, ::-1].copy())
+    mirrored.CopyInformation(t1)
+    guides = {"registered": t1, "moved 3 mm in x": translated(t1, (3.0, 0.0, 0.0)), "flipped": mirrored,
+              "another subject's": foreign_guide(other, t2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        verdicts = {name: check_guide(check_inputs(lr, guide, 4, 2), RunOptions(scale=4, device="cpu"))
+                    for name, guide in guides.items()}
+    for name, verdict in verdicts.items():
+        print(f"{name}: proxy {verdict.benefit_db:+.2f} dB (threshold {verdict.threshold_db:+.2f})")
+    assert [name for name, verdict in verdicts.items() if verdict.helps] == ["registered"]

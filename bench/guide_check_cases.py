@@ -6,12 +6,15 @@ Protocol of CohfTSuperResLib/evaluation/guide_cases.py (every --every-th slice, 
 the brain slices against the HR T2) on open_ms mni/patient26 and BraTS-GLI-00000-000 (--source selection: on the
 selection source, templates/mni152_fsl, where a threshold may be chosen; clinical: the open_ms clinical studies, real
 2-D T2 with their session's T1). Per guide case: the check's
-proxy benefit and verdict (inference/guide_check.py, with its own x2 pair), the PSNR of the guided model
+proxy benefit and verdict (inference/guide_check.py: the guided network, --guided or the shipped one, against the
+shipped no-T1 network, each reduced back onto the LR grid and compared with the LR), the PSNR of the guided model
 with that guide and of the no-T1 model (the networks themselves, check off), and the PSNR the default policy
 'auto' gives (the guided result where the check says the T1 helps, else the no-T1 result). Cases: the T1 as
 distributed; moved 1 / 2 / 3 / 5 mm along each voxel axis; rotated 2 / 5 / 10 degrees about the T1's centre (about
 the slice axis); flipped left-right; another subject's T1; the T1 of another slab (moved 40 mm along the slice
-axis). --register: also the 3 mm / 5 degree case registered first (check off).
+axis). --register: also the 3 mm / 5 degree case registered first (check off). The last line: what 'auto' gives at
+other proxy thresholds (mean and worst of auto - no-T1), from which the threshold is chosen on the selection source,
+and what the check before 2026-12-06 gave (the reduced-input proxy, last column, at +0.6 dB).
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ from CohfTSuperResLib.evaluation.guide_cases import AXIS, SOURCES, evaluation_su
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.inference.geometry import image_stack, translated
-from CohfTSuperResLib.inference.guide_check import check_guide
+from CohfTSuperResLib.inference.guide_check import check_guide, reduced_input_benefit
 from CohfTSuperResLib.inference.input_checks import check_inputs
 from CohfTSuperResLib.inference.registration import moved_by, register_t1
 from CohfTSuperResLib.options import RunOptions
 from CohfTSuperResLib.weights.registry import find_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+THRESHOLDS_DB = tuple(np.round(np.arange(0.0, 1.25, 0.1), 1))  # the proxy thresholds the last line compares
+REDUCED_INPUT_THRESHOLD_DB = 0.6  # the in-plane check's rule before 2026-12-06, compared on the last line
 
 
 def rotated(image: sitk.Image, degrees: float) -> sitk.Image:
@@ -94,8 +99,9 @@ def main() -> None:
     guided = args.guided or find_model("S", args.scale, True).path
     unguided = args.no_t1 or find_model("S", args.scale, False).path
     rows = []
-    print("| subject | guide | proxy benefit dB | T1 used (auto) | guided | no-T1 | auto | auto - no-T1 | auto - best |")
-    print("|" + " --- |" * 9)
+    print("| subject | guide | proxy benefit dB | T1 used (auto) | guided | no-T1 | auto | auto - no-T1 | auto - best | "
+          "reduced-input proxy dB |")
+    print("|" + " --- |" * 10)
     subjects = evaluation_subjects(args.source, DATA)
     for subject in subjects:
         hr = trim_in_plane(subject.read("t2"), args.scale, AXIS)[:, :, ::args.every]
@@ -123,18 +129,37 @@ def main() -> None:
         for name, guide in guides.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                verdict = check_guide(check_inputs(lr, guide, args.scale, AXIS), RunOptions(scale=args.scale,
-                                                                                            device="cpu"))
+                checked = check_inputs(lr, guide, args.scale, AXIS)
+                options = RunOptions(scale=args.scale, device="cpu", model_path=args.guided)
+                verdict = check_guide(checked, options)
+                reduced, _ = reduced_input_benefit(checked, options)
             with_t1 = psnr_of(guide, guided)
             auto = with_t1 if verdict.helps else no_t1
             best = max(with_t1, no_t1)
             rows.append({"subject": subject.name, "guide": name, "benefit_db": verdict.benefit_db,
                          "helps": verdict.helps, "shift_mm": verdict.shift_mm, "guided": with_t1, "no_t1": no_t1,
-                         "auto": auto, "check_seconds": verdict.seconds})
+                         "auto": auto, "check_seconds": verdict.seconds, "reduced_input_db": reduced})
             print(f"| {subject.name} | {name} | {verdict.benefit_db:+.2f} | {'yes' if verdict.helps else 'no'} | "
-                  f"{with_t1:.3f} | {no_t1:.3f} | {auto:.3f} | {auto - no_t1:+.3f} | {auto - best:+.3f} |", flush=True)
+                  f"{with_t1:.3f} | {no_t1:.3f} | {auto:.3f} | {auto - no_t1:+.3f} | {auto - best:+.3f} | "
+                  f"{reduced:+.2f} |", flush=True)
+    print(threshold_sweep(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+
+
+def threshold_sweep(rows: list[dict]) -> str:
+    """What 'auto' would give at other thresholds of the proxy: mean and worst of auto - no-T1 over the cases (dB),
+    beside always using the T1 and the better of the two in every case (the threshold is chosen on the selection
+    source from this line)."""
+    gain = np.array([row["guided"] - row["no_t1"] for row in rows])
+    proxy = np.array([row["benefit_db"] for row in rows])
+    before = np.where(np.array([row["reduced_input_db"] for row in rows]) >= REDUCED_INPUT_THRESHOLD_DB, gain, 0.0)
+    cells = [f"always the T1 {gain.mean():+.3f} (worst {gain.min():+.3f})", f"best {np.maximum(gain, 0).mean():+.3f}",
+             f"the reduced-input proxy at {REDUCED_INPUT_THRESHOLD_DB:.1f} dB {before.mean():+.3f} ({before.min():+.3f})"]
+    for threshold in THRESHOLDS_DB:
+        auto = np.where(proxy >= threshold, gain, 0.0)
+        cells.append(f"at {threshold:.1f} dB {auto.mean():+.3f} ({auto.min():+.3f})")
+    return f"auto - no-T1 over {len(rows)} cases, mean (worst): " + "; ".join(cells)
 
 
 if __name__ == "__main__":

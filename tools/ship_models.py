@@ -20,9 +20,10 @@ files that measured that run's weights, as the guided model or as the no-T1 mode
 bicubic, the no-T1 model, the registered, moved and foreign T1).
 
 ``--freeze-guide-check`` copies the shipped x2 pair of the variant (with and without T1) to the guide check's own
-entries (role "guide-check": ``cohft_<variant>_x2_guide_check[_noT1].safetensors``), which inference/guide_check.py
-runs and ``--replace`` never touches: its threshold was calibrated with those weights. Run it only together with a
-new calibration of the check (docs/benchmarks.md, "The guide check").
+entries (role "guide-check": ``cohft_<variant>_x2_guide_check[_noT1].safetensors``), which the reduced-input proxy of
+inference/guide_check.py runs (the through-plane check's in-plane part) and ``--replace`` never touches: the
+through-plane threshold was calibrated with those weights. Run it only together with a new calibration of that check
+(docs/benchmarks.md, "The through-plane guide check").
 
 ``--through-plane`` ships the two through-plane runs (``cohft-sr train --through-plane``, with and without T1) as
 ``cohft_<variant>_through_plane[_noT1].safetensors`` (a network of some factors only, e.g. ``--factors 4`` in
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from CohfTSuperResLib.options import THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE
-from CohfTSuperResLib.inference.guide_check import CHECK_SCALE
+from CohfTSuperResLib.inference.guide_check import REDUCED_SCALE
 from CohfTSuperResLib.weights.registry import GUIDE_CHECK, MANIFEST_NAME, SUPER_RESOLUTION
 from CohfTSuperResLib.weights.storage import load_model, read_metadata, sha256_of
 
@@ -146,13 +147,13 @@ def freeze_guide_check(variant: str) -> None:
     """Copy the shipped x2 super-resolution pair of `variant` to the guide check's entries, replacing any earlier."""
     manifest = json.loads((MODELS / MANIFEST_NAME).read_text())
     sources = [entry for entry in manifest["models"] if entry.get("role", SUPER_RESOLUTION) == SUPER_RESOLUTION
-               and (entry["variant"], entry["scale"]) == (variant, CHECK_SCALE)]
+               and (entry["variant"], entry["scale"]) == (variant, REDUCED_SCALE)]
     if sorted(entry["use_t1"] for entry in sources) != [False, True]:
-        raise SystemExit(f"no shipped {variant} x{CHECK_SCALE} pair (with and without T1) to freeze")
+        raise SystemExit(f"no shipped {variant} x{REDUCED_SCALE} pair (with and without T1) to freeze")
     frozen = []
     for source in sources:
-        name = shipped_name(variant, CHECK_SCALE, source["use_t1"]).replace(f"_x{CHECK_SCALE}",
-                                                                               f"_x{CHECK_SCALE}_guide_check")
+        name = shipped_name(variant, REDUCED_SCALE, source["use_t1"]).replace(f"_x{REDUCED_SCALE}",
+                                                                                 f"_x{REDUCED_SCALE}_guide_check")
         shutil.copyfile(MODELS / source["file"], MODELS / name)
         if sha256_of(MODELS / name) != source["sha256"]:
             raise SystemExit(f"{source['file']} does not match its sha256 in {MANIFEST_NAME}")

@@ -10,8 +10,8 @@ Two zero-shot proxies, measured on the input, are summed:
   axis), spread evenly over the tissue; the rows of the first and last proxy slice are not scored (their
   interpolation has a neighbour on one side only). It sees the T1's agreement at twice the slice thickness, so a
   shift of a millimetre or two along the thick axis barely moves it;
-- in-plane: the in-plane guide check's proxy (guide_check.py) on the thick slices, which sees a shift across
-  them at the fine in-plane scale, and a T1 whose slab content differs from the thick slices'.
+- in-plane: the reduced-input proxy of guide_check.py on the thick slices, which sees a shift across them at the
+  fine in-plane scale, and a T1 whose slab content differs from the thick slices'.
 
 The T1 counts as helping where the sum reaches THRESHOLD_DB. A T2 of fewer than MIN_THICK_SLICES thick slices can not
 be checked this way (``check_through_plane_guide`` returns None).
@@ -20,7 +20,6 @@ be checked this way (``check_through_plane_guide`` returns None).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import warnings
 
@@ -36,8 +35,9 @@ from CohfTSuperResLib.inference.geometry import Grid, strided_slices, thin_slice
 from CohfTSuperResLib.inference.guide_check import (
     TISSUE_LEVEL,
     GuideVerdict,
-    check_guide,
+    apparent_shift,
     evenly_spread,
+    reduced_input_benefit,
 )
 from CohfTSuperResLib.inference.input_checks import InputCheck
 from CohfTSuperResLib.inference.through_plane import (
@@ -91,13 +91,12 @@ def check_through_plane_guide(checked: InputCheck, options: RunOptions,
     target = np.concatenate(targets, axis=1)
     along = (psnr(np.concatenate(restored[True], axis=1), target, 1.0)
              - psnr(np.concatenate(restored[False], axis=1), target, 1.0))
-    in_plane = check_guide(checked, options, threshold_db=math.inf)  # never 'helps' alone: its shift estimate is made
-    benefit = along + in_plane.benefit_db
+    in_plane, in_plane_slices = reduced_input_benefit(checked, options)
+    benefit = along + in_plane
     helps = benefit >= threshold_db
-    shift = None if helps else in_plane.shift_mm
-    return GuideVerdict(float(benefit), bool(helps), threshold_db, planes + in_plane.slices, shift,
-                        time.monotonic() - started, (("along_the_slices", float(along)),
-                                                     ("in_plane", in_plane.benefit_db)))
+    shift = None if helps else apparent_shift(checked)
+    return GuideVerdict(float(benefit), bool(helps), threshold_db, planes + in_plane_slices, shift,
+                        time.monotonic() - started, (("along_the_slices", float(along)), ("in_plane", float(in_plane))))
 
 
 def _scored(stack: np.ndarray, t2_scale: float) -> np.ndarray:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 MODELS_ENV = "COHFT_SR_MODELS"
 MANIFEST_NAME = "models.json"
 SUPER_RESOLUTION = "super-resolution"  # a model the user's runs use
-GUIDE_CHECK = "guide-check"  # a frozen copy the guide check's proxy runs (inference/guide_check.py), never the user's
+GUIDE_CHECK = "guide-check"  # a frozen copy the reduced-input proxy runs (inference/guide_check.py), never the user's
 ROLES = (SUPER_RESOLUTION, GUIDE_CHECK)
 
 
@@ -57,8 +57,8 @@ class ShippedModel:
     """One manifest entry: which network, at which scale, in which file, with which checksum. factors: the thick-slice
     factors a through-plane network was trained for (its entry's "factors"; all of THROUGH_PLANE_FACTORS when the
     entry names none), () for an in-plane one. role (its entry's "role", SUPER_RESOLUTION when it names none):
-    GUIDE_CHECK for the guide check's own proxy pair, kept apart so that shipping better super-resolution models
-    leaves the check's calibrated decisions as they were."""
+    GUIDE_CHECK for the pair of the guide check's reduced-input proxy (the through-plane check's in-plane part), kept
+    apart so that shipping better super-resolution models leaves that calibration as it was."""
 
     variant: str
     scale: int
