@@ -23,7 +23,8 @@ from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
 from CohfTSuperResLib.inference.engine import act_on
 from CohfTSuperResLib.inference.geometry import translated
-from CohfTSuperResLib.inference.guide_check import GuideVerdict, check_guide, estimate_shift, reduced_input_benefit
+from CohfTSuperResLib.inference.guide_check import (GuideVerdict, check_guide, estimate_shift, reduced_input_benefit,
+                                                    tissue_crop)
 from CohfTSuperResLib.inference.input_checks import check_inputs
 from CohfTSuperResLib.inference.registration import largest_displacement, moved_by, register_t1
 from CohfTSuperResLib.options import RunOptions
@@ -120,6 +121,20 @@ def test_the_in_plane_check_judges_the_networks_that_run(tmp_path, monkeypatch):
     notes = [str(w.message) for w in caught if issubclass(w.category, GuideNote)]
     assert len(notes) == 1 and notes[0].startswith("guide check not run (no shipped S x2 model without")
     assert notes[0].endswith("running with the T1")
+
+
+def test_a_large_slice_is_checked_on_a_window_about_its_tissue():
+    voxels = np.zeros((5, 40, 300), np.float32)  # (k, j, i): 300 voxels along i, 40 along j, 5 slices along k
+    voxels[:, 10:30, 200:260] = 1.0
+    image = sitk.GetImageFromArray(voxels)
+    image.SetSpacing((0.5, 0.5, 4.0))
+    image.SetOrigin((10.0, -20.0, 3.0))
+    crop = tissue_crop(image, 2, 0.5, 128)
+    assert crop.GetSize() == (128, 40, 5)  # i cropped about the tissue (centre 229), j smaller than the window
+    start = image.TransformPhysicalPointToIndex(crop.GetOrigin())
+    assert start == (229 - 64, 0, 0) and sitk.GetArrayViewFromImage(crop).sum() == voxels.sum()
+    assert tissue_crop(image, 0, 0.5, 128).GetSize() == (300, 40, 5)  # the slice axis is never cropped
+    assert tissue_crop(image * 0, 2, 0.5, 128).GetSize() == (128, 40, 5)  # no tissue: the centre
 
 
 def test_the_reduced_input_proxy_runs_its_own_pair_whatever_x2_models_ship(tmp_path, monkeypatch):
