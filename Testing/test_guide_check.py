@@ -23,11 +23,11 @@ from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
 from CohfTSuperResLib.inference.engine import act_on
 from CohfTSuperResLib.inference.geometry import translated
-from CohfTSuperResLib.inference.guide_check import (GuideVerdict, check_guide, estimate_shift, reduced_input_benefit,
-                                                    tissue_crop)
+from CohfTSuperResLib.inference.guide_check import (CALIBRATED_WITH, THRESHOLDS_DB, GuideVerdict, check_guide,
+                                                    estimate_shift, reduced_input_benefit, tissue_crop)
 from CohfTSuperResLib.inference.input_checks import check_inputs
 from CohfTSuperResLib.inference.registration import largest_displacement, moved_by, register_t1
-from CohfTSuperResLib.options import RunOptions
+from CohfTSuperResLib.options import SCALES, RunOptions
 from CohfTSuperResLib.weights import registry
 from CohfTSuperResLib.weights.storage import save_weights
 
@@ -121,6 +121,15 @@ def test_the_in_plane_check_judges_the_networks_that_run(tmp_path, monkeypatch):
     notes = [str(w.message) for w in caught if issubclass(w.category, GuideNote)]
     assert len(notes) == 1 and notes[0].startswith("guide check not run (no shipped S x2 model without")
     assert notes[0].endswith("running with the T1")
+
+
+def test_each_threshold_was_chosen_with_the_networks_that_ship():
+    """Shipping a model of a scale moves its check's proxies: its threshold must be chosen again on the selection
+    source (docs/benchmarks.md, "The guide check at the output scale") and CALIBRATED_WITH updated with it."""
+    assert sorted(THRESHOLDS_DB) == sorted(CALIBRATED_WITH) == list(SCALES)  # every in-plane scale
+    for scale, (guided, unguided) in CALIBRATED_WITH.items():
+        shipped = tuple(registry.find_model("S", scale, use_t1).sha256[:12] for use_t1 in (True, False))
+        assert shipped == (guided, unguided), f"x{scale}: choose the guide check's threshold again"
 
 
 def test_a_large_slice_is_checked_on_a_window_about_its_tissue():

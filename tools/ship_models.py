@@ -17,7 +17,10 @@ its sha256, training run summary and held-out metrics go into models.json.
 ``--replace`` ships single runs (scale and T1 use read from each file's header) in place of the entries they
 replace and keeps the others; their held-out record is every row of the ``bench/guide_robustness.py --json``
 files that measured that run's weights, as the guided model or as the no-T1 model (per subject of other sources:
-bicubic, the no-T1 model, the registered, moved and foreign T1).
+bicubic, the no-T1 model, the registered, moved and foreign T1). An in-plane model replaced moves the guide check's
+proxy at its scale (the check runs the shipped networks): choose that scale's threshold again on the selection
+source (``bench/guide_check_cases.py --source selection``) and record it with the new sha256 in
+``inference/guide_check.THRESHOLDS_DB`` / ``CALIBRATED_WITH`` (Testing/test_guide_check.py fails until then).
 
 ``--freeze-guide-check`` copies the shipped x2 pair of the variant (with and without T1) to the guide check's own
 entries (role "guide-check": ``cohft_<variant>_x2_guide_check[_noT1].safetensors``), which the reduced-input proxy of
