@@ -60,8 +60,8 @@ from CohfTSuperResLib.weights.registry import GUIDE_CHECK
 
 CHECK_SLICES = 8  # at most this many slices, spread evenly over the slices with tissue
 # The consistency proxy's slices are cropped in-plane to at most this many LR pixels a side, about their tissue's
-# centre: it bounds the check's time on large inputs (a 0.5 mm clinical T2 at x4 took 135 s whole on 2 threads). No
-# input of its calibration and validation was cropped (at most 120 LR pixels a side).
+# centre: it bounds the check's time on large inputs such as native 0.5 mm clinical T2s, and is larger than every
+# input its thresholds were chosen and measured on (docs/benchmarks.md, "The guide check at the output scale").
 CHECK_SIDE = 128
 # Per scale, the T1 is used where the consistency benefit reaches this: on the selection source, the threshold (in
 # steps of 0.1 dB) with the best mean of auto - no-T1 over its guide cases whose worst case is not below -0.1 dB, the
