@@ -42,7 +42,8 @@ from CohfTSuperResLib.options import RunOptions
 from CohfTSuperResLib.weights.registry import find_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-THRESHOLDS_DB = tuple(np.round(np.arange(0.0, 1.25, 0.1), 1))  # the proxy thresholds the last line compares
+SWEPT_THRESHOLDS_DB = tuple(np.round(np.arange(0.0, 1.25, 0.1), 1))  # the proxy thresholds the last line compares
+WORST_ALLOWED_DB = -0.1  # the rule choosing a threshold: no case of the source below the no-T1 model by more
 REDUCED_INPUT_THRESHOLD_DB = 0.6  # the in-plane check's rule before 2026-12-06, compared on the last line
 
 
@@ -149,17 +150,22 @@ def main() -> None:
 
 def threshold_sweep(rows: list[dict]) -> str:
     """What 'auto' would give at other thresholds of the proxy: mean and worst of auto - no-T1 over the cases (dB),
-    beside always using the T1 and the better of the two in every case (the threshold is chosen on the selection
-    source from this line)."""
+    beside always using the T1 and the better of the two in every case, and the threshold the rule of
+    inference/guide_check.THRESHOLDS_DB chooses from them (on the selection source, where it is chosen)."""
     gain = np.array([row["guided"] - row["no_t1"] for row in rows])
     proxy = np.array([row["benefit_db"] for row in rows])
     before = np.where(np.array([row["reduced_input_db"] for row in rows]) >= REDUCED_INPUT_THRESHOLD_DB, gain, 0.0)
     cells = [f"always the T1 {gain.mean():+.3f} (worst {gain.min():+.3f})", f"best {np.maximum(gain, 0).mean():+.3f}",
              f"the reduced-input proxy at {REDUCED_INPUT_THRESHOLD_DB:.1f} dB {before.mean():+.3f} ({before.min():+.3f})"]
-    for threshold in THRESHOLDS_DB:
+    allowed = []
+    for threshold in SWEPT_THRESHOLDS_DB:
         auto = np.where(proxy >= threshold, gain, 0.0)
         cells.append(f"at {threshold:.1f} dB {auto.mean():+.3f} ({auto.min():+.3f})")
-    return f"auto - no-T1 over {len(rows)} cases, mean (worst): " + "; ".join(cells)
+        if auto.min() >= WORST_ALLOWED_DB:
+            allowed.append((round(float(auto.mean()), 3), threshold))
+    chosen = f"{max(allowed)[1]:.1f} dB" if allowed else "none"
+    return (f"auto - no-T1 over {len(rows)} cases, mean (worst): " + "; ".join(cells)
+            + f". The rule (best mean, worst >= {WORST_ALLOWED_DB} dB, highest of equals) chooses {chosen}")
 
 
 if __name__ == "__main__":
