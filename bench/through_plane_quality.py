@@ -1,14 +1,15 @@
 """Through-plane quality per held-out subject: B-spline, the no-T1 model and the guided model with good and bad T1s.
 
 Usage: PYTHONPATH=. python bench/through_plane_quality.py [--guided W] [--no-t1 W] [--factors 4] [--threads 2]
-       [--selection | --registered-only] [--adapt-steps 0 300] [--self-ensemble 1 4] [--subject NAME]
+       [--selection [--all-guides] | --registered-only] [--adapt-steps 0 300] [--self-ensemble 1 4] [--subject NAME]
        [--oracle-registration] [--thick-axis x|y|z] [--json out.json]
 Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py on open_ms mni/patient26 and BraTS-GLI-00000-000
 (never trained or selected on): axial thick slices of n mm (box, no gap) from the 1 mm HR T2, restored onto the 1 mm
 grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models a
 run of each factor uses (weights.registry.find_model).
 --selection: the same on the selection source (templates/mni152_fsl: never trained on, chooses between checkpoints)
-with the registered T1 only. --registered-only: the reporting subjects with their registered T1 only (the other
+with the registered T1 only; with --all-guides also with the moved T1s and another subject's (to choose a network
+for how it takes a bad guide too). --registered-only: the reporting subjects with their registered T1 only (the other
 slice thicknesses). --adapt-steps: one row per value, each network adapted to the thick T2 for that many steps
 first (inference/subject_adaptation.py; 0: as shipped), side by side in one run. --self-ensemble: one row per
 value (and adaptation), every network run as a self-ensemble of that many copies (inference/self_ensemble.py; 1:
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--factors", type=int, nargs="+", default=[4])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--selection", action="store_true", help="the selection source, registered T1 only")
+    parser.add_argument("--all-guides", action="store_true", help="with --selection: the bad guides too")
     parser.add_argument("--registered-only", action="store_true", help="the reporting subjects, registered T1 only")
     parser.add_argument("--adapt-steps", type=int, nargs="+", default=[0])
     parser.add_argument("--self-ensemble", type=int, nargs="+", default=[1])
@@ -93,7 +95,7 @@ def main() -> None:
     subjects = [Resliced(subject.name, subject.folder, axis) for subject in subjects if args.subject in subject.name]
     for subject in subjects:
         t2, t1 = subject.read("t2"), subject.read("t1")
-        if args.selection or args.registered_only:
+        if (args.selection and not args.all_guides) or args.registered_only:
             guides = {REGISTERED: t1}
         else:
             foreign = Resliced(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name], axis).read("t1")
