@@ -8,7 +8,8 @@ network itself must not trust a bad guide); a foreign T1 costs at least 0.1 dB a
 is used).
 
 Guards the shipped weights do not meet are strict expected failures (SHORTFALLS, with the margin measured on the
-networks of factor 4 shipped on 2026-12-05, which a 4 mm run uses): they fail the suite as soon as better weights meet them, so that the mark is removed. The
+networks of factor 4 a 4 mm run uses, the guided one shipped on 2026-12-06): they fail the suite as soon as better
+weights meet them, so that the mark is removed. The
 library does not leave a user with such a T1 worse off by default: the through-plane guide check
 (inference/through_plane_guide_check.py) declines the T1s that cost more than 0.1 dB here, and 'auto' then runs the
 model without T1 (docs/benchmarks.md, "The through-plane guide check").
@@ -42,15 +43,12 @@ MIN_FOREIGN_COST_DB = 0.1
 BAD_GUIDES = ("moved 1 mm in x and y", "moved 2 mm in z", "another subject's T1")
 
 BRATS = "brats_gli/BraTS-GLI-00000-000"
-P26 = "open_ms/mni/patient26"
 SHORTFALLS: dict[tuple, str] = {
-    ("gain", BRATS): "+1.70 dB over the B-spline on the other site's case (margin -0.30)",
-    ("T1", BRATS): "the T1 costs 0.04 dB on the other site's case (margin -0.54)",
-    ("bad guide", P26, "moved 2 mm in z"): "-0.34 dB against the no-T1 model (margin -0.24)",
-    ("bad guide", P26, "another subject's T1"): "-0.26 dB against the no-T1 model (margin -0.16)",
-    ("bad guide", BRATS, "moved 1 mm in x and y"): "-0.27 dB against the no-T1 model (margin -0.17)",
-    ("bad guide", BRATS, "moved 2 mm in z"): "-0.24 dB against the no-T1 model (margin -0.14)",
-    ("bad guide", BRATS, "another subject's T1"): "-0.25 dB against the no-T1 model (margin -0.15)",
+    ("gain", BRATS): "+1.75 dB over the B-spline on the other site's case (margin -0.25)",
+    ("T1", BRATS): "the T1 adds 0.02 dB on the other site's case (margin -0.48)",
+    ("bad guide", BRATS, "moved 1 mm in x and y"): "-0.17 dB against the no-T1 model (margin -0.07)",
+    ("bad guide", BRATS, "moved 2 mm in z"): "-0.19 dB against the no-T1 model (margin -0.09)",
+    ("bad guide", BRATS, "another subject's T1"): "-0.15 dB against the no-T1 model (margin -0.05)",
 }
 
 SUBJECTS = reporting_subjects(DATA)
