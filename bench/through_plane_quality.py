@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--no-t1", type=Path)
     parser.add_argument("--factors", type=int, nargs="+", default=[4])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--selection", action="store_true", help="the selection source, registered T1 only")
+    parser.add_argument("--selection", action="store_true",
+                        help="the selection source (registered T1 only unless --all-guides)")
     parser.add_argument("--all-guides", action="store_true", help="with --selection: the bad guides too")
     parser.add_argument("--registered-only", action="store_true", help="the reporting subjects, registered T1 only")
     parser.add_argument("--adapt-steps", type=int, nargs="+", default=[0])
