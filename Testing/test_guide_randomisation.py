@@ -106,3 +106,19 @@ def test_sampler_randomises_only_the_guide() -> None:
     assert np.abs(t1.numpy() - hr.numpy()).mean() > 0.01  # while the guide moved
     _lr, hr_plain, t1_plain = PatchSampler(data, 12, 6, seed=3, augment=False).batch(0)
     np.testing.assert_array_equal(t1_plain.numpy(), hr_plain.numpy())
+
+
+def test_parallel_slices_thicken_the_t1_along_the_named_axis_only() -> None:
+    rows = np.sin(np.linspace(0, 40, 48))[:, None] * np.ones((1, 48))  # varies along rows only, period 7.5 voxels
+    columns = rows.T.copy()  # varies along columns only
+    only = GuideRandomisation(**{part: 0.0 for part in GUIDE_PARTS} | {"parallel_slices": 1.0})
+    spacing = (1.0, 1.0, 1.0)
+    for image, changed in ((rows, True), (columns, False)):
+        stack = np.repeat(image[None].astype(np.float32), 9, axis=0)
+        thick = only.apply(stack, 4, spacing, np.random.default_rng(3), slice_axis=1)
+        untouched = only.apply(stack, 4, spacing, np.random.default_rng(3))  # no T2 slice axis: a no-op
+        np.testing.assert_array_equal(untouched, stack[4])
+        if changed:
+            assert np.abs(thick - image).mean() > 0.1  # box averages of 2-5 voxels flatten the waves
+        else:
+            np.testing.assert_allclose(thick, image, atol=1e-5)

@@ -218,7 +218,7 @@ class IntensityAugmentation:
         return degrade(hr, scale, noise, rng), hr, t1
 
 
-GUIDE_PARTS = ("misregistration", "resolution", "intensity", "dropout")
+GUIDE_PARTS = ("misregistration", "resolution", "parallel_slices", "intensity", "dropout")
 CURVE_KNOTS = 6
 
 
@@ -238,6 +238,9 @@ class GuideRandomisation:
       trilinearly from the neighbouring slices;
     - ``resolution``: either a Gaussian blur (sigma U(0.3, max) mm in every axis) or thick slices
       (a box average of U(2, 5) mm along a random axis with a random phase, linearly resampled back);
+    - ``parallel_slices``: thick slices (a box average of U(2, 5) mm, a random phase, linearly resampled back) along
+      the T2's own slice axis, where the caller names it (through-plane training): a 2-D T1 acquired in the same
+      orientation as the 2-D T2, which holds no detail along the axis to restore; a no-op where no axis is named;
     - ``intensity``: a smooth random monotone curve (piecewise linear through sorted random knots),
       a gamma, a smooth multiplicative bias field and Gaussian noise;
     - ``dropout``: the guide replaced by zeros (an absent T1).
@@ -247,6 +250,7 @@ class GuideRandomisation:
 
     misregistration: float = 0.6
     resolution: float = 0.3
+    parallel_slices: float = 0.2
     intensity: float = 0.5
     dropout: float = 0.1
     max_shift_mm: float = 3.0
@@ -281,13 +285,17 @@ class GuideRandomisation:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
     def apply(self, stack: np.ndarray, index: int, spacing: tuple[float, float, float],
-              rng: np.random.Generator) -> np.ndarray:
-        """The randomised T1 slice `index` of a (N, H, W) T1 stack of consecutive slices, float32 (H, W)."""
-        use = {part: rng.random() < getattr(self, part) for part in GUIDE_PARTS}
+              rng: np.random.Generator, slice_axis: int | None = None) -> np.ndarray:
+        """The randomised T1 slice `index` of a (N, H, W) T1 stack of consecutive slices, float32 (H, W);
+        `slice_axis` (0-2, stack axes) is the T2's thick-slice axis where there is one (``parallel_slices``)."""
+        parts = [part for part in GUIDE_PARTS if part != "parallel_slices" or slice_axis is not None]  # no axis, no draw
+        use = {part: rng.random() < getattr(self, part) for part in parts}
         if use["dropout"]:
             return np.zeros(stack.shape[1:], dtype=np.float32)
-        if use["misregistration"] or use["resolution"]:
-            image = self._resample(stack, index, spacing, use["misregistration"], use["resolution"], rng)
+        parallel_axis = slice_axis if use.get("parallel_slices") else None
+        if use["misregistration"] or use["resolution"] or parallel_axis is not None:
+            image = self._resample(stack, index, spacing, use["misregistration"], use["resolution"], parallel_axis,
+                                   rng)
         else:
             image = np.asarray(stack[index], dtype=np.float32)
         if use["intensity"]:
@@ -295,12 +303,14 @@ class GuideRandomisation:
         return image.astype(np.float32, copy=False)
 
     def _resample(self, stack: np.ndarray, index: int, spacing: tuple[float, float, float], move: bool,
-                  degrade: bool, rng: np.random.Generator) -> np.ndarray:
+                  degrade: bool, parallel_axis: int | None, rng: np.random.Generator) -> np.ndarray:
         radius = self.slab_radius(spacing)
         rows = np.clip(np.arange(index - radius, index + radius + 1), 0, stack.shape[0] - 1)
         slab = torch.from_numpy(np.ascontiguousarray(stack[rows], dtype=np.float32))[None, None]
         if degrade:
             slab = self._lose_resolution(slab, spacing, rng)
+        if parallel_axis is not None:
+            slab = self._thick_along(slab, spacing, parallel_axis, rng)
         if not move:
             return slab[0, 0, radius].numpy()
         return _rigidly_moved_slice(slab, radius, spacing, self._motion(rng))
@@ -325,7 +335,11 @@ class GuideRandomisation:
             for axis in range(3):
                 slab = _blur_along(slab, sigma_mm / spacing[axis], axis)
             return slab
-        axis = int(rng.integers(3))
+        return self._thick_along(slab, spacing, int(rng.integers(3)), rng)
+
+    def _thick_along(self, slab: torch.Tensor, spacing: tuple[float, float, float], axis: int,
+                     rng: np.random.Generator) -> torch.Tensor:
+        """Thick slices of U(thick_slice_mm) along `axis` of the slab, at a random phase, resampled back."""
         width = max(2, int(round(rng.uniform(*self.thick_slice_mm) / spacing[axis])))
         return _thick_slices_along(slab, width, int(rng.integers(width)), axis)
 

@@ -7,7 +7,8 @@ volume's three axes, a plane containing it, n thin slices per thick slice (THROU
 Gaussian slice profile with a slice gap of 0-20 % (``degradations.thick_slices``), a random phase of the thick
 slices, noise, then the interpolation back. The target is the thin plane itself; the T1 plane, when used,
 goes through the guide randomisation of the in-plane models (misregistration in 3-D, resolution loss,
-intensity, dropout) before it is cut.
+intensity, dropout) before it is cut, and sometimes gets thick slices along the T2's own slice axis (a 2-D T1 of the
+same orientation: ``parallel_slices``).
 
 A sample's input, target and T1 crops share their position; flips along either axis keep the relation
 (transposes would move the thick axis off the rows and are not used). Sampling is a pure function of
@@ -173,8 +174,9 @@ class PlaneSampler:
         noise = rng.uniform(0.0, MAX_NOISE) if rng.random() < NOISE_CHANCE else 0.0
         phase = int(rng.integers(factor))
         interpolated, target = simulated_plane(scale * thin, factor, profile, gap, phase, noise, rng)
+        slice_axis = 1 + [axis for axis in range(3) if axis != normal].index(thick_axis)  # in the stack's axes
         t1 = (volume.t1[normal][index] if self.guide is None
-              else self.guide.apply(volume.t1[normal], index, volume.spacing[normal], rng))
+              else self.guide.apply(volume.t1[normal], index, volume.spacing[normal], rng, slice_axis))
         t1 = (t1.T if transpose else t1)[phase:phase + target.shape[0]]
         if self.intensity is not None:
             t1 = self.intensity.gamma_and_bias(t1, rng)
