@@ -6,9 +6,9 @@ torch only; see ``data/pack.py``). Both give the same slices. Patches (``data/pa
 patches of ``--patch`` LR samples a side, or whole slices where the slices are smaller; LR
 synthesised by the paper's k-space protocol after intensity augmentation (gamma, bias field,
 k-space noise; ``--no-intensity-augment`` turns it off) and dihedral augmentation. A guided model's T1
-is randomised (``data/degradations.py``: misregistration, resolution loss, intensity remapping,
-dropout; ``--guide-randomisation`` names the parts, ``none`` turns it off) so that the network learns
-to use the guide only where the LR T2 agrees with it.
+is randomised (``data/degradations.py``: misregistration, resolution loss, thick T1 slices parallel to the
+T2's (through-plane only), intensity remapping, dropout; ``--guide-randomisation`` names the parts, ``none`` turns it
+off) so that the network learns to use the guide only where the LR T2 agrees with it.
 
 Validation and selection: a guided model is validated with the registered T1 and with the same T1
 moved by one voxel along both in-plane axes (about 1.4 mm on 1 mm data); ``best.safetensors`` is the
