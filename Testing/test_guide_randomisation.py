@@ -122,3 +122,16 @@ def test_parallel_slices_thicken_the_t1_along_the_named_axis_only() -> None:
             assert np.abs(thick - image).mean() > 0.1  # box averages of 2-5 voxels flatten the waves
         else:
             np.testing.assert_allclose(thick, image, atol=1e-5)
+
+
+def test_in_plane_sampling_thickens_the_t1_across_its_slices() -> None:
+    """In-plane the T2's slice axis is the stack's: parallel slices average each T1 slice with its neighbours."""
+    head = _head(slices=16, size=40)
+    along = head * (1 + 0.5 * np.sin(np.arange(16) * 1.3))[:, None, None].astype(np.float32)  # slice to slice
+    only = GuideRandomisation(**{part: 0.0 for part in GUIDE_PARTS} | {"parallel_slices": 1.0})
+    for volume, changed in ((along, True), (np.repeat(head[8:9], 16, axis=0), False)):
+        data = SliceSet(2)
+        data.add("head", volume, volume.copy(), (1.0, 1.0, 1.0))  # a T1 equal to the T2: untouched, it is the HR
+        _lr, hr, t1 = PatchSampler(data, 12, 6, seed=3, augment=False, guide=only).batch(0)
+        difference = float(np.abs(t1.numpy() - hr.numpy()).mean())
+        assert difference > 0.02 if changed else difference < 1e-5

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,9 @@ def test_guide_randomisation_parts_take_their_own_chances() -> None:
     assert chosen.misregistration == 0.3 and chosen.dropout == GuideRandomisation().dropout
     assert chosen.resolution == 0.0 and chosen.intensity == 0.0
     assert train.guide_randomisation("all") == GuideRandomisation()
+    # in-plane the parallel slices run only where named: 'all' keeps the recipe of the runs made before that part
+    assert train.guide_randomisation("all", in_plane=True) == replace(GuideRandomisation(), parallel_slices=0.0)
+    assert train.guide_randomisation("dropout,parallel_slices=0.3", in_plane=True).parallel_slices == 0.3
     for bad in ("misregistration=1.5", "misregistration=often", "all=0.2", "blur"):
         with pytest.raises(InputError, match="--guide-randomisation"):
             train.guide_randomisation(bad)

@@ -239,8 +239,10 @@ class GuideRandomisation:
     - ``resolution``: either a Gaussian blur (sigma U(0.3, max) mm in every axis) or thick slices
       (a box average of U(2, 5) mm along a random axis with a random phase, linearly resampled back);
     - ``parallel_slices``: thick slices (a box average of U(2, 5) mm, a random phase, linearly resampled back) along
-      the T2's own slice axis, where the caller names it (through-plane training): a 2-D T1 acquired in the same
-      orientation as the 2-D T2, which holds no detail along the axis to restore; a no-op where no axis is named;
+      the T2's own slice axis, where the caller names it: a 2-D T1 acquired in the same orientation as the 2-D T2.
+      Through-plane (the thick axis) it holds no detail along the axis to restore; in-plane (the slices' normal,
+      axis 0 of the stack) each T1 slice becomes an average of its neighbours, as a 2-D T1 resampled onto the T2's
+      slices is; a no-op where no axis is named;
     - ``intensity``: a smooth random monotone curve (piecewise linear through sorted random knots),
       a gamma, a smooth multiplicative bias field and Gaussian noise;
     - ``dropout``: the guide replaced by zeros (an absent T1).

@@ -136,7 +136,8 @@ class PatchSampler:
             flips = rng.integers(0, 2, size=3).astype(bool) if self.augment else np.zeros(3, bool)
             flips[2] &= square
             if self.guide is not None:
-                t1 = self.guide.apply(self.data.t1[volume], index, self.data.spacings[volume], rng)
+                t1 = self.guide.apply(self.data.t1[volume], index, self.data.spacings[volume], rng,
+                                      0 if self.guide.parallel_slices > 0 else None)  # the slices' own axis
             if self.intensity is not None:
                 lr, hr, t1 = self.intensity.apply(hr, t1, scale, rng)
             best = None

@@ -7,8 +7,8 @@ patches of ``--patch`` LR samples a side, or whole slices where the slices are s
 synthesised by the paper's k-space protocol after intensity augmentation (gamma, bias field,
 k-space noise; ``--no-intensity-augment`` turns it off) and dihedral augmentation. A guided model's T1
 is randomised (``data/degradations.py``: misregistration, resolution loss, thick T1 slices parallel to the
-T2's (through-plane only), intensity remapping, dropout; ``--guide-randomisation`` names the parts, ``none`` turns it
-off) so that the network learns to use the guide only where the LR T2 agrees with it.
+T2's, intensity remapping, dropout; ``--guide-randomisation`` names the parts, ``none`` turns it off; in-plane the
+parallel slices run only where named, so that ``all`` keeps the in-plane recipe of the runs made before that part) so that the network learns to use the guide only where the LR T2 agrees with it.
 
 Validation and selection: a guided model is validated with the registered T1 and with the same T1
 moved by one voxel along both in-plane axes (about 1.4 mm on 1 mm data); ``best.safetensors`` is the
@@ -275,7 +275,8 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.criterion = CohfTLoss(args.alpha, args.lam)
-        self.guide = guide_randomisation(args.guide_randomisation) if self.use_t1 else None
+        self.guide = (guide_randomisation(args.guide_randomisation, in_plane=not args.through_plane) if self.use_t1
+                      else None)
         shared = dict(seed=args.seed, rank=env.rank, augment=not args.no_augment,
                       intensity=None if args.no_intensity_augment else IntensityAugmentation(), guide=self.guide)
         self.sampler = (PlaneSampler(self.train_volumes, args.patch, args.batch_size, factors=tuple(args.factors),
@@ -409,9 +410,10 @@ class Trainer:
         return summary
 
 
-def guide_randomisation(parts: str) -> GuideRandomisation:
+def guide_randomisation(parts: str, in_plane: bool = False) -> GuideRandomisation:
     """The GuideRandomisation of a --guide-randomisation value: 'all', 'none' or a comma-separated list of parts,
-    each at its default chance or given one as PART=CHANCE (e.g. 'misregistration=0.3,dropout')."""
+    each at its default chance or given one as PART=CHANCE (e.g. 'misregistration=0.3,dropout'). In-plane,
+    parallel_slices only where it is named ('all' leaves it out there)."""
     items = [item.strip() for item in parts.split(",") if item.strip()]
     names = [item.split("=")[0].strip() for item in items]
     try:
@@ -420,6 +422,8 @@ def guide_randomisation(parts: str) -> GuideRandomisation:
             raise ValueError(f"a chance is a probability in [0, 1], not {chances}")
         if set(chances) & {"all", "none"}:
             raise ValueError("'all' and 'none' take no chance")
+        if in_plane and "parallel_slices" not in names:
+            chances["parallel_slices"] = 0.0
         return replace(GuideRandomisation.only(names), **chances)
     except ValueError as error:
         raise InputError(f"--guide-randomisation: {error}") from error
