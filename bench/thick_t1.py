@@ -1,13 +1,15 @@
 """What a T1 acquired in thick axial slices leaves of the T1's benefit, in-plane and through-plane.
 
-Usage: PYTHONPATH=.:bench python bench/thick_t1.py [--subject NAME] [--thickness-mm 3 5 7] [--moved] [--scales 3 4]
-       [--factor 4] [--every 8] [--threads 1] [--json out.json]
+Usage: PYTHONPATH=.:bench python bench/thick_t1.py [--subject NAME] [--thickness-mm 3 5 7] [--moved]
+       [--oracle-registration] [--scales 3 4] [--factor 4] [--every 8] [--threads 1] [--json out.json]
 The BraTS case's native T1 (`t1n`) was acquired in thick axial slices (bench/axis_detail.py: about 1/12 of its
 in-plane detail along z) and gives the guided models little there. This asks whether that alone explains it: each
 reporting subject's T1 as distributed and the same T1 made thick-sliced along z (box averages of n mm, the 1 mm grid
 restored by linear interpolation: a 2-D T1 resampled onto the T2's grid), each measured beside the no-T1 model in
 the same run, the guide check off (the networks themselves); with --moved, each of these T1s also moved 1 mm in x and
-in y (a physical translation, as evaluation/guide_cases.py moves it: the BraTS T1 sits about 1.1 mm off its T2):
+in y (a physical translation, as evaluation/guide_cases.py moves it: the BraTS T1 sits about 1.1 mm off its T2 by the
+data README's registration); with --oracle-registration, one more guide: the T1 as distributed registered rigidly
+(inference/registration.py) to the subject's 1 mm T2, the truth no user has (is the pair's own alignment the limit?):
 - in-plane, the protocol of evaluation/guide_cases.py (every `every`-th axial slice, k-space LR at each scale);
 - through-plane, the protocol of evaluation/through_plane_cases.py (axial box slices of `factor` mm, coronal
   reformat), with the networks of that factor.
@@ -27,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from axis_detail import second_difference_energy
+from through_plane_quality import ORACLE
 
 from CohfTSuperResLib.data.synthetic_volumes import lr_volume, thick_slice_volume, trim_in_plane
 from CohfTSuperResLib.evaluation.guide_cases import (
@@ -42,9 +45,11 @@ from CohfTSuperResLib.evaluation.through_plane_cases import (
     THICK_AXIS,
     evaluate_through_plane,
 )
+from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.inference.geometry import translated
 from CohfTSuperResLib.inference.guide_check import check_guide
 from CohfTSuperResLib.inference.input_checks import check_inputs
+from CohfTSuperResLib.inference.registration import register_t1
 from CohfTSuperResLib.inference.through_plane import network_factor
 from CohfTSuperResLib.inference.through_plane_guide_check import check_through_plane_guide
 from CohfTSuperResLib.options import THROUGH_PLANE_SCALE, RunOptions
@@ -67,16 +72,17 @@ def z_detail(image: sitk.Image) -> float:
     return z / ((x + y) / 2)
 
 
-def measure(subject: Subject, thicknesses: list[int], moved: bool, scales: list[int], factor: int,
+def measure(subject: Subject, thicknesses: list[int], moved: bool, oracle: bool, scales: list[int], factor: int,
             every: int) -> dict:
-    """{guide name: {'z detail', 'x<s>': {no-T1, guided}, 'through-plane': {no-T1, guided}}} of one subject."""
-    t1 = subject.read("t1")
+    """{guide name: {'z detail', 'x<s>' and 'through-plane': {no-T1, guided, kept}}} of one subject."""
+    t1, t2 = subject.read("t1"), subject.read("t2")
     guides = {AS_DISTRIBUTED: t1, **{f"{mm} mm axial slices": thick_axial(t1, mm) for mm in thicknesses}}
     if moved:
         guides.update({f"{name}, {MOVED_1MM}": translated(guide, IN_PLANE_MOVES[MOVED_1MM])
                        for name, guide in list(guides.items())})
+    if oracle:
+        guides[ORACLE] = register_t1(t2, t1, robust_scale(sitk.GetArrayViewFromImage(t2))).t1
     rows: dict[str, dict] = {name: {"z detail": z_detail(guide)} for name, guide in guides.items()}
-    t2 = subject.read("t2")
     for scale in scales:
         psnr = {case: value["psnr"] for case, value in evaluate_subject(
             subject, scale, guides, find_model("S", scale, True).path, find_model("S", scale, False).path, every,
@@ -116,6 +122,8 @@ def main() -> None:
     parser.add_argument("--subject", default="", help="only the reporting subjects whose name contains this")
     parser.add_argument("--thickness-mm", type=int, nargs="+", default=[3, 5, 7])
     parser.add_argument("--moved", action="store_true", help="also each T1 moved 1 mm in x and in y")
+    parser.add_argument("--oracle-registration", action="store_true",
+                        help="also the T1 registered to the subject's 1 mm T2 (the truth)")
     parser.add_argument("--scales", type=int, nargs="+", default=[3, 4])
     parser.add_argument("--factor", type=int, default=4)
     parser.add_argument("--every", type=int, default=8)
@@ -126,7 +134,7 @@ def main() -> None:
     subjects = [s for s in reporting_subjects(DATA) if args.subject in s.name]
     if not subjects:
         parser.error(f"no reporting subject matching {args.subject!r} under {DATA}")
-    results = {s.name: measure(s, args.thickness_mm, args.moved, args.scales, args.factor, args.every) for s in subjects}
+    results = {s.name: measure(s, args.thickness_mm, args.moved, args.oracle_registration, args.scales, args.factor, args.every) for s in subjects}
     print(table(results, args.scales, args.factor))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
