@@ -67,10 +67,10 @@ CHECK_SIDE = 128
 # steps of 0.1 dB) with the best mean of auto - no-T1 over its guide cases whose worst case is not below -0.1 dB, the
 # highest of equals (docs/benchmarks.md, "The guide check at the output scale"). Shipping a model of a scale asks for
 # it again: the check runs the shipped networks.
-THRESHOLDS_DB = {2: 0.2, 3: 0.5, 4: 0.9}
+THRESHOLDS_DB = {2: 0.2, 3: 0.6, 4: 0.9}
 # The shipped networks (sha256, first 12 digits: guided, no-T1) each threshold was chosen with; the tests fail where a
 # shipped model of a scale changes and the threshold has not been chosen again.
-CALIBRATED_WITH = {2: ("408ff422aa0e", "a68cb7d9dde2"), 3: ("c4b41ce3d2c4", "48ac7b0c6406"),
+CALIBRATED_WITH = {2: ("408ff422aa0e", "a68cb7d9dde2"), 3: ("9f9528c1ac5c", "48ac7b0c6406"),
                    4: ("aa360b969095", "e30290ce59d5")}
 REDUCED_SCALE = 2  # the reduced-input proxy's factor: the x2 networks run on the T2 reduced by 2
 SHIFT_SEARCH_MM = np.arange(-5.0, 5.5, 1.0)  # the translations tried along each axis by estimate_shift
