@@ -32,10 +32,11 @@ from CohfTSuperResLib.weights.registry import find_model
 
 # The guided in-plane models' guide randomisation, that of each shipped file (MODEL_CARD.md, "Guide randomisation"):
 # misregistration at chance 0.75 for x2, where it won on the selection source ("Two more x2 fine-tunes"), and 0.3 for
-# x3 and x4, where 0.6 lost there ("x3 and x4 at chance 0.6").
-MISREGISTRATION_AT_03 = ["--guide-randomisation", "misregistration=0.3,resolution,intensity,dropout"]
+# x3 and x4, where 0.6 lost there ("x3 and x4 at chance 0.6"); x3 with T1 slices averaged across the slices too ("x3
+# with 2-D T1s in training").
 IN_PLANE_GUIDE = {2: ["--guide-randomisation", "misregistration=0.75,resolution,intensity,dropout"],
-                  3: MISREGISTRATION_AT_03, 4: MISREGISTRATION_AT_03}
+                  3: ["--guide-randomisation", "misregistration=0.3,resolution,parallel_slices=0.3,intensity,dropout"],
+                  4: ["--guide-randomisation", "misregistration=0.3,resolution,intensity,dropout"]}
 # The through-plane networks of one factor: thick slices of 4 thin ones, 72-pixel patches, the default guide
 # randomisation (MODEL_CARD.md, "Networks of one factor").
 THROUGH_PLANE_F4 = ["--through-plane", "--factors", "4", "--patch", "72"]
