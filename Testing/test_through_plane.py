@@ -391,3 +391,29 @@ def test_the_onnx_backend_gives_the_torch_result_through_plane(models, tmp_path)
     reference = sitk.GetArrayFromImage(_run(thick, t1, models["guided"]))
     exported = sitk.GetArrayFromImage(_run(thick, t1, onnx_file, backend="onnx"))
     np.testing.assert_allclose(exported, reference, atol=1e-3 * np.abs(reference).max())
+
+
+@pytest.mark.slow
+def test_the_through_plane_guide_check_on_t1s_thick_along_the_thick_axis(open_ms):
+    """A 2-D T1 in the T2's orientation (both 5 mm axial, shipped models, whole held-out volumes): the check keeps
+    patient26's, which still adds 0.18 dB, and declines the BraTS case's, which costs 0.11 dB
+    (docs/benchmarks.md, "What the BraTS case's T1 leaves to gain")."""
+    import sys
+
+    from CohfTSuperResLib.inference.input_checks import check_inputs
+    from CohfTSuperResLib.inference.through_plane_guide_check import check_through_plane_guide
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        from thick_t1 import thick_axial
+    finally:
+        sys.path.pop(0)
+    brats = open_ms.parent / "brats_gli" / "BraTS-GLI-00000-000"
+    if not brats.is_dir():
+        pytest.skip(f"the BraTS case is not found at {brats}")
+    options = RunOptions(mode="through-plane", device="cpu", slice_spacing=1.0)
+    for folder, kept in ((open_ms / "mni" / "patient26", True), (brats, False)):
+        t2, t1 = (sitk.ReadImage(str(folder / f"{name}.nii.gz"), sitk.sitkFloat32) for name in ("t2", "t1"))
+        checked = check_inputs(thick_slice_volume(t2, 4, 2), thick_axial(t1, 5), 2, 2, "through-plane", 1.0)
+        verdict = check_through_plane_guide(checked, options)
+        assert verdict.helps == kept, (folder.name, verdict.summary())
