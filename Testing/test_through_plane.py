@@ -396,8 +396,8 @@ def test_the_onnx_backend_gives_the_torch_result_through_plane(models, tmp_path)
 @pytest.mark.slow
 def test_the_through_plane_guide_check_on_t1s_thick_along_the_thick_axis(open_ms):
     """A 2-D T1 in the T2's orientation (both 5 mm axial, shipped models, whole held-out volumes): the check keeps
-    patient26's, which still adds 0.18 dB, and declines the BraTS case's, which costs 0.11 dB
-    (docs/benchmarks.md, "What the BraTS case's T1 leaves to gain")."""
+    patient26's, which still helps, and declines the BraTS case's, which costs (docs/benchmarks.md, "What the BraTS
+    case's T1 leaves to gain")."""
     import sys
 
     from CohfTSuperResLib.inference.input_checks import check_inputs

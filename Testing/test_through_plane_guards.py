@@ -10,8 +10,8 @@ is used).
 Guards the shipped weights do not meet are strict expected failures (SHORTFALLS, with the margin measured on the
 networks of factor 4 a 4 mm run uses, the guided one shipped on 2026-12-06): they fail the suite as soon as better
 weights meet them, so that the mark is removed. All are on the BraTS case, whose native T1 has thick axial slices:
-patient26's own T1 made 5 mm thick along z adds +0.18 dB there, not the 0.5 asked (bench/thick_t1.py;
-docs/benchmarks.md, "What the BraTS case's T1 leaves to gain"). The
+patient26's own T1 made that thick adds less than the 0.5 dB asked there too (bench/thick_t1.py; docs/benchmarks.md,
+"What the BraTS case's T1 leaves to gain"). The
 library does not leave a user with such a T1 worse off by default: the through-plane guide check
 (inference/through_plane_guide_check.py) declines the T1s that cost more than 0.1 dB here, and 'auto' then runs the
 model without T1 (docs/benchmarks.md, "The through-plane guide check").
