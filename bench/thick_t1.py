@@ -2,13 +2,13 @@
 
 Usage: PYTHONPATH=.:bench python bench/thick_t1.py [--subject NAME] [--thickness-mm 3 5 7] [--moved]
        [--oracle-registration] [--scales 3 4] [--factor 4] [--every 8] [--threads 1] [--json out.json]
-The BraTS case's native T1 (`t1n`) was acquired in thick axial slices (bench/axis_detail.py: about 1/12 of its
+The BraTS case's native T1 (`t1n`) was acquired in thick axial slices (bench/axis_detail.py: little of its
 in-plane detail along z) and gives the guided models little there. This asks whether that alone explains it: each
 reporting subject's T1 as distributed and the same T1 made thick-sliced along z (box averages of n mm, the 1 mm grid
 restored by linear interpolation: a 2-D T1 resampled onto the T2's grid), each measured beside the no-T1 model in
 the same run, the guide check off (the networks themselves); with --moved, each of these T1s also moved 1 mm in x and
-in y (a physical translation, as evaluation/guide_cases.py moves it: the BraTS T1 sits about 1.1 mm off its T2 by the
-data README's registration); with --oracle-registration, one more guide: the T1 as distributed registered rigidly
+in y (a physical translation, as evaluation/guide_cases.py moves it: the data README's registration puts the BraTS T1
+about a millimetre off its T2); with --oracle-registration, one more guide: the T1 as distributed registered rigidly
 (inference/registration.py) to the subject's 1 mm T2, the truth no user has (is the pair's own alignment the limit?):
 - in-plane, the protocol of evaluation/guide_cases.py (every `every`-th axial slice, k-space LR at each scale);
 - through-plane, the protocol of evaluation/through_plane_cases.py (axial box slices of `factor` mm, coronal
