@@ -134,7 +134,8 @@ def main() -> None:
     subjects = [s for s in reporting_subjects(DATA) if args.subject in s.name]
     if not subjects:
         parser.error(f"no reporting subject matching {args.subject!r} under {DATA}")
-    results = {s.name: measure(s, args.thickness_mm, args.moved, args.oracle_registration, args.scales, args.factor, args.every) for s in subjects}
+    results = {s.name: measure(s, args.thickness_mm, args.moved, args.oracle_registration, args.scales, args.factor,
+                               args.every) for s in subjects}
     print(table(results, args.scales, args.factor))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -8,7 +8,8 @@ synthesised by the paper's k-space protocol after intensity augmentation (gamma,
 k-space noise; ``--no-intensity-augment`` turns it off) and dihedral augmentation. A guided model's T1
 is randomised (``data/degradations.py``: misregistration, resolution loss, thick T1 slices parallel to the
 T2's, intensity remapping, dropout; ``--guide-randomisation`` names the parts, ``none`` turns it off; in-plane the
-parallel slices run only where named, so that ``all`` keeps the in-plane recipe of the runs made before that part) so that the network learns to use the guide only where the LR T2 agrees with it.
+parallel slices run only where named, so that ``all`` keeps the in-plane recipe of the runs made before that part)
+so that the network learns to use the guide only where the LR T2 agrees with it.
 
 Validation and selection: a guided model is validated with the registered T1 and with the same T1
 moved by one voxel along both in-plane axes (about 1.4 mm on 1 mm data); ``best.safetensors`` is the
