@@ -7,9 +7,8 @@ card's tables use every 4th (bench/guide_robustness.py). Each test prints its ma
 guarded for the self-ensemble of 4 copies (inference/self_ensemble.py), the option that trades time for quality.
 
 The guards the shipped weights do not meet yet are strict expected failures (SHORTFALLS, with the margin measured
-on the weights of 2026-12-06, x3 of 2026-12-07): they fail the suite as soon as a better model meets them, so that
-the mark is removed.
-All three are gains over bicubic on the BraTS case, where the no-T1 models gain as much as on patient26 and the T1,
+on the weights of 2026-12-06): they fail the suite as soon as a better model meets them, so that the mark is removed.
+Both are x4 gains over bicubic on the BraTS case, where the no-T1 models gain as much as on patient26 and the T1,
 a native one of thick axial slices, adds little: patient26's own T1 made thick along z and moved 1 mm adds as little
 (bench/thick_t1.py; docs/benchmarks.md, "What the BraTS case's T1 leaves to gain").
 """
