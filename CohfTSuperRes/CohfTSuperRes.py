@@ -39,6 +39,7 @@ from CohfTSuperResLib.errors import InferenceCancelled, WeightsError  # torch-fr
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
 from CohfTSuperResLib.options import (
     BACKENDS,
+    CONSISTENCY_PROFILES,
     DEVICES,
     GUIDE_CHECKS,
     MODES,
@@ -114,7 +115,8 @@ class CohfTSuperResParameterNode:
     the shipped model of variant and scale; kept in step with its path field by the widget). showResult: show
     the result in the slice views. scale, variant, device, backend, guideCheck, registerT1 (register), mode: as in
     options.RunOptions. sliceSpacing: the through-plane thin slices' spacing in mm (0: the default). adaptSteps: the
-    through-plane adaptation to the scan (options.RunOptions.adapt_steps; 0: off). selfEnsemble: copies of each
+    through-plane adaptation to the scan (options.RunOptions.adapt_steps; 0: off). sliceProfile, sliceGap: the
+    through-plane consistency with the thick slices (options.RunOptions.slice_profile, slice_gap). selfEnsemble: copies of each
     slice run and averaged (options.RunOptions.self_ensemble; through-plane runs 8 as 4, the most its planes have).
     """
 
@@ -132,17 +134,20 @@ class CohfTSuperResParameterNode:
     mode: Annotated[str, Choice(list(MODES))] = "in-plane"
     sliceSpacing: float = 0.0
     adaptSteps: int = 0
+    sliceProfile: Annotated[str, Choice(list(CONSISTENCY_PROFILES))] = "off"
+    sliceGap: float = 0.2
     selfEnsemble: Annotated[int, Choice(list(SELF_ENSEMBLES))] = 1
     showResult: bool = True
 
     def runOptions(self) -> RunOptions:
         """The run's options from the GUI state."""
         throughPlane = self.mode == "through-plane"
+        consistency = {"slice_profile": self.sliceProfile, "slice_gap": self.sliceGap} if throughPlane else {}
         return RunOptions(scale=self.scale, variant=self.variant, model_path=self.modelPath, device=self.device,
                           backend=self.backend, guide_check=self.guideCheck, register=self.registerT1, mode=self.mode,
                           slice_spacing=self.sliceSpacing if throughPlane and self.sliceSpacing > 0 else None,
                           adapt_steps=self.adaptSteps if throughPlane and self.backend == "torch" else 0,
-                          self_ensemble=self_ensemble_for_mode(self.selfEnsemble, self.mode))
+                          self_ensemble=self_ensemble_for_mode(self.selfEnsemble, self.mode), **consistency)
 
 
 #
@@ -475,6 +480,8 @@ class CohfTSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.scaleComboBox.enabled = node.mode == "in-plane"
             self.ui.sliceSpacingSpinBox.enabled = node.mode == "through-plane"
             self.ui.adaptStepsSpinBox.enabled = node.mode == "through-plane" and node.backend == "torch"
+            self.ui.sliceProfileComboBox.enabled = node.mode == "through-plane"
+            self.ui.sliceGapSpinBox.enabled = node.mode == "through-plane" and node.sliceProfile != "off"
             problem = self.logic.choiceProblem(node.inputT2, node.guideT1, node.outputVolume, node.runOptions(),
                                                node.useT1)
         self.ui.applyButton.enabled = problem is None

@@ -25,6 +25,7 @@ from CohfTSuperResLib import __version__
 from CohfTSuperResLib.errors import LIBRARY_ERRORS, InputError, InputNote
 from CohfTSuperResLib.options import (
     BACKENDS,
+    CONSISTENCY_PROFILES,
     GUIDE_CHECKS,
     OUTPUT_SUFFIXES,
     PRECISIONS,
@@ -89,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--slice-spacing", type=float, metavar="MM",
                      help="through-plane: the thin slices' spacing in mm, rounded so that each thick slice holds a "
                           "whole number of them (default: the in-plane spacing, at most 6 per slice)")
+    run.add_argument("--slice-profile", choices=CONSISTENCY_PROFILES, default="off",
+                     help="through-plane: make the thin slices average back to each thick slice under this slice "
+                          "profile (default off; gaussian: the safest where the profile is not known, box: where it is "
+                          "near rectangular; measured in docs/benchmarks.md, \"Consistency with the thick slices\")")
+    run.add_argument("--slice-gap", type=float, default=0.2, metavar="FRACTION",
+                     help="through-plane: the fraction of the slice spacing outside a slice's profile (its thickness "
+                          "is 1 - FRACTION times the spacing; default 0.2)")
     run.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                      help="through-plane: first fine-tune a copy of the network on this T2's own thick slices for N "
                           "steps (default 0: off; gain and cost measured in docs/benchmarks.md, \"Adapting to the scan\")")
@@ -242,8 +250,8 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
                       backend=args.backend, precision=args.precision, batch_size=args.batch_size,
                       slice_axis=args.slice_axis, whole_slices=args.whole_slices, guide_check=args.guide_check,
                       register=args.register, mode="through-plane" if args.through_plane else "in-plane",
-                      slice_spacing=args.slice_spacing, adapt_steps=args.adapt_steps,
-                      self_ensemble=args.self_ensemble)
+                      slice_spacing=args.slice_spacing, slice_profile=args.slice_profile,
+                      slice_gap=args.slice_gap, adapt_steps=args.adapt_steps, self_ensemble=args.self_ensemble)
 
 
 def _super_resolve_file(args: argparse.Namespace, options: RunOptions, t2: Path, t1: Path | None,

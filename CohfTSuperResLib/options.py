@@ -22,6 +22,10 @@ SCALES = (2, 3, 4)
 # every factor).
 THROUGH_PLANE_FACTORS = (2, 3, 4, 5, 6)
 THROUGH_PLANE_SCALE = 1
+# Slice profiles of a thick-slice acquisition (data/degradations.py: what training simulates), and the profile the
+# through-plane mode makes its thin slices consistent with (inference/slice_consistency.py; 'off': not at all).
+SLICE_PROFILES = ("box", "gaussian")
+CONSISTENCY_PROFILES = ("off", "gaussian", "box")
 MODES = ("in-plane", "through-plane")
 VARIANTS = ("S", "M", "L")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # 'cuda:N' names one GPU of several
@@ -54,6 +58,14 @@ def check_slice_spacing(value: object) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise InputError(f"slice_spacing must be a positive number of millimetres, got {value!r}")
+    return float(value)
+
+
+def check_slice_gap(value: object) -> float:
+    """The slice gap as a float in [0, 1) (the fraction of the slice spacing that a slice's profile does not cover);
+    InputError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+        raise InputError(f"slice_gap must be a fraction of the slice spacing in [0, 1), got {value!r}")
     return float(value)
 
 
@@ -93,6 +105,10 @@ class RunOptions:
     mode: 'in-plane' (the slices super-resolved by `scale`) or 'through-plane' (thin slices restored along the
     thick slice axis of a thick-slice T2; `scale` does not apply, slice_axis is the thick axis).
     slice_spacing: the through-plane target spacing in mm (None: the in-plane spacing; see inference.input_checks).
+    slice_profile, slice_gap: through-plane, make the thin slices consistent with the thick ones under this slice
+    profile ('gaussian' or 'box'; 'off', the default: not) with profiles of (1 - slice_gap) times the thick slice
+    spacing (inference/slice_consistency.py; 'gaussian' with the default gap 0.2 was the safest when the profile is
+    not known); in-plane both are unused.
     adapt_steps: through-plane, first fine-tune a copy of the network on the T2's own thick slices for this many
     steps (inference/subject_adaptation.py; 0: off; torch backend only). self_ensemble: run the network on this
     many flipped / transposed copies of each slice and average them (inference/self_ensemble.py; 1: off; time
@@ -112,6 +128,8 @@ class RunOptions:
     register: bool = False
     mode: str = "in-plane"
     slice_spacing: float | None = None
+    slice_profile: str = "off"
+    slice_gap: float = 0.2
     adapt_steps: int = 0
     self_ensemble: int = 1
 
@@ -122,6 +140,8 @@ class RunOptions:
         if self.slice_spacing is not None and self.mode != "through-plane":
             raise InputError("slice_spacing sets the thin slices of the through-plane mode; it does not apply to "
                              "in-plane super-resolution (use scale)")
+        check_choice(self.slice_profile, CONSISTENCY_PROFILES, "slice profile")
+        object.__setattr__(self, "slice_gap", check_slice_gap(self.slice_gap))
         check_choice(self.variant, VARIANTS, "model variant")
         check_choice(self.backend, BACKENDS, "backend")
         check_choice(self.precision, PRECISIONS, "precision")
@@ -180,6 +200,8 @@ class RunOptions:
             arguments.append("--through-plane")
         if self.slice_spacing is not None:
             arguments += ["--slice-spacing", repr(self.slice_spacing)]
+        if self.through_plane:
+            arguments += ["--slice-profile", self.slice_profile, "--slice-gap", repr(self.slice_gap)]
         if self.adapt_steps:
             arguments += ["--adapt-steps", str(self.adapt_steps)]
         if self.self_ensemble > 1:

@@ -27,6 +27,10 @@ from CohfTSuperResLib.options import RunOptions
     ({"slice_axis": 3}, "slice_axis must be 0, 1 or 2"),
     ({"model_path": ""}, "model_path is empty"),
     ({"device": ""}, "device must be a name"),
+    ({"mode": "through-plane", "slice_profile": "sinc"}, "unknown slice profile 'sinc'"),
+    ({"mode": "through-plane", "slice_gap": 1.0}, r"slice_gap must be a fraction of the slice spacing in \[0, 1\)"),
+    ({"mode": "through-plane", "slice_gap": -0.1}, "slice_gap must be"),
+    ({"mode": "through-plane", "slice_gap": True}, "slice_gap must be"),
 ])
 def test_bad_options_are_refused_when_made(choices, message):
     with pytest.raises(InputError, match=message):
@@ -54,6 +58,8 @@ def test_super_resolve_takes_exactly_the_options_fields():
     RunOptions(scale=3, model_path="/models/mine.safetensors", precision="bf16", slice_axis=2),
     RunOptions(mode="through-plane", slice_spacing=1.5, slice_axis=0, guide_check="off"),
     RunOptions(mode="through-plane", adapt_steps=300),
+    RunOptions(mode="through-plane", slice_profile="box", slice_gap=0.0),
+    RunOptions(mode="through-plane", slice_profile="off"),
 ])
 def test_the_child_command_line_parses_back_to_the_same_options(options):
     args = cli.build_parser().parse_args(["run", "--t2", "t2.nrrd", "-o", "sr.nrrd", *options.command_line()])

@@ -161,6 +161,10 @@ def test_parameter_node_gives_the_run_options(module):
     assert node.runOptions().adapt_steps == 0
     node.backend, node.mode = "torch", "in-plane"
     assert node.runOptions().adapt_steps == 0
+    node.sliceProfile, node.sliceGap = "box", 0.1  # the consistency with the thick slices is through-plane's
+    assert node.runOptions() == RunOptions(scale=3, device="cpu", model_path=Path("/weights/mine.safetensors"))
+    node.mode = "through-plane"
+    assert (node.runOptions().slice_profile, node.runOptions().slice_gap) == ("box", 0.1)
 
 
 def test_every_widget_the_module_uses_is_in_the_ui_file(module):

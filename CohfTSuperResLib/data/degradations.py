@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from CohfTSuperResLib.options import check_scale
+from CohfTSuperResLib.options import SLICE_PROFILES, check_scale
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -75,7 +75,6 @@ def trimmed_length(length: int, scale: int) -> int:
     return kept
 
 
-SLICE_PROFILES = ("box", "gaussian")
 GAUSSIAN_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))  # full width at half maximum / sigma
 
 

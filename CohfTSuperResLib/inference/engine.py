@@ -63,6 +63,8 @@ def super_resolve(
     register: bool = False,
     mode: str = "in-plane",
     slice_spacing: float | None = None,
+    slice_profile: str = "off",
+    slice_gap: float = 0.2,
     adapt_steps: int = 0,
     self_ensemble: int = 1,
     progress: Progress | None = None,
@@ -85,7 +87,8 @@ def super_resolve(
     options = RunOptions(scale=scale, variant=variant, model_path=model_path, device=device, backend=backend,
                          precision=precision, batch_size=batch_size, slice_axis=slice_axis, whole_slices=whole_slices,
                          guide_check=guide_check, register=register, mode=mode, slice_spacing=slice_spacing,
-                         adapt_steps=adapt_steps, self_ensemble=self_ensemble)
+                         slice_profile=slice_profile, slice_gap=slice_gap, adapt_steps=adapt_steps,
+                         self_ensemble=self_ensemble)
     checked = check_inputs(t2, t1, options.scale, options.slice_axis, options.mode, options.slice_spacing)
     for note in checked.notes:
         warnings.warn(note, InputNote, stacklevel=2)
@@ -178,6 +181,8 @@ def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: Guid
         model += f", adapted to this scan in {options.adapt_steps} steps"
     if options.self_ensemble > 1:
         model += f", self-ensemble of {options.self_ensemble}"
+    if options.through_plane and options.slice_profile != "off":
+        model += f", consistent with the thick slices ({options.slice_profile}, gap {options.slice_gap:g})"
     check = "off" if verdict is None else verdict.record()
     result.SetMetaData(RECORD_KEYS[0], model)
     result.SetMetaData(RECORD_KEYS[1], check)

@@ -13,7 +13,9 @@ through_plane_factor):
    axis, of both families: the planes across voxel axis 0 and those across voxel axis 1, each run as the in-plane
    slices are (slice_run.SliceRun: content box, batches, tiles; the T1 resampled onto the thin grid); the two
    restorations are averaged;
-4. back to the input's axis order and T2 units.
+4. the thin slices are made consistent with the thick slices under the run's slice profile (slice_consistency.py;
+   unless options.slice_profile is 'off');
+5. back to the input's axis order and T2 units.
 
 Two thin slices per thick slice (n = 2) are made finer first: the steps above run for 4 thin slices, and each two
 neighbouring ones are averaged into one thin slice of the 2 asked for (``supersampling``): the one network, which is
@@ -33,6 +35,7 @@ import torch
 from CohfTSuperResLib.inference.backends import Runner
 from CohfTSuperResLib.inference.geometry import Grid, thin_slice_grid
 from CohfTSuperResLib.inference.input_checks import InputCheck
+from CohfTSuperResLib.inference.slice_consistency import consistent_thin_slices
 from CohfTSuperResLib.inference.slice_run import SliceRun
 from CohfTSuperResLib.model.upsample import upsample_slices_cubic
 from CohfTSuperResLib.options import THROUGH_PLANE_SCALE, RunOptions
@@ -79,8 +82,8 @@ def through_plane_volume(checked: InputCheck, runner: Runner, options: RunOption
     t2 = sitk.PermuteAxes(checked.t2, order)
     finer = supersampling(checked.scale)
     thin_grid = thin_slice_grid(Grid.of(t2), network_factor(checked.scale), THICK_AXIS)
-    voxels = interpolated_thin_slices(np.transpose(checked.t2_voxels, [2 - axis for axis in reversed(order)]),
-                                      network_factor(checked.scale))
+    thick = np.transpose(checked.t2_voxels, [2 - axis for axis in reversed(order)])
+    voxels = interpolated_thin_slices(thick, network_factor(checked.scale))
     thin = thin_grid.image_from_array(voxels)
     counts = family_sizes(checked)
     report = progress or (lambda done, total: None)
@@ -94,6 +97,8 @@ def through_plane_volume(checked: InputCheck, runner: Runner, options: RunOption
         restored += restored_planes(checked, thin, axis, runner, options, device, family_progress, cancel) / len(
             PLANE_FAMILIES)
     averaged = restored.reshape(restored.shape[0] // finer, finer, *restored.shape[1:]).mean(axis=1)
+    if options.slice_profile != "off":
+        averaged = consistent_thin_slices(averaged, thick, options.slice_profile, options.slice_gap)
     output_grid = thin_slice_grid(Grid.of(t2), checked.scale, THICK_AXIS)
     return sitk.PermuteAxes(output_grid.image_from_array(np.ascontiguousarray(averaged, dtype=np.float32)), inverse)
 
