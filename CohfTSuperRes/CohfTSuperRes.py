@@ -116,8 +116,9 @@ class CohfTSuperResParameterNode:
     the result in the slice views. scale, variant, device, backend, guideCheck, registerT1 (register), mode: as in
     options.RunOptions. sliceSpacing: the through-plane thin slices' spacing in mm (0: the default). adaptSteps: the
     through-plane adaptation to the scan (options.RunOptions.adapt_steps; 0: off). sliceProfile, sliceGap: the
-    through-plane consistency with the thick slices (options.RunOptions.slice_profile, slice_gap). selfEnsemble: copies of each
-    slice run and averaged (options.RunOptions.self_ensemble; through-plane runs 8 as 4, the most its planes have).
+    through-plane consistency with the thick slices (options.RunOptions.slice_profile, slice_gap). selfEnsemble:
+    copies of each slice run and averaged (options.RunOptions.self_ensemble; through-plane runs 8 as 4, the most its
+    planes have).
     """
 
     inputT2: vtkMRMLScalarVolumeNode
