@@ -302,7 +302,8 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
             outputNode.CreateDefaultDisplayNodes()
         inputDisplay = t2Node.GetDisplayNode() if t2Node is not None else None
         outputDisplay = outputNode.GetDisplayNode()
-        if outputDisplay is not None and inputDisplay is not None and inputDisplay.IsA("vtkMRMLScalarVolumeDisplayNode"):
+        if outputDisplay is not None and inputDisplay is not None and inputDisplay.IsA(
+                "vtkMRMLScalarVolumeDisplayNode"):
             outputDisplay.SetAutoWindowLevel(False)
             outputDisplay.SetWindowLevel(inputDisplay.GetWindow(), inputDisplay.GetLevel())
         if showResult:
@@ -318,9 +319,10 @@ class CohfTSuperResLogic(ScriptedLoadableModuleLogic):
         """Super-resolve the T2 node guided by the T1 node (None: a model without T1); return the output volume node.
 
         options: the run's choices (None: RunOptions(), the shipped S model at x2). outputNode None: a new volume
-        '<T2 name>_SRx<scale>' (through-plane: '<T2 name>_thin_x<thin slices per slice>') in the T2's study. progressCallback(done, total) reports slices; cancelCallback()
-        returning True stops the run (InferenceCancelled, no node created); logCallback(line) receives the child
-        process's messages. inProcess=True runs the library in this process instead of a child process.
+        '<T2 name>_SRx<scale>' (through-plane: '<T2 name>_thin_x<thin slices per slice>') in the T2's study.
+        progressCallback(done, total) reports slices; cancelCallback() returning True stops the run
+        (InferenceCancelled, no node created); logCallback(line) receives the child process's messages.
+        inProcess=True runs the library in this process instead of a child process.
         """
         start = time.monotonic()
         if inProcess:

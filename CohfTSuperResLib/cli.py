@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "is 1 - FRACTION times the spacing; default 0.2)")
     run.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                      help="through-plane: first fine-tune a copy of the network on this T2's own thick slices for N "
-                          "steps (default 0: off; gain and cost measured in docs/benchmarks.md, \"Adapting to the scan\")")
+                          "steps (default 0: off; gain and cost measured in docs/benchmarks.md, "
+                          "\"Adapting to the scan\")")
     run.add_argument("--self-ensemble", type=int, choices=SELF_ENSEMBLES, default=1, metavar="N",
                      help="run the network on N flipped / transposed copies of each slice and average them (1, 2, 4 "
                           "or 8; through-plane at most 4; default 1: off; N times the time, gain measured in "

@@ -82,7 +82,8 @@ def conv_rate(repeats: int = 8) -> float:
 def _pad_in_plane(image: sitk.Image, size: int) -> sitk.Image:
     """Zero-pad axes 0 and 1 symmetrically to size x size, keeping physical positions."""
     lower = [(size - n) // 2 if axis < 2 else 0 for axis, n in enumerate(image.GetSize())]
-    upper = [size - n - low if axis < 2 else 0 for axis, (n, low) in enumerate(zip(image.GetSize(), lower, strict=True))]
+    upper = [size - n - low if axis < 2 else 0
+             for axis, (n, low) in enumerate(zip(image.GetSize(), lower, strict=True))]
     return sitk.ConstantPad(image, [max(v, 0) for v in lower], [max(v, 0) for v in upper])
 
 

@@ -117,8 +117,8 @@ def speed_row(variant: str, scale: int, case: str, precision: str, seconds: floa
     volume_seconds = spent / done * count
     return {"variant": variant, "weights": source, "scale": scale, "case": case, "precision": precision,
             "tiles": plan.tile, "batch": batch, "slices_timed": done, "seconds_per_volume": volume_seconds,
-            "cubic_seconds_per_volume": cubic / batch * count, "ratio_to_cubic": volume_seconds / (cubic / batch * count),
-            "peak_gib": peak / 2**30}
+            "cubic_seconds_per_volume": cubic / batch * count,
+            "ratio_to_cubic": volume_seconds / (cubic / batch * count), "peak_gib": peak / 2**30}
 
 
 def speed_rows(seconds: float, budget: float) -> list[dict]:

@@ -100,8 +100,8 @@ def main() -> None:
     guided = args.guided or find_model("S", args.scale, True).path
     unguided = args.no_t1 or find_model("S", args.scale, False).path
     rows = []
-    print("| subject | guide | proxy benefit dB | T1 used (auto) | guided | no-T1 | auto | auto - no-T1 | auto - best | "
-          "reduced-input proxy dB |")
+    print("| subject | guide | proxy benefit dB | T1 used (auto) | guided | no-T1 | auto | auto - no-T1 | "
+          "auto - best | reduced-input proxy dB |")
     print("|" + " --- |" * 10)
     subjects = evaluation_subjects(args.source, DATA)
     for subject in subjects:
@@ -156,7 +156,8 @@ def threshold_sweep(rows: list[dict]) -> str:
     proxy = np.array([row["benefit_db"] for row in rows])
     before = np.where(np.array([row["reduced_input_db"] for row in rows]) >= REDUCED_INPUT_THRESHOLD_DB, gain, 0.0)
     cells = [f"always the T1 {gain.mean():+.3f} (worst {gain.min():+.3f})", f"best {np.maximum(gain, 0).mean():+.3f}",
-             f"the reduced-input proxy at {REDUCED_INPUT_THRESHOLD_DB:.1f} dB {before.mean():+.3f} ({before.min():+.3f})"]
+             f"the reduced-input proxy at {REDUCED_INPUT_THRESHOLD_DB:.1f} dB "
+             f"{before.mean():+.3f} ({before.min():+.3f})"]
     allowed = []
     for threshold in SWEPT_THRESHOLDS_DB:
         auto = np.where(proxy >= threshold, gain, 0.0)

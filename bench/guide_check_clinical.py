@@ -39,7 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# CPU: {cpu_name()}; {args.threads} torch threads; torch {torch.__version__}\n")
-    print("| study | T2 size | T1 | proxy benefit dB | T1 used (auto) | apparent offset mm | check s | registration s |")
+    print("| study | T2 size | T1 | proxy benefit dB | T1 used (auto) | apparent offset mm | check s | "
+          "registration s |")
     print("|" + " --- |" * 8)
     mode = "through-plane" if args.through_plane else "in-plane"
     options = RunOptions(scale=args.scale, device="cpu", mode=mode)

@@ -31,7 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lr-size", type=int, default=60, help="side of the LR slice for FLOPs (BraTS x4: 60)")
     args = parser.parse_args()
-    print(f"| variant | scale | params with T1 | params without T1 | GFLOPs / {args.lr_size}x{args.lr_size} LR slice (with T1) |")
+    print(f"| variant | scale | params with T1 | params without T1 | GFLOPs / {args.lr_size}x{args.lr_size} "
+          "LR slice (with T1) |")
     print("| --- | --- | --- | --- | --- |")
     for variant in sorted(VARIANTS, key="SML".index):
         for scale in SCALES:

@@ -65,7 +65,8 @@ def reliance(model: Path | None, scale: int, no_t1_model: Path | None, guides: d
         results[name] = image_stack(sr, AXIS)[brain] / reference
     if no_t1_model is not None:
         results["no T1 (model trained without)"] = image_stack(
-            super_resolve(lr, None, scale, model_path=no_t1_model, device="cpu", slice_axis=AXIS), AXIS)[brain] / reference
+            super_resolve(lr, None, scale, model_path=no_t1_model, device="cpu", slice_axis=AXIS),
+            AXIS)[brain] / reference
     guided = results[REGISTERED]
     detail = float(np.abs(guided - results["bicubic (no network)"]).mean())
     rows = []

@@ -52,7 +52,8 @@ def main() -> None:
                       for name, interpolator in (("linear", sitk.sitkLinear), ("bspline", sitk.sitkBSpline))}
             rows.append({"subject": subject.name, "factor": factor, "profile": profile, "gap": gap, **scores})
             print(f"| {subject.name} | {factor} mm | {profile} | {gap:.0%} | {scores['linear']['psnr']:.3f} / "
-                  f"{scores['linear']['ssim']:.4f} | {scores['bspline']['psnr']:.3f} / {scores['bspline']['ssim']:.4f} |",
+                  f"{scores['linear']['ssim']:.4f} | {scores['bspline']['psnr']:.3f} / "
+                  f"{scores['bspline']['ssim']:.4f} |",
                   flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -7,8 +7,8 @@ middle coronal and the middle sagittal slice of: the thick slices (nearest), the
 guided model (default: the shipped ones a run of that factor uses), the 1 mm truth (through_plane_<subject>.png,
 through_plane_<subject>_sagittal.png). One open_ms clinical study (a real 2-D T2 of thick slices and its T1, no
 truth): the thick slices, the B-spline and the guided model on the thin grid of --slice-spacing
-(through_plane_clinical.png, through_plane_clinical_sagittal.png), with the seconds and peak memory of each. Every panel on the truth's (clinical: the input's) intensity window. Prints the CPU and the
-torch threads.
+(through_plane_clinical.png, through_plane_clinical_sagittal.png), with the seconds and peak memory of each. Every
+panel on the truth's (clinical: the input's) intensity window. Prints the CPU and the torch threads.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def main() -> None:
     size = " x ".join(map(str, t2.GetSize()))
     print(f"| {args.study} | {size}, {t2.GetSpacing()[THICK_AXIS]:g} mm slices | x{factor} -> "
           f"{' x '.join(map(str, model.GetSize()))} | B-spline {bspline_seconds:.1f} s | Cohf-T with T1 "
-          f"{model_seconds:.1f} s | ratio {model_seconds / bspline_seconds:.0f} | peak RSS {peak_rss() / 2**30:.2f} GiB |")
+          f"{model_seconds:.1f} s | ratio {model_seconds / bspline_seconds:.0f} | "
+          f"peak RSS {peak_rss() / 2**30:.2f} GiB |")
     top = robust_scale(sitk.GetArrayViewFromImage(t2))
     panels = {f"{t2.GetSpacing()[THICK_AXIS]:g} mm slices": slice_interpolation(t2, factor, THICK_AXIS,
                                                                                  sitk.sitkNearestNeighbor),

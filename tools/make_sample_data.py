@@ -57,7 +57,8 @@ def _rounded_int16(image: sitk.Image) -> sitk.Image:
 
 def make(open_ms: Path, target: Path) -> dict:
     """Write the sample files into target and return the manifest written beside them."""
-    source = {name: sitk.ReadImage(str(open_ms / SUBJECT / f"{name}.nii.gz"), sitk.sitkFloat32) for name in ("t2", "t1")}
+    source = {name: sitk.ReadImage(str(open_ms / SUBJECT / f"{name}.nii.gz"), sitk.sitkFloat32)
+              for name in ("t2", "t1")}
     last = FIRST_SLICE + THICKNESS * (SLICES - 1)
     hr_t2 = _rounded_int16(source["t2"][COLUMNS, ROWS, FIRST_SLICE : last + 1 : THICKNESS])
     half = THICKNESS // 2  # the T1 covers each T2 slice's whole thickness

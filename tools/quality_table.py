@@ -26,7 +26,8 @@ def main() -> None:
         for key, name in METHODS:
             if key in metrics:
                 value = metrics[key]
-                print(f"| x{scale} | {name} | {value['psnr']:.2f} | {value['psnr'] - bicubic:+.2f} | {value['ssim']:.4f} |")
+                print(f"| x{scale} | {name} | {value['psnr']:.2f} | {value['psnr'] - bicubic:+.2f} | "
+                      f"{value['ssim']:.4f} |")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ held-out subject):
 
 Expects RUNS_DIR/<variant>_x<s>/ (with T1) holding `best.safetensors` and `run.json` from
 `cohft-sr train`, and EVAL_DIR/x<s>/metrics.json from `cohft-sr evaluate --model ... [--no-t1-model ...]`.
-A model without T1 (RUNS_DIR/<variant>_x<s>_noT1/) is shipped where the evaluation of its scale has it. The shipped file of each model is its
-best-on-validation checkpoint (selected on the validation slab, never on the test subject);
-its sha256, training run summary and held-out metrics go into models.json.
+A model without T1 (RUNS_DIR/<variant>_x<s>_noT1/) is shipped where the evaluation of its scale has it.
+The shipped file of each model is its best-on-validation checkpoint (selected on the validation slab,
+never on the test subject); its sha256, training run summary and held-out metrics go into models.json.
 
 ``--replace`` ships single runs (scale and T1 use read from each file's header) in place of the entries they
 replace and keeps the others; their held-out record is every row of the ``bench/guide_robustness.py --json``
@@ -52,7 +52,8 @@ from CohfTSuperResLib.weights.storage import load_model, read_metadata, sha256_o
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 DATA_SPLIT = ("open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patient19 trained every model; the "
               "guide-randomised fine-tunes also trained on templates/icbm2009c_sym and were selected on "
-              "templates/mni152_fsl; held out for reporting: open_ms mni/patient26 and BraTS-GLI-00000-000 (BraTS 2023)")
+              "templates/mni152_fsl; held out for reporting: open_ms mni/patient26 and BraTS-GLI-00000-000 "
+              "(BraTS 2023)")
 
 
 def shipped_name(variant: str, scale: int, use_t1: bool, factors: tuple[int, ...] = THROUGH_PLANE_FACTORS) -> str:

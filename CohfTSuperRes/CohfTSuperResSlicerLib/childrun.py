@@ -6,8 +6,9 @@ polls two small files.
 
 Protocol: the inputs are written into a private temporary folder as NRRD (lossless, geometry in
 double precision), then the library's command line ``cohft-sr run --t2 t2.nrrd [--t1 t1.nrrd] -o sr.nrrd
---progress-json ...`` runs there (as ``python -c CLI_ENTRY run ...``). Its stdout goes to ``progress.jsonl`` (one JSON object per progress
-report), its stderr to ``messages.log`` (the one-line ``cohft-sr: note / warning / error`` messages).
+--progress-json ...`` runs there (as ``python -c CLI_ENTRY run ...``). Its stdout goes to
+``progress.jsonl`` (one JSON object per progress report), its stderr to ``messages.log`` (the one-line
+``cohft-sr: note / warning / error`` messages).
 Files, not pipes: the child never blocks on a full pipe and the parent reads them without threads.
 The child is started in a process group of its own, so that killing it also kills the Python that
 Slicer's launcher (PythonSlicer) starts. Whatever the outcome, the temporary folder is removed.
@@ -234,8 +235,8 @@ class ChildRun:
         try:
             self.image = read_volume(self.folder / "sr.nrrd")
         except InputError as error:
-            self.error = InferenceError(_("the super-resolution process ended without a readable result: {error}").format(
-                error=error))
+            self.error = InferenceError(
+                _("the super-resolution process ended without a readable result: {error}").format(error=error))
 
     def _failure(self) -> str:
         """The child's own error message, or what is known when it died without one."""

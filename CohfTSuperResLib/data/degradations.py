@@ -265,7 +265,8 @@ class GuideRandomisation:
         """The default chances for the named parts, 0 for the others ('none' or [] turns every part off)."""
         unknown = sorted(set(parts) - set(GUIDE_PARTS) - {"all", "none"})
         if unknown:
-            raise ValueError(f"unknown guide randomisation part(s) {unknown}; use {', '.join(GUIDE_PARTS)}, all or none")
+            raise ValueError(f"unknown guide randomisation part(s) {unknown}; use {', '.join(GUIDE_PARTS)}, "
+                             "all or none")
         if "all" in parts:
             return cls()
         default = cls()
@@ -289,7 +290,8 @@ class GuideRandomisation:
               rng: np.random.Generator, slice_axis: int | None = None) -> np.ndarray:
         """The randomised T1 slice `index` of a (N, H, W) T1 stack of consecutive slices, float32 (H, W);
         `slice_axis` (0-2, stack axes) is the T2's thick-slice axis where there is one (``parallel_slices``)."""
-        parts = [part for part in GUIDE_PARTS if part != "parallel_slices" or slice_axis is not None]  # no axis, no draw
+        parts = [part for part in GUIDE_PARTS
+                 if part != "parallel_slices" or slice_axis is not None]  # no axis, no draw
         use = {part: rng.random() < getattr(self, part) for part in parts}
         if use["dropout"]:
             return np.zeros(stack.shape[1:], dtype=np.float32)

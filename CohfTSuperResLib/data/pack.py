@@ -136,14 +136,16 @@ def build_pack(manifest: str | Path, val_slices: int = 12, guard: int = 4,
     A 'split' volume gives its central `val_slices` brain slices to validation and drops `guard`
     slices on each side of that slab from training, so no training slice neighbours a validation one.
     """
-    from CohfTSuperResLib.data.pairs import load_pair, read_manifest  # SimpleITK is needed to build a pack, not to read one
+    # SimpleITK is needed to build a pack, not to read one
+    from CohfTSuperResLib.data.pairs import load_pair, read_manifest
 
     volumes = []
     for spec in read_manifest(manifest):
         pair = load_pair(spec)
         if pair.view_factors:
             if spec.role != "train":
-                raise InputError(f"{spec.subject}: a volume sliced along every axis can only train (role {spec.role!r})")
+                raise InputError(f"{spec.subject}: a volume sliced along every axis can only train "
+                                 f"(role {spec.role!r})")
             volumes.append(_block(spec.subject, pair.hr, pair.t1, pair.view_factors, spec.t1 is not None,
                                   pair.spacing))
             if log is not None:

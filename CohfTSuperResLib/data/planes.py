@@ -138,7 +138,8 @@ class PlaneSampler:
                        for axis in range(3)]
             brain = [brain_slices(stack) for stack in stacks[:3]]
             self.volumes.append(_Volume(volume.name, stacks[:3], stacks[3:], spacing,
-                                        [b if b.size else np.arange(stack.shape[0]) for b, stack in zip(brain, stacks)]))
+                                        [b if b.size else np.arange(stack.shape[0])
+                                         for b, stack in zip(brain, stacks)]))
         if not any(self._thick_axes(volume, self.factors[0]) for volume in self.volumes):
             raise ValueError(f"no training volume has {MIN_THICK_SLICES * self.factors[0]} slices along "
                              "any axis: too small to simulate thick slices")

@@ -29,7 +29,8 @@ SAMPLE_ROLES = ("lr_t2", "t1", "hr_t2")
 
 
 def sample_dir() -> Path:
-    """Folder of the sample data: $COHFT_SR_SAMPLE_DATA, Resources/SampleData or <prefix>/share/CohfTSuperRes/SampleData."""
+    """Folder of the sample data: $COHFT_SR_SAMPLE_DATA, Resources/SampleData or
+    <prefix>/share/CohfTSuperRes/SampleData."""
     return installed_folder("SampleData", MANIFEST_NAME, SAMPLE_ENV)
 
 
@@ -64,7 +65,8 @@ def sample_files() -> SampleFiles:
         entries = {role: manifest["files"][role] for role in SAMPLE_ROLES}
         thumbnail = folder / manifest["thumbnail"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise InputError(f"the sample data list {manifest_path} is damaged ({type(error).__name__}: {error})") from error
+        raise InputError(f"the sample data list {manifest_path} is damaged "
+                         f"({type(error).__name__}: {error})") from error
     paths, digests = {}, {}
     for role, entry in entries.items():
         path = folder / entry["file"]

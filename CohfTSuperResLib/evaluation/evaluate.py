@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--t2", type=Path, help="HR T2 volume (the reference)")
-    source.add_argument("--manifest", type=Path, help="CSV/JSON manifest of (t2, t1[, transforms]) pairs (see data/pairs.py)")
+    source.add_argument("--manifest", type=Path,
+                        help="CSV/JSON manifest of (t2, t1[, transforms]) pairs (see data/pairs.py)")
     parser.add_argument("--t1", type=Path, help="T1 of the same subject (registered, or in physical alignment)")
     parser.add_argument("--scale", type=int, choices=SCALES, required=True)
     parser.add_argument("--model", type=Path, help="Cohf-T weights with T1 (default: the shipped model of --variant)")

@@ -72,5 +72,6 @@ def ssim(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, dat
             f"SSIM needs images of at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels, got {tuple(pred_a.shape[-2:])}"
         )
     pred_t, target_t = torch.from_numpy(pred_a), torch.from_numpy(target_a)
-    value = _ssim(pred_t, target_t, data_range=data_range, size_average=True, win_size=SSIM_WINDOW, win_sigma=SSIM_SIGMA)
+    value = _ssim(pred_t, target_t, data_range=data_range, size_average=True, win_size=SSIM_WINDOW,
+                  win_sigma=SSIM_SIGMA)
     return float(value)

@@ -82,7 +82,8 @@ def nifti_layout(header: bytes, name: str) -> NiftiLayout | None:
     else:
         return None
     if not 1 <= ndim <= 7 or any(d < 1 for d in dims[:ndim]) or bitpix <= 0 or bitpix % 8:
-        raise InputError(f"cannot read {name}: impossible NIfTI header (dimensions {dims[:ndim]}, {bitpix} bits a voxel)")
+        raise InputError(f"cannot read {name}: impossible NIfTI header (dimensions {dims[:ndim]}, {bitpix} bits "
+                         "a voxel)")
     return NiftiLayout(tuple(int(d) for d in dims[:ndim]), int(datatype), int(bitpix), max(offset, 0), order)
 
 
@@ -101,7 +102,8 @@ def check_volume_file(path: str | Path) -> None:
     end = layout.offset + layout.data_bytes
     if len(content) < end:
         raise InputError(f"cannot read {path}: it is truncated, its header promises {layout.data_bytes:,} bytes of "
-                         f"voxels, the file holds {max(len(content) - layout.offset, 0):,} (an interrupted copy or write)")
+                         f"voxels, the file holds {max(len(content) - layout.offset, 0):,} "
+                         "(an interrupted copy or write)")
     kind = NIFTI_FLOATS.get(layout.datatype)
     if kind is None:
         return

@@ -4,8 +4,8 @@ glibc's malloc serves every allocation above its mmap threshold (at most 32 MiB)
 mmap and gives it back on free; torch's CPU allocator does not cache, so each HR-size activation
 of the network costs thousands of page faults and a zero-fill of every page, every time
 (bench/cpu_choices.py measures the difference). `reuse_freed_memory` turns mmap off and raises the
-trim threshold for the duration of a run, then restores glibc's defaults and trims, so the memory goes back to the system afterwards.
-Elsewhere (macOS, Windows, musl) it does nothing.
+trim threshold for the duration of a run, then restores glibc's defaults and trims, so the memory
+goes back to the system afterwards. Elsewhere (macOS, Windows, musl) it does nothing.
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ def check_direction(image: sitk.Image, role: str) -> None:
     deviation = float(np.abs(matrix.T @ matrix - np.eye(3)).max())
     if deviation > ORTHONORMAL_TOLERANCE:
         raise InputError(
-            f"the {role}'s direction matrix is not orthonormal (it holds a shear or scaling; deviation {deviation:.2g}): "
-            "its output grid could not be stored faithfully; resample it onto an orthonormal grid first"
+            f"the {role}'s direction matrix is not orthonormal (it holds a shear or scaling; "
+            f"deviation {deviation:.2g}): its output grid could not be stored faithfully; "
+            "resample it onto an orthonormal grid first"
         )
 
 

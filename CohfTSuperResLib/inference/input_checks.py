@@ -106,8 +106,8 @@ def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: 
         if slice_axis != 2:
             spacing = t2.GetSpacing()
             notes.append(f"the T2's slice axis is voxel axis {slice_axis} ({spacing[slice_axis]:g} mm, the other axes "
-                         f"{', '.join(f'{d:g}' for k, d in enumerate(spacing) if k != slice_axis)} mm): super-resolving "
-                         "the slices across it (set the slice axis to override)")
+                         f"{', '.join(f'{d:g}' for k, d in enumerate(spacing) if k != slice_axis)} mm): "
+                         "super-resolving the slices across it (set the slice axis to override)")
     t2_scale = _robust_scale(t2_voxels, "T2")
     t1_scale = fraction = None
     warned = []

@@ -100,5 +100,6 @@ def check_through_plane_guide(checked: InputCheck, options: RunOptions,
 
 
 def _scored(stack: np.ndarray, t2_scale: float) -> np.ndarray:
-    """The voxels scored of a (planes, thin rows, columns) stack, normalised: every row but END_ROWS at each end, as one (1, N) row."""
+    """The voxels scored of a (planes, thin rows, columns) stack, normalised: every row but END_ROWS at each end,
+    as one (1, N) row."""
     return normalize(stack[:, END_ROWS:-END_ROWS], t2_scale).reshape(1, -1)

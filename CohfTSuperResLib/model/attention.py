@@ -110,7 +110,8 @@ class BasicAttention(nn.Module):
         """
         query_map, context_map = self._embedded_maps(x1, x2)
         query_tokens, context_tokens = self._to_tokens(query_map), self._to_tokens(context_map)
-        q, k, v = (group_head_tokens(per_token(tokens, layer.weight, layer.bias), self.grouping, self.window, self.heads)
+        q, k, v = (group_head_tokens(per_token(tokens, layer.weight, layer.bias),
+                                     self.grouping, self.window, self.heads)
                    for tokens, layer in ((query_tokens, self.to_q), (context_tokens, self.to_k),
                                          (context_tokens, self.to_v)))
         return q, k, v, query_map.shape[-2] // self.patch, query_map.shape[-1] // self.patch

@@ -23,9 +23,11 @@ class CohfTBlock(nn.Module):
     def __init__(self, config: CohfTConfig) -> None:
         super().__init__()
         dim, heads, window = config.dim, config.heads, config.window
-        self.short_range = BasicAttention(dim, heads, config.intra_patch, "window", window, inter_head=config.inter_head)
+        self.short_range = BasicAttention(dim, heads, config.intra_patch, "window", window,
+                                          inter_head=config.inter_head)
         self.short_mlp = ResidualMLP(dim, config.mlp_ratio)
-        self.long_range = BasicAttention(dim, heads, config.intra_patch, "dilated", window, inter_head=config.inter_head)
+        self.long_range = BasicAttention(dim, heads, config.intra_patch, "dilated", window,
+                                         inter_head=config.inter_head)
         self.long_mlp = ResidualMLP(dim, config.mlp_ratio)
         self.cross_modal: BasicAttention | None = None
         self.align: PointwiseAdaIN | None = None

@@ -61,7 +61,8 @@ def group_tokens(x: torch.Tensor, grouping: str, window: int) -> torch.Tensor:
     return group_head_tokens(x, grouping, window, 1)[:, 0]
 
 
-def ungroup_tokens(tokens: torch.Tensor, grouping: str, window: int, batch: int, height: int, width: int) -> torch.Tensor:
+def ungroup_tokens(tokens: torch.Tensor, grouping: str, window: int, batch: int, height: int,
+                   width: int) -> torch.Tensor:
     """Inverse of `group_tokens`: back to (B, C, H, W), in channels-last memory layout (one copy)."""
     channels = tokens.shape[-1]
     if grouping == "global":

@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-intensity-augment", action="store_true",
                         help="no gamma / bias-field / k-space-noise augmentation")
     parser.add_argument("--guide-randomisation", default="all",
-                        help=f"comma-separated parts of the T1 randomisation of guided models ({', '.join(GUIDE_PARTS)}),"
-                             " each optionally PART=CHANCE; 'all' or 'none'")
+                        help="comma-separated parts of the T1 randomisation of guided models "
+                             f"({', '.join(GUIDE_PARTS)}), each optionally PART=CHANCE; 'all' or 'none'")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint + validate this often")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N iterations")
     parser.add_argument("--val-slices", type=int, default=12, help="slab size of a 'split' volume's validation")
@@ -314,7 +314,8 @@ class Trainer:
             if metrics["val_score"] > state["best_val_score"]:
                 state["best_val_score"] = metrics["val_score"]
                 state["best"] = {"iteration": iteration, **metrics}
-                save_weights(self.model, self.out / "best.safetensors", _weights_metadata(self.args, iteration, metrics))
+                save_weights(self.model, self.out / "best.safetensors",
+                             _weights_metadata(self.args, iteration, metrics))
             state["iteration"] = iteration
             save_checkpoint(self.out / "checkpoint", self.model, self.optimizer, state)
             _append_csv(self.out / "val_log.csv", {"iteration": iteration,

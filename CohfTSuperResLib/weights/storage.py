@@ -34,7 +34,8 @@ def save_weights(
 
 
 def config_of(metadata: dict[str, Any], name: str) -> CohfTConfig:
-    """The network configuration stored in a weights (or ONNX) file's metadata; WeightsError when absent or impossible."""
+    """The network configuration stored in a weights (or ONNX) file's metadata; WeightsError when absent or
+    impossible."""
     stored = stored_config(metadata, name)
     try:
         return CohfTConfig.from_dict(stored)
