@@ -137,6 +137,31 @@ def test_damaged_weights_are_refused(damage, message, tmp_path):
         load_model(path)
 
 
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not_safetensors", "wrong scale"])
+def test_a_damaged_weights_file_of_the_users_is_refused_before_the_guide_check(damage, tmp_path):
+    """The guide check judges the T1 with the run's network: a user's file that can not serve is the run's error,
+    said once, not a guide check 'not run' followed by the same error (the real sample, the default guide check)."""
+    import warnings
+
+    from CohfTSuperResLib.data.sample_data import read_sample
+    from CohfTSuperResLib.errors import GuideNote
+
+    path = tmp_path / "m.safetensors"
+    save_weights(tiny_model(3 if damage == "wrong scale" else 2), path)
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "not_safetensors":
+        path.write_bytes(b"\x80\x04pickle data, not safetensors")
+    sample = read_sample()
+    with warnings.catch_warnings(record=True) as caught, pytest.raises((WeightsError, InputError)) as error:
+        warnings.simplefilter("always")
+        super_resolve(sample["lr_t2"], sample["t1"], 2, model_path=path, device="cpu")
+    assert path.name in str(error.value)
+    assert not [warning for warning in caught if issubclass(warning.category, GuideNote)]
+
+
 def test_tampered_shipped_model_is_refused(tmp_path, monkeypatch):
     folder = tmp_path / "Models"
     digest = save_weights(tiny_model(2), folder / "S_x2.safetensors")

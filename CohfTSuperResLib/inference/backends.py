@@ -22,7 +22,7 @@ from CohfTSuperResLib.model import CohfTConfig, CohfTNet
 from CohfTSuperResLib.options import RunOptions
 from CohfTSuperResLib.weights.header import fit_problem
 from CohfTSuperResLib.weights.registry import SUPER_RESOLUTION, ShippedModel, find_model
-from CohfTSuperResLib.weights.storage import load_model, sha256_of
+from CohfTSuperResLib.weights.storage import load_model, sha256_of, weights_config
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # keyed by options.PRECISIONS
 
@@ -97,6 +97,20 @@ def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], C
     if options.backend == "onnx":
         return OnnxSessionRunner(OnnxRunner(cached_export(network, key), options.device))
     return TorchRunner(network, options.precision)
+
+
+def check_model_file(options: RunOptions, use_t1: bool) -> None:
+    """WeightsError / InputError, before anything runs with it (the guide check included), when the run's own weights
+    file is missing, unreadable or does not fit the run, as far as its header and layout tell (its tensors are read
+    when it is loaded; an ONNX file is opened then). Nothing to check for the shipped models."""
+    path = options.model_path
+    if path is None:
+        return
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise WeightsError(f"ONNX model not found: {path}")
+        return
+    _check_fits(weights_config(path), options.network_scale, use_t1, path)
 
 
 def _shipped(variant: str, scale: int, use_t1: bool, factor: int | None, role: str) -> ShippedModel:

@@ -3,7 +3,8 @@ thin slices out of a thick-slice T2 (through-plane, through_plane.py).
 
 Pipeline (details in docs/inference.md):
 1. validate the volumes and options before any model is loaded (``check_inputs``: InputError /
-   WeightsError with the reason; the acquisition axis from the spacing unless given); with
+   WeightsError with the reason; the acquisition axis from the spacing unless given) and a weights file of the
+   user's as far as its header tells (``backends.check_model_file``); with
    ``register``, register the T1 to the T2 (registration.py); unless ``guide_check`` is 'off', check on
    the input whether the T1 helps (guide_check.py) and act on it (a GuideNote says what happened); through-plane
    with ``adapt_steps``, fine-tune a copy of the network on the T2's own slices (subject_adaptation.py); with
@@ -29,7 +30,7 @@ import SimpleITK as sitk
 from CohfTSuperResLib.errors import GuideNote, InputError, InputNote, WeightsError
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
 from CohfTSuperResLib.inference.allocator import reuse_freed_memory
-from CohfTSuperResLib.inference.backends import load_runner
+from CohfTSuperResLib.inference.backends import check_model_file, load_runner
 from CohfTSuperResLib.inference.devices import deterministic_kernels, resolve_device
 from CohfTSuperResLib.inference.guide_check import GuideVerdict, check_guide
 from CohfTSuperResLib.inference.input_checks import InputCheck, check_inputs
@@ -102,6 +103,7 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
     """``super_resolve`` of volumes that ``check_inputs`` accepted (its notes and warnings are the caller's to show),
     with the run's options; the checked scale and slice axis are the ones used."""
     device = resolve_device(options.device)
+    check_model_file(options, checked.t1 is not None)
     verdict = None
     if checked.t1 is not None and options.register:
         registration = register_t1(checked.t2, checked.t1, checked.t2_scale)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from CohfTSuperResLib.errors import WeightsError
@@ -15,7 +15,8 @@ from CohfTSuperResLib.imageio.file_integrity import sha256_of
 from CohfTSuperResLib.model import CohfTConfig, CohfTNet
 from CohfTSuperResLib.weights.header import CONFIG_KEY, read_metadata, stored_config
 
-__all__ = ["CONFIG_KEY", "WeightsError", "config_of", "load_model", "read_metadata", "save_weights", "sha256_of"]
+__all__ = ["CONFIG_KEY", "WeightsError", "config_of", "load_model", "read_metadata", "save_weights", "sha256_of",
+           "weights_config"]
 
 
 def save_weights(
@@ -43,6 +44,22 @@ def config_of(metadata: dict[str, Any], name: str) -> CohfTConfig:
         raise WeightsError(f"{name} describes an impossible Cohf-T network: {error}") from error
 
 
+def weights_config(path: str | Path) -> CohfTConfig:
+    """The network configuration of a weights file, checked as far as it can be without reading the tensors:
+    WeightsError for a missing file, one that is not safetensors or is cut short, or one without a Cohf-T
+    configuration (the tensors themselves are checked when ``load_model`` reads them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"model weights not found: {path}")
+    config = config_of(read_metadata(path), path.name)
+    try:
+        with safe_open(str(path), "pt"):  # the header's layout against the file's length
+            pass
+    except (SafetensorError, OSError) as error:
+        raise WeightsError(f"cannot read model weights {path}: it is damaged or cut short ({error})") from error
+    return config
+
+
 def load_model(path: str | Path, expected_sha256: str | None = None, device: str | torch.device = "cpu") -> CohfTNet:
     """Build the network described in a weights file and load its float32 weights, in eval mode.
 
@@ -59,7 +76,7 @@ def load_model(path: str | Path, expected_sha256: str | None = None, device: str
                 f"model weights {path.name} fail their checksum (sha256 {actual[:12]}..., expected "
                 f"{expected_sha256[:12]}...): the file is corrupt or was changed; reinstall it"
             )
-    config = config_of(read_metadata(path), path.name)
+    config = weights_config(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
