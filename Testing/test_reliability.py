@@ -105,6 +105,19 @@ def test_weights_round_trip_and_sha256(tmp_path):
         assert torch.equal(tensor, loaded.state_dict()[name])
 
 
+def weights_file(folder: Path, damage: str) -> Path:
+    """A tiny x2 weights file in `folder`, then damaged: 'missing', 'truncated', 'not_safetensors' (or left alone)."""
+    path = folder / "m.safetensors"
+    save_weights(tiny_model(2), path)
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "not_safetensors":
+        path.write_bytes(b"\x80\x04pickle data, not safetensors")
+    return path
+
+
 @pytest.mark.parametrize(
     "damage,message",
     [
@@ -116,19 +129,12 @@ def test_weights_round_trip_and_sha256(tmp_path):
     ],
 )
 def test_damaged_weights_are_refused(damage, message, tmp_path):
-    path = tmp_path / "m.safetensors"
-    save_weights(tiny_model(2), path)
-    if damage == "missing":
-        path.unlink()
-    elif damage == "truncated":
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif damage == "not_safetensors":
-        path.write_bytes(b"\x80\x04pickle data, not safetensors")
-    elif damage == "foreign_tensors":
+    path = weights_file(tmp_path, damage)
+    if damage == "foreign_tensors":
         from safetensors.torch import save_file
 
         save_file({"weight": torch.zeros(3)}, str(path))
-    else:
+    elif damage == "wrong_shapes":
         header = json.loads(json.dumps(tiny_model(2).config.to_dict()))
         from safetensors.torch import save_file
 
@@ -146,14 +152,9 @@ def test_a_damaged_weights_file_of_the_users_is_refused_before_the_guide_check(d
     from CohfTSuperResLib.data.sample_data import read_sample
     from CohfTSuperResLib.errors import GuideNote
 
-    path = tmp_path / "m.safetensors"
-    save_weights(tiny_model(3 if damage == "wrong scale" else 2), path)
-    if damage == "missing":
-        path.unlink()
-    elif damage == "truncated":
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif damage == "not_safetensors":
-        path.write_bytes(b"\x80\x04pickle data, not safetensors")
+    path = weights_file(tmp_path, damage)
+    if damage == "wrong scale":
+        save_weights(tiny_model(3), path)
     sample = read_sample()
     with warnings.catch_warnings(record=True) as caught, pytest.raises((WeightsError, InputError)) as error:
         warnings.simplefilter("always")

@@ -35,7 +35,7 @@ from CohfTSuperResLib.evaluation.guide_cases import AXIS, SOURCES, evaluation_su
 from CohfTSuperResLib.imageio.normalize import robust_scale
 from CohfTSuperResLib.inference import super_resolve
 from CohfTSuperResLib.inference.geometry import image_stack, translated
-from CohfTSuperResLib.inference.guide_check import check_guide, reduced_input_benefit
+from CohfTSuperResLib.inference.guide_check import THRESHOLDS_DB, apparent_shift, check_guide, reduced_input_benefit
 from CohfTSuperResLib.inference.input_checks import check_inputs
 from CohfTSuperResLib.inference.registration import moved_by, register_t1
 from CohfTSuperResLib.options import RunOptions
@@ -45,6 +45,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SWEPT_THRESHOLDS_DB = tuple(np.round(np.arange(0.0, 1.25, 0.1), 1))  # the proxy thresholds the last line compares
 WORST_ALLOWED_DB = -0.1  # the rule choosing a threshold: no case of the source below the no-T1 model by more
 REDUCED_INPUT_THRESHOLD_DB = 0.6  # the in-plane check's rule before 2026-12-06, compared on the last line
+SWEPT_SHIFT_LIMITS_MM = (1.5, 2.0, 2.5, 3.0, float("inf"))  # apparent shifts from which the last line declines a T1
 
 
 def rotated(image: sitk.Image, degrees: float) -> sitk.Image:
@@ -101,8 +102,8 @@ def main() -> None:
     unguided = args.no_t1 or find_model("S", args.scale, False).path
     rows = []
     print("| subject | guide | proxy benefit dB | T1 used (auto) | guided | no-T1 | auto | auto - no-T1 | "
-          "auto - best | reduced-input proxy dB |")
-    print("|" + " --- |" * 10)
+          "auto - best | reduced-input proxy dB | apparent shift mm |")
+    print("|" + " --- |" * 11)
     subjects = evaluation_subjects(args.source, DATA)
     for subject in subjects:
         hr = trim_in_plane(subject.read("t2"), args.scale, AXIS)[:, :, ::args.every]
@@ -134,24 +135,28 @@ def main() -> None:
                 options = RunOptions(scale=args.scale, device="cpu", model_path=args.guided)
                 verdict = check_guide(checked, options)
                 reduced, _ = reduced_input_benefit(checked, options)
+                shift = float(np.linalg.norm(apparent_shift(checked)))
             with_t1 = psnr_of(guide, guided)
             auto = with_t1 if verdict.helps else no_t1
             best = max(with_t1, no_t1)
             rows.append({"subject": subject.name, "guide": name, "benefit_db": verdict.benefit_db,
                          "helps": verdict.helps, "shift_mm": verdict.shift_mm, "guided": with_t1, "no_t1": no_t1,
-                         "auto": auto, "check_seconds": verdict.seconds, "reduced_input_db": reduced})
+                         "auto": auto, "check_seconds": verdict.seconds, "reduced_input_db": reduced,
+                         "apparent_shift_mm": shift})
             print(f"| {subject.name} | {name} | {verdict.benefit_db:+.2f} | {'yes' if verdict.helps else 'no'} | "
                   f"{with_t1:.3f} | {no_t1:.3f} | {auto:.3f} | {auto - no_t1:+.3f} | {auto - best:+.3f} | "
-                  f"{reduced:+.2f} |", flush=True)
-    print(threshold_sweep(rows))
+                  f"{reduced:+.2f} | {shift:.1f} |", flush=True)
+    print(threshold_sweep(rows, args.scale))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
 
-def threshold_sweep(rows: list[dict]) -> str:
+def threshold_sweep(rows: list[dict], scale: int) -> str:
     """What 'auto' would give at other thresholds of the proxy: mean and worst of auto - no-T1 over the cases (dB),
     beside always using the T1 and the better of the two in every case, and the threshold the rule of
-    inference/guide_check.THRESHOLDS_DB chooses from them (on the selection source, where it is chosen)."""
+    inference/guide_check.THRESHOLDS_DB chooses from them (on the selection source, where it is chosen); then, at
+    the shipped threshold of the scale, what a second condition would give: the T1 used only where its apparent
+    shift (``guide_check.estimate_shift``, the norm) is under each of SWEPT_SHIFT_LIMITS_MM."""
     gain = np.array([row["guided"] - row["no_t1"] for row in rows])
     proxy = np.array([row["benefit_db"] for row in rows])
     before = np.where(np.array([row["reduced_input_db"] for row in rows]) >= REDUCED_INPUT_THRESHOLD_DB, gain, 0.0)
@@ -165,8 +170,16 @@ def threshold_sweep(rows: list[dict]) -> str:
         if auto.min() >= WORST_ALLOWED_DB:
             allowed.append((round(float(auto.mean()), 3), threshold))
     chosen = f"{max(allowed)[1]:.1f} dB" if allowed else "none"
+    shift = np.array([row["apparent_shift_mm"] for row in rows])
+    kept = proxy >= THRESHOLDS_DB[scale]
+    limits = []
+    for limit in SWEPT_SHIFT_LIMITS_MM:
+        auto = np.where(kept & (shift < limit), gain, 0.0)
+        limits.append(f"under {limit:g} mm {auto.mean():+.3f} ({auto.min():+.3f})")
     return (f"auto - no-T1 over {len(rows)} cases, mean (worst): " + "; ".join(cells)
-            + f". The rule (best mean, worst >= {WORST_ALLOWED_DB} dB, highest of equals) chooses {chosen}")
+            + f". The rule (best mean, worst >= {WORST_ALLOWED_DB} dB, highest of equals) chooses {chosen}. "
+            + f"At the shipped threshold (+{THRESHOLDS_DB[scale]:.1f} dB), the T1 used only where its apparent shift "
+            + "is " + "; ".join(limits))
 
 
 if __name__ == "__main__":
