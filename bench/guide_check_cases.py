@@ -9,12 +9,14 @@ selection source, templates/mni152_fsl, where a threshold may be chosen; clinica
 proxy benefit and verdict (inference/guide_check.py: the guided network, --guided or the shipped one, against the
 shipped no-T1 network, each reduced back onto the LR grid and compared with the LR), the PSNR of the guided model
 with that guide and of the no-T1 model (the networks themselves, check off), and the PSNR the default policy
-'auto' gives (the guided result where the check says the T1 helps, else the no-T1 result). Cases: the T1 as
+'auto' gives (the guided result where the check says the T1 helps, else the no-T1 result), and the T1's apparent
+shift (inference/guide_check.estimate_shift, the norm in mm). Cases: the T1 as
 distributed; moved 1 / 2 / 3 / 5 mm along each voxel axis; rotated 2 / 5 / 10 degrees about the T1's centre (about
 the slice axis); flipped left-right; another subject's T1; the T1 of another slab (moved 40 mm along the slice
 axis). --register: also the 3 mm / 5 degree case registered first (check off). The last line: what 'auto' gives at
 other proxy thresholds (mean and worst of auto - no-T1), from which the threshold is chosen on the selection source,
-and what the check before 2026-12-06 gave (the reduced-input proxy, last column, at +0.6 dB).
+what the check before 2026-12-06 gave (the reduced-input proxy at +0.6 dB), and what a limit on the apparent shift
+would add to the shipped threshold (docs/benchmarks.md, "A second condition, the T1's apparent shift").
 """
 
 from __future__ import annotations
