@@ -93,6 +93,15 @@ def test_progress_and_empty_slices_skipped(weights, monkeypatch):
     assert (sitk.GetArrayFromImage(out)[2] == 0).all()
 
 
+def test_on_the_cpu_progress_comes_slice_by_slice(weights):
+    """Without batch_size the CPU runs one slice at a time, so the Slicer bar moves with every slice (docs/slicer.md)."""
+    t2 = volume((5, 22, 26))
+    seen = []
+    super_resolve(t2, guide_for(t2, 2), 2, model_path=weights[2], device="cpu", guide_check="off",
+                  progress=lambda done, total: seen.append((done, total)))
+    assert [done for done, _ in seen if done] == [1, 2, 3, 4, 5] and {total for _, total in seen} == {5}
+
+
 def test_cancel(pair, weights):
     with pytest.raises(InferenceCancelled):
         super_resolve(*pair, 2, model_path=weights[2], device="cpu", batch_size=1, cancel=lambda: True, guide_check="off")
