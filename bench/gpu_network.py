@@ -26,6 +26,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,7 @@ def speed_row(variant: str, scale: int, case: str, precision: str, seconds: floa
         torch.cuda.reset_peak_memory_stats()
         spent, done = 0.0, 0
         while done == 0 or (spent < seconds and done < count):
-            spent += _synchronised(lambda: sr_of(runner, lr, t1, CUDA))
+            spent += _synchronised(partial(sr_of, runner, lr, t1, CUDA))
             done += batch
     peak = torch.cuda.max_memory_allocated()
     cubic = _synchronised(lambda: upsample_cubic(lr.to(CUDA), scale).cpu())
