@@ -16,7 +16,7 @@ import torch
 from CohfTSuperResLib import cli
 from CohfTSuperResLib.data.degradations import thick_slices
 from CohfTSuperResLib.data.pack import PackVolume
-from CohfTSuperResLib.data.planes import PlaneSampler, simulated_plane, validation_planes
+from CohfTSuperResLib.data.planes import PlaneSampler, simulated_plane, validation_factor, validation_planes
 from CohfTSuperResLib.data.synthetic_volumes import thick_slice_volume
 from CohfTSuperResLib.errors import InputError, WeightsError
 from CohfTSuperResLib.inference.engine import super_resolve
@@ -104,6 +104,14 @@ def test_validation_planes_are_x4_box_planes_across_the_last_axis():
     planes = validation_planes([_pack_volume("v", "val")], count=5)
     assert planes.num_slices == 5 and len(planes.slices()) == 5
     assert planes.lr[0].shape == planes.hr[0].shape == planes.t1[0].shape == (5, 28, 36)
+
+
+def test_a_network_of_some_factors_is_validated_at_one_of_them():
+    """Checkpoints of a network of factor 6 are chosen at factor 6, not at the x4 of the network of every factor."""
+    assert validation_factor((2, 3, 4, 5, 6)) == 4 and validation_factor((4,)) == 4
+    assert validation_factor((6,)) == 6 and validation_factor((2, 3)) == 3 and validation_factor((3, 5)) == 5
+    planes = validation_planes([_pack_volume("v", "val")], validation_factor((6,)), count=2)
+    assert planes.factor == 6 and planes.names == ["v (x6 box across axis 0)"] and planes.hr[0].shape[1] % 6 == 0
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,12 @@ class PlaneSet:
         return [(v, i) for v, stack in enumerate(self.hr) for i in range(stack.shape[0])]
 
 
+def validation_factor(factors: tuple[int, ...]) -> int:
+    """The factor a run trained on `factors` is validated at: VALIDATION_FACTOR where it is among them, else the
+    trained factor nearest to it (the larger of two), so that a network of one factor is chosen at that factor."""
+    return min(factors, key=lambda factor: (abs(factor - VALIDATION_FACTOR), -factor))
+
+
 def validation_planes(volumes: list[PackVolume], factor: int = VALIDATION_FACTOR,
                       count: int = VALIDATION_PLANES) -> PlaneSet:
     """Planes across the last axis of each volume, evenly spread over the brain, thick along the volume's slice

@@ -41,7 +41,8 @@ Through-plane: ``--through-plane`` trains the network of the through-plane mode 
 simulated thick-slice axis (``data/planes.py``: factors 2-6, box / Gaussian profiles, gaps, noise, the guide
 randomisation), interpolated back onto the thin grid; one network serves every factor (its scale is 1), so
 ``--scale`` does not apply and ``--patch`` is the side of the thin-grid crop; ``--factors`` trains on a subset
-(``--factors 4``: a network of one factor). It is validated at x4 (box) on planes of the validation volumes.
+(``--factors 4``: a network of one factor). It is validated (box) on planes of the validation volumes at x4,
+or at the trained factor nearest to 4 where 4 is not trained (``planes.validation_factor``).
 ``--init shipped`` then starts from the shipped x2 in-plane model of the same T1 use, every tensor whose shape fits
 (the others keep their random initialisation).
 
@@ -71,7 +72,7 @@ import torch.distributed as dist
 from CohfTSuperResLib.data.degradations import GUIDE_PARTS, GuideRandomisation, IntensityAugmentation
 from CohfTSuperResLib.data.pack import PackVolume, build_pack, read_pack, slice_sets, slice_views
 from CohfTSuperResLib.data.patches import PatchSampler
-from CohfTSuperResLib.data.planes import PlaneSampler, validation_planes
+from CohfTSuperResLib.data.planes import PlaneSampler, validation_factor, validation_planes
 from CohfTSuperResLib.errors import InputError, WeightsError
 from CohfTSuperResLib.model import CohfTNet, build_model, count_parameters
 from CohfTSuperResLib.model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
@@ -247,7 +248,8 @@ class Trainer:
             raise InputError(f"{source}: no t1 for {missing}; give one or train with --no-t1")
         self.train_volumes = [volume for volume in volumes if volume.role == "train"]
         if args.through_plane:
-            self.val_data = validation_planes([volume for volume in volumes if volume.role == "val"])
+            self.val_data = validation_planes([volume for volume in volumes if volume.role == "val"],
+                                              validation_factor(tuple(args.factors)))
         else:
             self.train_data, self.val_data = slice_sets(volumes, args.scale)
         if self.val_data.num_slices == 0:
