@@ -1,12 +1,16 @@
 """Through-plane quality per held-out subject: B-spline, the no-T1 model and the guided model with good and bad T1s.
 
 Usage: PYTHONPATH=. python bench/through_plane_quality.py [--guided W] [--no-t1 W] [--factors 4] [--threads 2]
-       [--selection [--all-guides] | --registered-only] [--adapt-steps 0 300] [--self-ensemble 1 4] [--subject NAME]
-       [--oracle-registration] [--thick-axis x|y|z] [--json out.json]
+       [--selection [--all-guides] | --registered-only | --clinical] [--adapt-steps 0 300] [--self-ensemble 1 4]
+       [--subject NAME] [--oracle-registration] [--thick-axis x|y|z] [--json out.json]
 Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py on open_ms mni/patient26 and BraTS-GLI-00000-000
 (never trained or selected on): axial thick slices of n mm (box, no gap) from the 1 mm HR T2, restored onto the 1 mm
 grid, scored on the coronal reformat over its slices with brain. Default weights: the shipped through-plane models a
 run of each factor uses (weights.registry.find_model).
+--clinical: the six open_ms clinical studies (real 2-D T2 of 3.3-4 mm axial slices reduced in-plane to 1 mm
+pixels, their session's T1; never trained on by the through-plane networks), registered T1 only; their slices are
+thick along z already, so the thick slices are simulated in-plane (--thick-axis x or y) and the scored plane is the
+axial one: a source of real images for the large factors, where the template below is no yardstick.
 --selection: the same on the selection source (templates/mni152_fsl: never trained on, chooses between checkpoints)
 with the registered T1 only; with --all-guides also with the moved T1s and another subject's (to choose a network
 for how it takes a bad guide too). --registered-only: the reporting subjects with their registered T1 only (the other
@@ -40,6 +44,7 @@ from CohfTSuperResLib.evaluation.guide_cases import (
     FOREIGN_SOURCE,
     REGISTERED,
     Subject,
+    clinical_studies,
     guide_cases,
     reporting_subjects,
 )
@@ -61,13 +66,18 @@ AXES = ("x", "y", "z")
 
 
 @dataclass(frozen=True)
-class Resliced(Subject):
+class Resliced:
     """A subject whose volumes are read with voxel axis `thick_axis` moved last, where the thick slices are made."""
 
+    subject: Subject
     thick_axis: int = 2
 
+    @property
+    def name(self) -> str:
+        return self.subject.name
+
     def read(self, modality: str) -> sitk.Image:
-        return sitk.PermuteAxes(super().read(modality), thick_axis_last(self.thick_axis)[0])
+        return sitk.PermuteAxes(self.subject.read(modality), thick_axis_last(self.thick_axis)[0])
 
 
 def main() -> None:
@@ -80,6 +90,8 @@ def main() -> None:
                         help="the selection source (registered T1 only unless --all-guides)")
     parser.add_argument("--all-guides", action="store_true", help="with --selection: the bad guides too")
     parser.add_argument("--registered-only", action="store_true", help="the reporting subjects, registered T1 only")
+    parser.add_argument("--clinical", action="store_true",
+                        help="the open_ms clinical studies, registered T1 only (with --thick-axis x or y)")
     parser.add_argument("--adapt-steps", type=int, nargs="+", default=[0])
     parser.add_argument("--self-ensemble", type=int, nargs="+", default=[1])
     parser.add_argument("--subject", default="", help="only the reporting subjects whose name contains this")
@@ -91,15 +103,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     rows = []
-    subjects = [Subject(SELECTION_SOURCE, DATA / SELECTION_SOURCE)] if args.selection else reporting_subjects(DATA)
+    subjects = ([Subject(SELECTION_SOURCE, DATA / SELECTION_SOURCE)] if args.selection
+                else clinical_studies(DATA) if args.clinical else reporting_subjects(DATA))
     axis = AXES.index(args.thick_axis)
-    subjects = [Resliced(subject.name, subject.folder, axis) for subject in subjects if args.subject in subject.name]
+    subjects = [Resliced(subject, axis) for subject in subjects if args.subject in subject.name]
     for subject in subjects:
         t2, t1 = subject.read("t2"), subject.read("t1")
-        if (args.selection and not args.all_guides) or args.registered_only:
+        if (args.selection and not args.all_guides) or args.registered_only or args.clinical:
             guides = {REGISTERED: t1}
         else:
-            foreign = Resliced(FOREIGN_SOURCE[subject.name], DATA / FOREIGN_SOURCE[subject.name], axis).read("t1")
+            name = FOREIGN_SOURCE[subject.name]
+            foreign = Resliced(Subject(name, DATA / name), axis).read("t1")
             guides = guide_cases(t1, t2, foreign, THROUGH_PLANE_MOVES)
         if args.oracle_registration:
             guides[ORACLE] = register_t1(t2, t1, robust_scale(sitk.GetArrayViewFromImage(t2))).t1
