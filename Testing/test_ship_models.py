@@ -1,6 +1,7 @@
 """tools/ship_models.py --replace: a guided and a no-T1 run replace their shipped entries, each with the held-out rows
-that measured its weights, the files named as shipped (into a scratch Resources/Models); --freeze-guide-check keeps the guide check's x2 pair apart from the x2 models that
---replace ships."""
+that measured its weights, the files named as shipped (into a scratch Resources/Models), stored in float16;
+--freeze-guide-check keeps the guide check's x2 pair apart from the x2 models that --replace ships; --rewrite-stored
+stores files shipped in float32 again in float16."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from safetensors.torch import load_file
+
 from CohfTSuperResLib.model import build_model
-from CohfTSuperResLib.weights.storage import save_weights, sha256_of
+from CohfTSuperResLib.weights.storage import load_model, read_metadata, save_weights, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +37,7 @@ def _run(folder: Path, use_t1: bool, seed: int, best_iteration: int = 10, init: 
          scale: int = 3) -> Path:
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
-    save_weights(build_model("S", scale, use_t1=use_t1), folder / "best.safetensors")
+    save_weights(build_model("S", scale, use_t1=use_t1), folder / "best.safetensors", {"iteration": best_iteration})
     (folder / "run.json").write_text(json.dumps({
         "command": "train.py ...", "iterations": 10, "train_seconds": 60.0, "hardware": "CPU", "data": {},
         "best": {"iteration": best_iteration}, "torch": "test", "init": init}))
@@ -66,7 +69,8 @@ def test_a_guided_and_a_no_t1_run_replace_their_entries(ship_models, tmp_path):
     for name, run, this_model in (("cohft_S_x3.safetensors", guided, "registered"),
                                   ("cohft_S_x3_noT1.safetensors", no_t1, "no-T1 model")):
         entry = entries[name]
-        assert "old" not in entry and entry["sha256"] == sha256_of(run / "best.safetensors")
+        assert "old" not in entry and entry["sha256"] == sha256_of(ship_models.MODELS / name)
+        assert_stored_in_float16(ship_models.MODELS / name, run / "best.safetensors")
         assert entry["held_out"]["this_model"] == this_model
         assert [row["subject"] for row in entry["held_out"]["subjects"]] == ["a", "b"]
         for row in entry["held_out"]["subjects"]:  # the pair named by its shipped files, not best.safetensors
@@ -117,7 +121,8 @@ def test_the_guide_checks_frozen_pair_outlives_a_new_x2_model(ship_models, tmp_p
         assert entry["sha256"] == source["sha256"] == sha256_of(ship_models.MODELS / name)
         assert entry["use_t1"] == source["use_t1"]
     guided = next(entry for entry in entries if entry["file"] == "cohft_S_x2.safetensors")
-    assert guided["sha256"] == sha256_of(new / "best.safetensors") != shipped["cohft_S_x2.safetensors"]["sha256"]
+    assert guided["sha256"] == sha256_of(ship_models.MODELS / "cohft_S_x2.safetensors")
+    assert guided["sha256"] != shipped["cohft_S_x2.safetensors"]["sha256"]
 
 
 def test_freezing_needs_both_x2_models(ship_models):
@@ -125,3 +130,45 @@ def test_freezing_needs_both_x2_models(ship_models):
         {"variant": "S", "scale": 2, "use_t1": True, "file": "cohft_S_x2.safetensors", "sha256": "0"}]}))
     with pytest.raises(SystemExit, match="no shipped S x2 pair"):
         ship_models.freeze_guide_check("S")
+
+
+def assert_stored_in_float16(shipped: Path, best: Path) -> None:
+    """The shipped file holds best's weights rounded to float16 and best's header; the library runs it in float32."""
+    stored, trained = load_file(str(shipped)), load_file(str(best))
+    assert stored.keys() == trained.keys() and {tensor.dtype for tensor in stored.values()} == {torch.float16}
+    assert all(torch.equal(stored[name], trained[name].half()) for name in trained)
+    assert read_metadata(shipped) == read_metadata(best)
+    assert {parameter.dtype for parameter in load_model(shipped).parameters()} == {torch.float32}
+
+
+def test_files_shipped_in_float32_are_stored_again_in_float16(ship_models, tmp_path):
+    run = _run(tmp_path / "old", True, 5, scale=2)
+    name = ship_models.shipped_name("S", 2, True)
+    (ship_models.MODELS / name).write_bytes((run / "best.safetensors").read_bytes())
+    before = sha256_of(run / "best.safetensors")
+    (ship_models.MODELS / "models.json").write_text(json.dumps({"models": [
+        {"variant": "S", "scale": 2, "use_t1": True, "file": name, "sha256": before, "bytes": 1}]}))
+
+    ship_models.rewrite_stored()
+    ship_models.rewrite_stored()  # again: nothing left to rewrite, the record of the float32 file kept
+
+    entry = json.loads((ship_models.MODELS / "models.json").read_text())["models"][0]
+    assert entry["stored_from"] == {"sha256": before, "dtype": "float32"}
+    assert entry["sha256"] == sha256_of(ship_models.MODELS / name) != before
+    assert entry["bytes"] == (ship_models.MODELS / name).stat().st_size
+    assert_stored_in_float16(ship_models.MODELS / name, run / "best.safetensors")
+
+
+def test_a_shipped_file_that_fails_its_checksum_is_not_rewritten(ship_models, tmp_path):
+    run = _run(tmp_path / "old", False, 6, scale=2)
+    name = ship_models.shipped_name("S", 2, False)
+    (ship_models.MODELS / name).write_bytes((run / "best.safetensors").read_bytes())
+    (ship_models.MODELS / "models.json").write_text(json.dumps({"models": [
+        {"variant": "S", "scale": 2, "use_t1": False, "file": name, "sha256": "0" * 64}]}))
+    with pytest.raises(SystemExit, match="does not match its sha256"):
+        ship_models.rewrite_stored()
+    assert stored_types(ship_models.MODELS / name) == {torch.float32}
+
+
+def stored_types(path: Path) -> set[torch.dtype]:
+    return {tensor.dtype for tensor in load_file(str(path)).values()}

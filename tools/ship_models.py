@@ -7,6 +7,7 @@ held-out subject):
     python tools/ship_models.py --replace RUN_DIR [RUN_DIR ...] --robustness EVAL.json [EVAL.json ...]
     python tools/ship_models.py --through-plane RUN_WITH_T1 RUN_WITHOUT_T1 --quality QUALITY.json
     python tools/ship_models.py --freeze-guide-check [--variant S]
+    python tools/ship_models.py --rewrite-stored
 
 Expects RUNS_DIR/<variant>_x<s>/ (with T1) holding `best.safetensors` and `run.json` from
 `cohft-sr train`, and EVAL_DIR/x<s>/metrics.json from `cohft-sr evaluate --model ... [--no-t1-model ...]`.
@@ -34,6 +35,10 @@ training: ``cohft_<variant>_through_plane_f4[_noT1].safetensors``, its entry nam
 the manifest or in place of the entries they replace; their held-out record is the
 ``bench/through_plane_quality.py --json`` file that measured both. The factors are read from the weights' header
 (``--factors`` for weights written before it held them).
+
+Every shipped file holds its weights in SHIPPED_DTYPE (float16: half the bytes of the float32 a run writes; the
+library computes in float32 whatever the file holds), with the run's header metadata. ``--rewrite-stored`` stores the
+files already shipped again that way, each entry's earlier sha256 and tensor type kept under "stored_from".
 """
 
 from __future__ import annotations
@@ -44,16 +49,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file
+
 from CohfTSuperResLib.options import THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE
 from CohfTSuperResLib.inference.guide_check import REDUCED_SCALE
 from CohfTSuperResLib.weights.registry import GUIDE_CHECK, MANIFEST_NAME, SUPER_RESOLUTION
-from CohfTSuperResLib.weights.storage import load_model, read_metadata, sha256_of
+from CohfTSuperResLib.weights.storage import CONFIG_KEY, load_model, read_metadata, save_weights, sha256_of
 
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 DATA_SPLIT = ("open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patient19 trained every model; the "
               "guide-randomised fine-tunes also trained on templates/icbm2009c_sym and were selected on "
               "templates/mni152_fsl; held out for reporting: open_ms mni/patient26 and BraTS-GLI-00000-000 "
               "(BraTS 2023)")
+# What shipped weights are stored as: the outputs move by about 1e-3 of the robust scale against float32 and PSNR by
+# less than 0.001 dB (bench/weights_precision.py; docs/benchmarks.md, "Shipped weights in float16").
+SHIPPED_DTYPE = torch.float16
 
 
 def shipped_name(variant: str, scale: int, use_t1: bool, factors: tuple[int, ...] = THROUGH_PLANE_FACTORS) -> str:
@@ -62,6 +73,18 @@ def shipped_name(variant: str, scale: int, use_t1: bool, factors: tuple[int, ...
     task = ("through_plane" + ("" if every_factor else "_f" + "".join(map(str, factors)))) \
         if scale == THROUGH_PLANE_SCALE else f"x{scale}"
     return f"cohft_{variant}_{task}{'' if use_t1 else '_noT1'}.safetensors"
+
+
+def store_shipped(source: Path, target: Path) -> None:
+    """Write the weights of `source` to `target` in SHIPPED_DTYPE, with source's header metadata (target may be
+    source)."""
+    metadata = {key: value for key, value in read_metadata(source).items() if key != CONFIG_KEY}
+    save_weights(load_model(source), target, metadata, dtype=SHIPPED_DTYPE)
+
+
+def stored_dtypes(path: Path) -> list[str]:
+    """The tensor types a weights file holds, e.g. ['float32']."""
+    return sorted({str(tensor.dtype).removeprefix("torch.") for tensor in load_file(str(path)).values()})
 
 
 def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dict[str, Any],
@@ -76,7 +99,7 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dic
     if summary.get("init") and summary["best"]["iteration"] == 0:
         raise SystemExit(f"{run}: no checkpoint beat the starting weights ({summary['init']['path']}); "
                          "its best.safetensors is that file, nothing new to ship")
-    shutil.copyfile(run / "best.safetensors", target)
+    store_shipped(run / "best.safetensors", target)
     network = load_model(target)
     if (network.config.scale, network.config.use_t1) != (scale, use_t1):
         raise SystemExit(f"{run}: the weights are x{network.config.scale}, use_t1={network.config.use_t1}")
@@ -169,6 +192,25 @@ def freeze_guide_check(variant: str) -> None:
     (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
+def rewrite_stored() -> None:
+    """Store every shipped file again in SHIPPED_DTYPE (those not so yet), its entry's sha256 and size updated."""
+    manifest = json.loads((MODELS / MANIFEST_NAME).read_text())
+    wanted = str(SHIPPED_DTYPE).removeprefix("torch.")
+    for entry in manifest["models"]:
+        path = MODELS / entry["file"]
+        if sha256_of(path) != entry["sha256"]:
+            raise SystemExit(f"{entry['file']} does not match its sha256 in {MANIFEST_NAME}")
+        before = stored_dtypes(path)
+        if before == [wanted]:
+            continue
+        store_shipped(path, path)
+        entry["stored_from"] = {"sha256": entry["sha256"], "dtype": ", ".join(before)}
+        entry["sha256"], entry["bytes"] = sha256_of(path), path.stat().st_size
+        print(f"stored {entry['file']} in {wanted} (sha256 {entry['sha256'][:12]}..., was "
+              f"{entry['stored_from']['sha256'][:12]}...)")
+    (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
 def ship_through_plane(runs: list[Path], quality: Path, variant: str, factors: list[int] | None) -> None:
     """Ship the through-plane runs (with and without T1), each added or in place of its entry; factors: those the
     runs were trained for, where their weights' header does not say."""
@@ -204,11 +246,16 @@ def main() -> None:
                         help="the factors the --through-plane runs were trained for, where their header does not say")
     parser.add_argument("--freeze-guide-check", action="store_true",
                         help="copy the shipped x2 pair to the guide check's own entries")
+    parser.add_argument("--rewrite-stored", action="store_true",
+                        help="store the shipped files again in the shipped precision (float16)")
     parser.add_argument("--variant", default="S")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     args = parser.parse_args()
     if args.freeze_guide_check:
         freeze_guide_check(args.variant)
+        return
+    if args.rewrite_stored:
+        rewrite_stored()
         return
     if args.replace:
         replace(args.replace, args.robustness, args.variant)
