@@ -88,6 +88,19 @@ def test_tiny_run_writes_a_loadable_best_model_and_logs(manifest: Path, tmp_path
     assert train.state_digest(build_model("S", 2)) != summary["rank_weights_sha256"][0]  # it did train
 
 
+def test_snapshots_keep_the_weights_of_every_checkpoint(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _run(manifest, out, "--iterations", "4", "--checkpoint-every", "2", "--keep-snapshots")
+    snapshots = sorted((out / "snapshots").glob("*.safetensors"))
+    assert [path.name for path in snapshots] == ["it000002.safetensors", "it000004.safetensors"]
+    second, last = load_model(snapshots[0]), load_model(out / "last.safetensors")
+    assert read_metadata(snapshots[0])["iteration"] == 2 and read_metadata(snapshots[1])["iteration"] == 4
+    assert train.state_digest(load_model(snapshots[1])) == train.state_digest(last)  # no step after the last one
+    assert train.state_digest(second) != train.state_digest(last)
+    _run(manifest, tmp_path / "plain", "--iterations", "2", "--checkpoint-every", "2")
+    assert not (tmp_path / "plain" / "snapshots").exists()
+
+
 def test_resume_continues_exactly(manifest: Path, tmp_path: Path) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     _run(manifest, straight, "--iterations", "4")

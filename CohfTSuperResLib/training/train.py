@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"({', '.join(GUIDE_PARTS)}), each optionally PART=CHANCE; 'all' or 'none'")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint + validate this often")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N iterations")
+    parser.add_argument("--keep-snapshots", action="store_true",
+                        help="also keep every checkpoint's weights as OUT/snapshots/itNNNNNN.safetensors (config in "
+                             "the header), to choose among them on another source afterwards")
     parser.add_argument("--val-slices", type=int, default=12, help="slab size of a 'split' volume's validation")
     parser.add_argument("--val-max-slices", type=int, default=None, help="validate on at most this many slices")
     parser.add_argument("--log-every", type=int, default=20)
@@ -317,6 +320,9 @@ class Trainer:
                 state["best_val_score"] = metrics["val_score"]
                 state["best"] = {"iteration": iteration, **metrics}
                 save_weights(self.model, self.out / "best.safetensors",
+                             _weights_metadata(self.args, iteration, metrics))
+            if self.args.keep_snapshots:
+                save_weights(self.model, self.out / "snapshots" / f"it{iteration:06d}.safetensors",
                              _weights_metadata(self.args, iteration, metrics))
             state["iteration"] = iteration
             save_checkpoint(self.out / "checkpoint", self.model, self.optimizer, state)
