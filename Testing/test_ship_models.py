@@ -1,7 +1,8 @@
 """tools/ship_models.py --replace: a guided and a no-T1 run replace their shipped entries, each with the held-out rows
 that measured its weights, the files named as shipped (into a scratch Resources/Models), stored in float16;
 --freeze-guide-check keeps the guide check's x2 pair apart from the x2 models that --replace ships; --rewrite-stored
-stores files shipped in float32 again in float16."""
+stores files shipped in float32 again in float16; --through-plane --snapshots ships snapshots chosen on another
+source."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from CohfTSuperResLib.model import build_model
+from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
 from CohfTSuperResLib.weights.storage import load_model, read_metadata, save_weights, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,3 +174,47 @@ def test_a_shipped_file_that_fails_its_checksum_is_not_rewritten(ship_models, tm
 
 def stored_types(path: Path) -> set[torch.dtype]:
     return {tensor.dtype for tensor in load_file(str(path)).values()}
+
+
+def _through_plane_run(folder: Path, use_t1: bool, seed: int, snapshots: tuple[int, ...]) -> Path:
+    """A factor-6 fine-tune whose best on validation is its start, with snapshots kept (--keep-snapshots)."""
+    run = _run(folder, use_t1, seed, best_iteration=0, init={"path": "start.safetensors"}, scale=THROUGH_PLANE_SCALE)
+    for iteration in snapshots:
+        torch.manual_seed(seed + iteration)
+        save_weights(build_model("S", THROUGH_PLANE_SCALE, use_t1=use_t1), ship_snapshot(run, iteration),
+                     {"iteration": iteration, "factors": [6]})
+    (run / "val_log.csv").write_text("iteration,train_seconds,val_psnr\n" + "".join(
+        f"{iteration},{60.0 * iteration},30.0\n" for iteration in snapshots))
+    return run
+
+
+def ship_snapshot(run: Path, iteration: int) -> Path:
+    return run / "snapshots" / f"it{iteration:06d}.safetensors"
+
+
+def test_through_plane_snapshots_chosen_on_another_source_ship_with_their_record(ship_models, tmp_path):
+    runs = [_through_plane_run(tmp_path / "t1", True, 7, (0, 3)), _through_plane_run(tmp_path / "n", False, 8, (0, 3))]
+    (ship_models.MODELS / "models.json").write_text(json.dumps({"models": []}))
+    quality = tmp_path / "quality.json"
+
+    def measured(iteration: int) -> None:
+        quality.write_text(json.dumps({"guided": str(ship_snapshot(runs[0], iteration)),
+                                       "no_t1": str(ship_snapshot(runs[1], iteration)), "rows": [{"subject": "a"}]}))
+
+    measured(0)
+    with pytest.raises(SystemExit, match="snapshot of iteration 0 is the starting weights"):
+        ship_models.ship_through_plane(runs, quality, "S", None, [0, 0])
+    with pytest.raises(SystemExit, match="measured .*it000000.safetensors, not .*it000003.safetensors"):
+        ship_models.ship_through_plane(runs, quality, "S", None, [3, 3])
+    measured(3)
+    ship_models.ship_through_plane(runs, quality, "S", None, [3, 3])
+
+    entries = {entry["file"]: entry for entry in
+               json.loads((ship_models.MODELS / "models.json").read_text())["models"]}
+    assert sorted(entries) == ["cohft_S_through_plane_f6.safetensors", "cohft_S_through_plane_f6_noT1.safetensors"]
+    for name, run in zip(sorted(entries), runs):
+        entry = entries[name]
+        assert entry["factors"] == [6] and entry["held_out"]["subjects"] == [{"subject": "a"}]
+        assert entry["training"]["selected"]["iteration"] == entry["training"]["iterations"] == 3
+        assert entry["training"]["train_minutes"] == 3.0  # the snapshot's row of the validation log
+        assert_stored_in_float16(ship_models.MODELS / name, ship_snapshot(run, 3))

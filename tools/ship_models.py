@@ -5,7 +5,7 @@ held-out subject):
 
     python tools/ship_models.py --runs RUNS_DIR --evaluations EVAL_DIR [--variant S] [--scales 2 3 4]
     python tools/ship_models.py --replace RUN_DIR [RUN_DIR ...] --robustness EVAL.json [EVAL.json ...]
-    python tools/ship_models.py --through-plane RUN_WITH_T1 RUN_WITHOUT_T1 --quality QUALITY.json
+    python tools/ship_models.py --through-plane RUN_WITH_T1 RUN_WITHOUT_T1 --quality QUALITY.json [--snapshots N N]
     python tools/ship_models.py --freeze-guide-check [--variant S]
     python tools/ship_models.py --rewrite-stored
 
@@ -34,7 +34,8 @@ through-plane threshold was calibrated with those weights. Run it only together 
 training: ``cohft_<variant>_through_plane_f4[_noT1].safetensors``, its entry naming them under "factors"), added to
 the manifest or in place of the entries they replace; their held-out record is the
 ``bench/through_plane_quality.py --json`` file that measured both. The factors are read from the weights' header
-(``--factors`` for weights written before it held them).
+(``--factors`` for weights written before it held them). ``--snapshots N_T1 N_NOT1`` ships instead each run's
+snapshot of that iteration (``cohft-sr train --keep-snapshots``), chosen on another source than the run's validation.
 
 Every shipped file holds its weights in SHIPPED_DTYPE (float16: half the bytes of the float32 a run writes; the
 library computes in float32 whatever the file holds), with the run's header metadata. ``--rewrite-stored`` stores the
@@ -44,6 +45,7 @@ files already shipped again that way, each entry's earlier sha256 and tensor typ
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -87,19 +89,46 @@ def stored_dtypes(path: Path) -> list[str]:
     return sorted({str(tensor.dtype).removeprefix("torch.") for tensor in load_file(str(path)).values()})
 
 
+def snapshot_path(run: Path, iteration: int) -> Path:
+    """The weights `cohft-sr train --keep-snapshots` kept at a checkpoint of the run."""
+    return run / "snapshots" / f"it{iteration:06d}.safetensors"
+
+
+def shipped_weights(run: Path, snapshot: int | None) -> Path:
+    """The weights of a run that ship: its best on validation, or the snapshot of that iteration."""
+    return run / "best.safetensors" if snapshot is None else snapshot_path(run, snapshot)
+
+
+def selected_checkpoint(run: Path, summary: dict[str, Any], snapshot: int | None) -> dict[str, Any]:
+    """The record of the shipped checkpoint: the run's best on validation, or a snapshot chosen on another source
+    (its row of the run's validation log). SystemExit where that is the starting weights of a fine-tune."""
+    iteration = summary["best"]["iteration"] if snapshot is None else snapshot
+    if summary.get("init") and iteration == 0:
+        start = summary["init"]["path"]
+        raise SystemExit(f"{run}: no checkpoint beat the starting weights ({start}); its best.safetensors is that "
+                         "file, nothing new to ship" if snapshot is None else
+                         f"{run}: the snapshot of iteration 0 is the starting weights ({start}), nothing new to ship")
+    if snapshot is None:
+        return summary["best"]
+    with open(run / "val_log.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["iteration"]) == snapshot]
+    if not rows or not snapshot_path(run, snapshot).is_file():
+        raise SystemExit(f"{run}: no snapshot of iteration {snapshot} (cohft-sr train --keep-snapshots)")
+    return {"iteration": snapshot, "train_seconds": float(rows[-1]["train_seconds"]),
+            "chosen": "a snapshot chosen on another source than the run's validation (MODEL_CARD.md)"}
+
+
 def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dict[str, Any],
-                factors: tuple[int, ...] = THROUGH_PLANE_FACTORS) -> dict[str, Any]:
-    """Copy one run's best weights into Resources/Models; its manifest entry (factors: those a through-plane
-    network was trained for)."""
+                factors: tuple[int, ...] = THROUGH_PLANE_FACTORS, snapshot: int | None = None) -> dict[str, Any]:
+    """Copy one run's best weights (or its snapshot of that iteration) into Resources/Models; its manifest entry
+    (factors: those a through-plane network was trained for)."""
     through_plane = scale == THROUGH_PLANE_SCALE
     every_factor = set(factors) == set(THROUGH_PLANE_FACTORS)
     name = shipped_name(variant, scale, use_t1, factors)
     target = MODELS / name
     summary = json.loads((run / "run.json").read_text())
-    if summary.get("init") and summary["best"]["iteration"] == 0:
-        raise SystemExit(f"{run}: no checkpoint beat the starting weights ({summary['init']['path']}); "
-                         "its best.safetensors is that file, nothing new to ship")
-    store_shipped(run / "best.safetensors", target)
+    selected = selected_checkpoint(run, summary, snapshot)
+    store_shipped(shipped_weights(run, snapshot), target)
     network = load_model(target)
     if (network.config.scale, network.config.use_t1) != (scale, use_t1):
         raise SystemExit(f"{run}: the weights are x{network.config.scale}, use_t1={network.config.use_t1}")
@@ -114,9 +143,10 @@ def model_entry(variant: str, scale: int, use_t1: bool, run: Path, held_out: dic
                  "DFT: LR sample j at HR sample s*j; output keeps the LR origin, in-plane spacing / s"),
         "training": {
             "last_command": summary["command"], "history": "MODEL_CARD.md, section Training procedure",
-            "iterations": summary["iterations"],
-            "train_minutes": round(summary["train_seconds"] / 60, 1), "hardware": summary["hardware"],
-            "data": summary["data"], "selected": summary["best"], "torch": summary["torch"],
+            "iterations": summary["iterations"] if snapshot is None else snapshot,
+            "train_minutes": round((summary["train_seconds"] if snapshot is None else selected["train_seconds"]) / 60,
+                                   1),
+            "hardware": summary["hardware"], "data": summary["data"], "selected": selected, "torch": summary["torch"],
             "started_from": summary.get("init"),  # fine-tuned from these weights (None: random initialisation)
         },
         "held_out": held_out,
@@ -211,23 +241,29 @@ def rewrite_stored() -> None:
     (MODELS / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
-def ship_through_plane(runs: list[Path], quality: Path, variant: str, factors: list[int] | None) -> None:
+def ship_through_plane(runs: list[Path], quality: Path, variant: str, factors: list[int] | None,
+                       snapshots: list[int] | None = None) -> None:
     """Ship the through-plane runs (with and without T1), each added or in place of its entry; factors: those the
-    runs were trained for, where their weights' header does not say."""
+    runs were trained for, where their weights' header does not say; snapshots: the iteration of each run's snapshot
+    to ship instead of its best.safetensors (chosen on another source)."""
+    if snapshots is not None and len(snapshots) != len(runs):
+        raise SystemExit(f"{len(runs)} runs but {len(snapshots)} snapshot iterations")
     measured = json.loads(quality.read_text())
     manifest = json.loads((MODELS / MANIFEST_NAME).read_text())
-    for run in runs:
-        network = load_model(run / "best.safetensors")
+    for index, run in enumerate(runs):
+        snapshot = None if snapshots is None else snapshots[index]
+        weights = shipped_weights(run, snapshot)
+        network = load_model(weights)
         if network.config.scale != THROUGH_PLANE_SCALE:
             raise SystemExit(f"{run}: not a through-plane network (scale {network.config.scale})")
         key = "guided" if network.config.use_t1 else "no_t1"
-        if Path(measured[key]).resolve() != (run / "best.safetensors").resolve():
-            raise SystemExit(f"{quality} measured {measured[key]}, not {run / 'best.safetensors'}")
-        trained = read_metadata(run / "best.safetensors").get("factors", factors or THROUGH_PLANE_FACTORS)
+        if Path(measured[key]).resolve() != weights.resolve():
+            raise SystemExit(f"{quality} measured {measured[key]}, not {weights}")
+        trained = read_metadata(weights).get("factors", factors or THROUGH_PLANE_FACTORS)
         entry = model_entry(variant, THROUGH_PLANE_SCALE, network.config.use_t1, run, {
             "protocol": "bench/through_plane_quality.py (CohfTSuperResLib/evaluation/through_plane_cases.py docstring)",
             "subjects": measured["rows"], "this_model": "registered" if network.config.use_t1 else "no-T1 model"},
-            tuple(sorted(trained)))
+            tuple(sorted(trained)), snapshot)
         kept = [old for old in manifest["models"] if old["file"] != entry["file"]]
         manifest["models"] = kept + [entry]
         print(f"shipped {run} as {entry['file']} (sha256 {entry['sha256'][:12]}...)")
@@ -242,6 +278,9 @@ def main() -> None:
     parser.add_argument("--robustness", type=Path, nargs="+", default=[], help="bench/guide_robustness.py --json files")
     parser.add_argument("--through-plane", type=Path, nargs="+", help="through-plane run folders to ship")
     parser.add_argument("--quality", type=Path, help="bench/through_plane_quality.py --json file")
+    parser.add_argument("--snapshots", type=int, nargs="+",
+                        help="with --through-plane: the iteration of each run's snapshot to ship (--keep-snapshots) "
+                             "instead of its best.safetensors")
     parser.add_argument("--factors", type=int, nargs="+", choices=THROUGH_PLANE_FACTORS,
                         help="the factors the --through-plane runs were trained for, where their header does not say")
     parser.add_argument("--freeze-guide-check", action="store_true",
@@ -263,7 +302,7 @@ def main() -> None:
     if args.through_plane:
         if args.quality is None:
             parser.error("--through-plane needs --quality")
-        ship_through_plane(args.through_plane, args.quality, args.variant, args.factors)
+        ship_through_plane(args.through_plane, args.quality, args.variant, args.factors, args.snapshots)
         return
     if args.runs is None or args.evaluations is None:
         parser.error("give --runs and --evaluations, or --replace with --robustness")
