@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from CohfTSuperResLib.model import build_model
 from CohfTSuperResLib.options import THROUGH_PLANE_SCALE
+from CohfTSuperResLib.training.checkpoint import snapshot_path
 from CohfTSuperResLib.weights.storage import load_model, read_metadata, save_weights, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,15 +182,11 @@ def _through_plane_run(folder: Path, use_t1: bool, seed: int, snapshots: tuple[i
     run = _run(folder, use_t1, seed, best_iteration=0, init={"path": "start.safetensors"}, scale=THROUGH_PLANE_SCALE)
     for iteration in snapshots:
         torch.manual_seed(seed + iteration)
-        save_weights(build_model("S", THROUGH_PLANE_SCALE, use_t1=use_t1), ship_snapshot(run, iteration),
+        save_weights(build_model("S", THROUGH_PLANE_SCALE, use_t1=use_t1), snapshot_path(run, iteration),
                      {"iteration": iteration, "factors": [6]})
     (run / "val_log.csv").write_text("iteration,train_seconds,val_psnr\n" + "".join(
         f"{iteration},{60.0 * iteration},30.0\n" for iteration in snapshots))
     return run
-
-
-def ship_snapshot(run: Path, iteration: int) -> Path:
-    return run / "snapshots" / f"it{iteration:06d}.safetensors"
 
 
 def test_through_plane_snapshots_chosen_on_another_source_ship_with_their_record(ship_models, tmp_path):
@@ -198,8 +195,8 @@ def test_through_plane_snapshots_chosen_on_another_source_ship_with_their_record
     quality = tmp_path / "quality.json"
 
     def measured(iteration: int) -> None:
-        quality.write_text(json.dumps({"guided": str(ship_snapshot(runs[0], iteration)),
-                                       "no_t1": str(ship_snapshot(runs[1], iteration)), "rows": [{"subject": "a"}]}))
+        quality.write_text(json.dumps({"guided": str(snapshot_path(runs[0], iteration)),
+                                       "no_t1": str(snapshot_path(runs[1], iteration)), "rows": [{"subject": "a"}]}))
 
     measured(0)
     with pytest.raises(SystemExit, match="snapshot of iteration 0 is the starting weights"):
@@ -217,4 +214,4 @@ def test_through_plane_snapshots_chosen_on_another_source_ship_with_their_record
         assert entry["factors"] == [6] and entry["held_out"]["subjects"] == [{"subject": "a"}]
         assert entry["training"]["selected"]["iteration"] == entry["training"]["iterations"] == 3
         assert entry["training"]["train_minutes"] == 3.0  # the snapshot's row of the validation log
-        assert_stored_in_float16(ship_models.MODELS / name, ship_snapshot(run, 3))
+        assert_stored_in_float16(ship_models.MODELS / name, snapshot_path(run, 3))

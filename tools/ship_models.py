@@ -56,6 +56,7 @@ from safetensors.torch import load_file
 
 from CohfTSuperResLib.options import THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE
 from CohfTSuperResLib.inference.guide_check import REDUCED_SCALE
+from CohfTSuperResLib.training.checkpoint import snapshot_path
 from CohfTSuperResLib.weights.registry import GUIDE_CHECK, MANIFEST_NAME, SUPER_RESOLUTION
 from CohfTSuperResLib.weights.storage import CONFIG_KEY, load_model, read_metadata, save_weights, sha256_of
 
@@ -64,8 +65,8 @@ DATA_SPLIT = ("open_ms (Lesjak et al. 2017, CC-BY): mni/patient07 and mni/patien
               "guide-randomised fine-tunes also trained on templates/icbm2009c_sym and were selected on "
               "templates/mni152_fsl; held out for reporting: open_ms mni/patient26 and BraTS-GLI-00000-000 "
               "(BraTS 2023)")
-# What shipped weights are stored as: the outputs move by about 1e-3 of the robust scale against float32 and PSNR by
-# less than 0.001 dB (bench/weights_precision.py; docs/benchmarks.md, "Shipped weights in float16").
+# What shipped weights are stored as (measured against float32 by bench/weights_precision.py: docs/benchmarks.md,
+# "Shipped weights in float16").
 SHIPPED_DTYPE = torch.float16
 
 
@@ -87,11 +88,6 @@ def store_shipped(source: Path, target: Path) -> None:
 def stored_dtypes(path: Path) -> list[str]:
     """The tensor types a weights file holds, e.g. ['float32']."""
     return sorted({str(tensor.dtype).removeprefix("torch.") for tensor in load_file(str(path)).values()})
-
-
-def snapshot_path(run: Path, iteration: int) -> Path:
-    """The weights `cohft-sr train --keep-snapshots` kept at a checkpoint of the run."""
-    return run / "snapshots" / f"it{iteration:06d}.safetensors"
 
 
 def shipped_weights(run: Path, snapshot: int | None) -> Path:

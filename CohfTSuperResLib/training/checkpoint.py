@@ -16,6 +16,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def snapshot_path(run: str | Path, iteration: int) -> Path:
+    """Where ``cohft-sr train --keep-snapshots`` keeps the weights of the run's checkpoint at `iteration`."""
+    return Path(run) / "snapshots" / f"it{iteration:06d}.safetensors"
+
+
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}

@@ -77,7 +77,7 @@ from CohfTSuperResLib.errors import InputError, WeightsError
 from CohfTSuperResLib.model import CohfTNet, build_model, count_parameters
 from CohfTSuperResLib.model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
 from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE, VARIANTS
-from CohfTSuperResLib.training.checkpoint import load_checkpoint, save_checkpoint
+from CohfTSuperResLib.training.checkpoint import load_checkpoint, save_checkpoint, snapshot_path
 from CohfTSuperResLib.training.distributed import Distributed
 from CohfTSuperResLib.training.losses import CohfTLoss
 from CohfTSuperResLib.training.optimisation import OPTIMIZERS, lr_at, make_optimizer
@@ -322,7 +322,7 @@ class Trainer:
                 save_weights(self.model, self.out / "best.safetensors",
                              _weights_metadata(self.args, iteration, metrics))
             if self.args.keep_snapshots:
-                save_weights(self.model, self.out / "snapshots" / f"it{iteration:06d}.safetensors",
+                save_weights(self.model, snapshot_path(self.out, iteration),
                              _weights_metadata(self.args, iteration, metrics))
             state["iteration"] = iteration
             save_checkpoint(self.out / "checkpoint", self.model, self.optimizer, state)
