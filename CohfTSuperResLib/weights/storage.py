@@ -61,7 +61,8 @@ def weights_config(path: str | Path) -> CohfTConfig:
 
 
 def load_model(path: str | Path, expected_sha256: str | None = None, device: str | torch.device = "cpu") -> CohfTNet:
-    """Build the network described in a weights file and load its float32 weights, in eval mode.
+    """Build the network described in a weights file and load its weights (stored in float32 or float16: the shipped
+    ones are float16) as float32, in eval mode.
 
     Raises WeightsError for a missing file, a sha256 that differs from the expected
     one, a file that is not valid safetensors, or tensors that do not fit the config.
