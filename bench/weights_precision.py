@@ -8,7 +8,8 @@ in-plane by their scale (the demo's k-space protocol), through-plane networks th
 simulated along x (box profile, no gap) and restored to 1 mm; each with the slab's registered T1 where the network
 takes one, the guide check off. Printed per network and storage: PSNR against the HR truth (intensities / its robust
 scale, whole volume), the largest difference from the output of the weights as stored (same units), and the size
-of the file the weights would make.
+of the file the weights would make. Where the shipped files hold float16 already, the float32 and float16 rows
+coincide: the comparison with float32 originals runs on a checkout holding them (docs/benchmarks.md names it).
 """
 
 from __future__ import annotations
