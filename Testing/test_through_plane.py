@@ -21,6 +21,7 @@ from CohfTSuperResLib.data.synthetic_volumes import thick_slice_volume
 from CohfTSuperResLib.errors import InputError, WeightsError
 from CohfTSuperResLib.inference.engine import super_resolve
 from CohfTSuperResLib.inference.geometry import Grid, thin_slice_grid
+from CohfTSuperResLib.inference.through_plane_guide_check import DECLINED_FACTORS, MIN_THICK_SLICES
 from CohfTSuperResLib.model.upsample import upsample_slices_cubic
 from CohfTSuperResLib.options import THROUGH_PLANE_SCALE, RunOptions
 
@@ -328,36 +329,51 @@ def test_the_through_plane_guide_check_decides_under_each_policy(models, monkeyp
     monkeypatch.setattr(engine, "load_runner", loader)
     monkeypatch.setattr(engine, "check_through_plane_guide", check)
 
-    def model_run(policy: str) -> str:
-        return super_resolve(thick, t1, mode="through-plane", device="cpu", guide_check=policy).GetMetaData(
+    def model_run(policy: str, t2: sitk.Image = thick) -> str:
+        return super_resolve(t2, t1, mode="through-plane", device="cpu", guide_check=policy).GetMetaData(
             "cohft_model")
 
     verdicts.append(GuideVerdict(0.9, True, 0.3, 32, None, 1.0))
     for policy in ("auto", "warn", "refuse"):
         with pytest.warns(GuideNote, match=r"helps on this T2 \(proxy benefit \+0.90 dB.*; running with the T1"):
             assert model_run(policy).endswith("with T1")
-    for verdict, said in ((GuideVerdict(-0.4, False, 0.3, 32, (0.0, 0.0, 2.0), 1.0), "does not help"),
-                          (None, "too few thick slices to check the T1")):
+    few = thick_slice_volume(_thin_head(size=(24, 28, 4 * (MIN_THICK_SLICES - 1))), 4, 2)
+    for verdict, t2, said in ((GuideVerdict(-0.4, False, 0.3, 32, (0.0, 0.0, 2.0), 1.0), thick, "does not help"),
+                              (None, few, "too few thick slices to check the T1")):
         verdicts.append(verdict)
         with pytest.warns(GuideNote, match=f"{said}.*; running the model without T1 instead"):
-            assert model_run("auto").endswith("without T1")
+            assert model_run("auto", t2).endswith("without T1")
         with pytest.warns(GuideNote, match=f"{said}.*; running with the T1 anyway"):
-            assert model_run("warn").endswith("with T1")
+            assert model_run("warn", t2).endswith("with T1")
         with pytest.raises(InputError, match=f"{said}.*not run .guide check 'refuse'"):
-            model_run("refuse")
-        assert model_run("off").endswith("with T1")
+            model_run("refuse", t2)
+        assert model_run("off", t2).endswith("with T1")
         with pytest.warns(GuideNote, match="running tiny_x1.safetensors with the T1 all the same"):
-            super_resolve(thick, t1, mode="through-plane", model_path=models["guided"], device="cpu")
+            super_resolve(t2, t1, mode="through-plane", model_path=models["guided"], device="cpu")
     assert used == [(THROUGH_PLANE_SCALE, False, 4)] * 2
 
 
 def test_a_t2_of_too_few_thick_slices_is_not_checked():
     from CohfTSuperResLib.inference.input_checks import check_inputs
-    from CohfTSuperResLib.inference.through_plane_guide_check import MIN_THICK_SLICES, check_through_plane_guide
+    from CohfTSuperResLib.inference.through_plane_guide_check import check_through_plane_guide
 
     thick = thick_slice_volume(_thin_head(size=(24, 28, 4 * (MIN_THICK_SLICES - 1))), 4, 2)
     checked = check_inputs(thick, _thin_head(seed=1), 2, 2, "through-plane", 1.0)
     assert check_through_plane_guide(checked, RunOptions(mode="through-plane", device="cpu")) is None
+
+
+@pytest.mark.parametrize("factor", sorted(DECLINED_FACTORS))
+def test_the_t1_is_declined_unchecked_at_a_declined_factor(factor):
+    """Where the shipped guided network of a factor gains too little from a T1 (DECLINED_FACTORS), the check declines
+    the T1 without measuring (no network is loaded), and says why; at 4 it measures."""
+    from CohfTSuperResLib.inference.input_checks import check_inputs
+    from CohfTSuperResLib.inference.through_plane_guide_check import check_through_plane_guide, unchecked_reason
+
+    head, t1 = _thin_head(size=(24, 28, 36)), _thin_head(seed=1)
+    declined = check_inputs(thick_slice_volume(head, factor, 2), t1, 2, 2, "through-plane", 1.0)
+    assert check_through_plane_guide(declined, RunOptions(mode="through-plane", device="cpu")) is None
+    assert f"restores {factor} thin slices per thick slice" in unchecked_reason(declined)
+    assert unchecked_reason(check_inputs(thick_slice_volume(head, 4, 2), t1, 2, 2, "through-plane", 1.0)) is None
 
 
 @pytest.fixture(scope="module")

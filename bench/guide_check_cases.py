@@ -44,7 +44,7 @@ from CohfTSuperResLib.options import RunOptions
 from CohfTSuperResLib.weights.registry import find_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SWEPT_THRESHOLDS_DB = tuple(np.round(np.arange(0.0, 1.25, 0.1), 1))  # the proxy thresholds the last line compares
+SWEPT_THRESHOLDS_DB = tuple(np.round(np.arange(0.0, 1.55, 0.1), 1))  # the proxy thresholds the last line compares
 WORST_ALLOWED_DB = -0.1  # the rule choosing a threshold: no case of the source below the no-T1 model by more
 REDUCED_INPUT_THRESHOLD_DB = 0.6  # the in-plane check's rule before 2026-12-06, compared on the last line
 SWEPT_SHIFT_LIMITS_MM = (1.5, 2.0, 2.5, 3.0, float("inf"))  # apparent shifts from which the last line declines a T1
@@ -165,13 +165,8 @@ def threshold_sweep(rows: list[dict], scale: int) -> str:
     cells = [f"always the T1 {gain.mean():+.3f} (worst {gain.min():+.3f})", f"best {np.maximum(gain, 0).mean():+.3f}",
              f"the reduced-input proxy at {REDUCED_INPUT_THRESHOLD_DB:.1f} dB "
              f"{before.mean():+.3f} ({before.min():+.3f})"]
-    allowed = []
-    for threshold in SWEPT_THRESHOLDS_DB:
-        auto = np.where(proxy >= threshold, gain, 0.0)
-        cells.append(f"at {threshold:.1f} dB {auto.mean():+.3f} ({auto.min():+.3f})")
-        if auto.min() >= WORST_ALLOWED_DB:
-            allowed.append((round(float(auto.mean()), 3), threshold))
-    chosen = f"{max(allowed)[1]:.1f} dB" if allowed else "none"
+    swept, chosen = threshold_choice(gain, proxy)
+    cells += swept
     shift = np.array([row["apparent_shift_mm"] for row in rows])
     kept = proxy >= THRESHOLDS_DB[scale]
     limits = []
@@ -179,9 +174,23 @@ def threshold_sweep(rows: list[dict], scale: int) -> str:
         auto = np.where(kept & (shift < limit), gain, 0.0)
         limits.append(f"under {limit:g} mm {auto.mean():+.3f} ({auto.min():+.3f})")
     return (f"auto - no-T1 over {len(rows)} cases, mean (worst): " + "; ".join(cells)
-            + f". The rule (best mean, worst >= {WORST_ALLOWED_DB} dB, highest of equals) chooses {chosen}. "
+            + f". {chosen} "
             + f"At the shipped threshold (+{THRESHOLDS_DB[scale]:.1f} dB), the T1 used only where its apparent shift "
             + "is " + "; ".join(limits))
+
+
+def threshold_choice(gain: np.ndarray, proxy: np.ndarray) -> tuple[list[str], str]:
+    """Per threshold of SWEPT_THRESHOLDS_DB, the mean and worst of auto - no-T1 over the cases (auto uses the T1 where
+    the proxy reaches the threshold; `gain`: guided - no-T1 per case, dB), and the sentence naming the threshold the
+    rule chooses: the best mean among those whose worst case is not below WORST_ALLOWED_DB, the highest of equals."""
+    cells, allowed = [], []
+    for threshold in SWEPT_THRESHOLDS_DB:
+        auto = np.where(proxy >= threshold, gain, 0.0)
+        cells.append(f"at {threshold:.1f} dB {auto.mean():+.3f} ({auto.min():+.3f})")
+        if auto.min() >= WORST_ALLOWED_DB:
+            allowed.append((round(float(auto.mean()), 3), threshold))
+    chosen = f"{max(allowed)[1]:.1f} dB" if allowed else "none"
+    return cells, f"The rule (best mean, worst >= {WORST_ALLOWED_DB} dB, highest of equals) chooses {chosen}."
 
 
 if __name__ == "__main__":

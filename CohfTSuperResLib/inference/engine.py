@@ -39,7 +39,7 @@ from CohfTSuperResLib.inference.self_ensemble import self_ensembled
 from CohfTSuperResLib.inference.slice_run import Cancel, Progress, in_plane_volume
 from CohfTSuperResLib.inference.subject_adaptation import adapted_network
 from CohfTSuperResLib.inference.through_plane import family_sizes, network_factor, through_plane_volume
-from CohfTSuperResLib.inference.through_plane_guide_check import MIN_THICK_SLICES, check_through_plane_guide
+from CohfTSuperResLib.inference.through_plane_guide_check import check_through_plane_guide, unchecked_reason
 from CohfTSuperResLib.model import CohfTNet
 from CohfTSuperResLib.options import RunOptions
 from CohfTSuperResLib.weights.registry import find_model, model_name
@@ -141,11 +141,11 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
 def act_on(verdict: GuideVerdict | None, checked: InputCheck,
            options: RunOptions) -> tuple[InputCheck, RunOptions, str]:
     """The run's inputs and options after the guide check's verdict under options.guide_check, and the line that
-    says what happened (``apply_guide_policy``). No verdict (a through-plane T2 of too few thick slices to check)
-    counts as a T1 that does not help: nothing vouches for it, and a bad T1 costs more than no T1 (model card)."""
+    says what happened (``apply_guide_policy``). No verdict (a through-plane run the check declines unchecked,
+    ``unchecked_reason``) counts as a T1 that does not help: nothing vouches for it, and a bad T1 costs more than no
+    T1 (model card)."""
     if verdict is None:
-        line = (f"guide check: too few thick slices to check the T1 (at least {MIN_THICK_SLICES} are needed), so it "
-                "can not be vouched for (guide check 'off' uses it as given)")
+        line = f"guide check: {unchecked_reason(checked)} (guide check 'off' uses it as given)"
         return apply_guide_policy(line, False, checked, options)
     return apply_guide_policy(verdict.summary(), verdict.helps, checked, options)
 

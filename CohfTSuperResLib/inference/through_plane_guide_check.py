@@ -13,8 +13,10 @@ Two zero-shot proxies, measured on the input, are summed:
 - in-plane: the reduced-input proxy of guide_check.py on the thick slices, which sees a shift across them at the
   fine in-plane scale, and a T1 whose slab content differs from the thick slices'.
 
-The T1 counts as helping where the sum reaches THRESHOLD_DB. A T2 of fewer than MIN_THICK_SLICES thick slices can not
-be checked this way (``check_through_plane_guide`` returns None).
+The T1 counts as helping where the sum reaches THRESHOLD_DB. Some runs are not checked (``check_through_plane_guide``
+returns None, ``unchecked_reason`` says why) and their T1 is declined: a T2 of fewer than MIN_THICK_SLICES thick
+slices, which the proxies can not be measured on, and a run whose network runs at a factor of DECLINED_FACTORS, where
+the shipped guided network gains too little from a registered T1 to be worth the risk of a misregistered one.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from CohfTSuperResLib.inference.through_plane import (
     PLANE_FAMILIES,
     THICK_AXIS,
     interpolated_thin_slices,
+    network_factor,
     restored_planes,
     thick_axis_last,
 )
@@ -54,18 +57,34 @@ CHECK_PLANES = 16  # at most this many planes of each family
 MIN_THICK_SLICES = 6  # the proxy needs at least this many thick slices (3 merged ones)
 END_ROWS = CHECK_FACTOR  # thin rows of the first and of the last proxy slice, not scored
 THRESHOLD_DB = 0.8  # the T1 is used where the summed proxy benefit reaches this (chosen: docs/benchmarks.md)
+DECLINED_FACTORS = frozenset({3})  # network factors whose T1 is declined unchecked (chosen: docs/benchmarks.md)
 
 
-def check_through_plane_guide(checked: InputCheck, options: RunOptions,
-                              threshold_db: float = THRESHOLD_DB) -> GuideVerdict | None:
-    """The summed proxy benefit of the checked T1 for the checked thick-slice T2, with the run variant's shipped
-    through-plane networks for CHECK_FACTOR and its x2 networks; None where the T2 has fewer than MIN_THICK_SLICES
-    thick slices."""
+def unchecked_reason(checked: InputCheck) -> str | None:
+    """Why the T1 of this through-plane run is declined without a check, or None where the check runs."""
+    if checked.t2.GetSize()[checked.slice_axis] < MIN_THICK_SLICES:
+        return (f"too few thick slices to check the T1 (at least {MIN_THICK_SLICES} are needed), so it can not be "
+                "vouched for")
+    factor = network_factor(checked.scale)
+    if factor in DECLINED_FACTORS:
+        return (f"the network that restores {factor} thin slices per thick slice gains too little from a registered "
+                "T1 to risk a misregistered one, so the T1 is not used by default")
+    return None
+
+
+def check_through_plane_guide(checked: InputCheck, options: RunOptions) -> GuideVerdict | None:
+    """The guide check of a through-plane run: ``measure_through_plane_guide``, or None where the run is not checked
+    (``unchecked_reason``)."""
+    return None if unchecked_reason(checked) is not None else measure_through_plane_guide(checked, options)
+
+
+def measure_through_plane_guide(checked: InputCheck, options: RunOptions,
+                                threshold_db: float = THRESHOLD_DB) -> GuideVerdict:
+    """The summed proxy benefit of the checked T1 for the checked thick-slice T2 (of at least MIN_THICK_SLICES thick
+    slices), with the run variant's shipped through-plane networks for CHECK_FACTOR and its x2 networks."""
     started = time.monotonic()
     order, _ = thick_axis_last(checked.slice_axis)
     t2 = sitk.PermuteAxes(sitk.Cast(checked.t2, sitk.sitkFloat32), order)
-    if t2.GetSize()[THICK_AXIS] < MIN_THICK_SLICES:
-        return None
     proxy = thick_slice_volume(t2, CHECK_FACTOR, THICK_AXIS)
     grid = thin_slice_grid(Grid.of(proxy), CHECK_FACTOR, THICK_AXIS)
     thin = grid.image_from_array(interpolated_thin_slices(sitk.GetArrayFromImage(proxy), CHECK_FACTOR))
