@@ -363,12 +363,14 @@ def test_a_t2_of_too_few_thick_slices_is_not_checked():
 
 
 @pytest.mark.parametrize("factor", sorted(DECLINED_FACTORS))
-def test_the_t1_is_declined_unchecked_at_a_declined_factor(factor):
+def test_the_t1_is_declined_unchecked_at_a_declined_factor(factor, monkeypatch):
     """Where the shipped guided network of a factor gains too little from a T1 (DECLINED_FACTORS), the check declines
     the T1 without measuring (no network is loaded), and says why; at 4 it measures."""
+    from CohfTSuperResLib.inference import through_plane_guide_check
     from CohfTSuperResLib.inference.input_checks import check_inputs
     from CohfTSuperResLib.inference.through_plane_guide_check import check_through_plane_guide, unchecked_reason
 
+    monkeypatch.setattr(through_plane_guide_check, "load_runner", lambda *args, **kwargs: pytest.fail("measured"))
     head, t1 = _thin_head(size=(24, 28, 36)), _thin_head(seed=1)
     declined = check_inputs(thick_slice_volume(head, factor, 2), t1, 2, 2, "through-plane", 1.0)
     assert check_through_plane_guide(declined, RunOptions(mode="through-plane", device="cpu")) is None
