@@ -117,10 +117,11 @@ def test_the_in_plane_check_judges_the_networks_that_run(tmp_path, monkeypatch):
                                                                kinds=(True,))))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        super_resolve(t2, guide_for(t2, 2), 2, device="cpu")
+        output = super_resolve(t2, guide_for(t2, 2), 2, device="cpu")
     notes = [str(w.message) for w in caught if issubclass(w.category, GuideNote)]
     assert len(notes) == 1 and notes[0].startswith("guide check not run (no shipped S x2 model without")
     assert notes[0].endswith("running with the T1")
+    assert output.GetMetaData(RECORD_KEYS[1]) == "not run: no shipped model to judge the T1 with"
 
 
 def test_each_threshold_was_chosen_with_the_networks_that_ship():

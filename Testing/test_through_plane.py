@@ -365,7 +365,9 @@ def test_a_t2_of_too_few_thick_slices_is_not_checked():
 @pytest.mark.parametrize("factor", sorted(DECLINED_FACTORS))
 def test_the_t1_is_declined_unchecked_at_a_declined_factor(factor, monkeypatch):
     """Where the shipped guided network of a factor gains too little from a T1 (DECLINED_FACTORS), the check declines
-    the T1 without measuring (no network is loaded), and says why; at 4 it measures."""
+    the T1 without measuring (no network is loaded), says why, runs the shipped model without T1 and records why
+    with the output; at 4 it measures."""
+    from CohfTSuperResLib.errors import GuideNote
     from CohfTSuperResLib.inference import through_plane_guide_check
     from CohfTSuperResLib.inference.input_checks import check_inputs
     from CohfTSuperResLib.inference.through_plane_guide_check import check_through_plane_guide, unchecked_reason
@@ -376,6 +378,11 @@ def test_the_t1_is_declined_unchecked_at_a_declined_factor(factor, monkeypatch):
     assert check_through_plane_guide(declined, RunOptions(mode="through-plane", device="cpu")) is None
     assert f"restores {factor} thin slices per thick slice" in unchecked_reason(declined)
     assert unchecked_reason(check_inputs(thick_slice_volume(head, 4, 2), t1, 2, 2, "through-plane", 1.0)) is None
+    with pytest.warns(GuideNote, match=f"restores {factor} thin slices.*; running the model without T1 instead"):
+        output = super_resolve(thick_slice_volume(head, factor, 2), t1, mode="through-plane", slice_spacing=1.0,
+                               device="cpu")
+    assert output.GetMetaData("cohft_model").endswith("without T1")
+    assert output.GetMetaData("cohft_guide_check").startswith(f"declined unchecked: the network that restores {factor}")
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,7 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
     device = resolve_device(options.device)
     check_model_file(options, checked.t1 is not None)
     verdict = None
+    unchecked = "off"  # what the output's metadata keeps of a guide check that gave no verdict
     if checked.t1 is not None and options.register:
         registration = register_t1(checked.t2, checked.t1, checked.t2_scale)
         warnings.warn(registration.summary(), GuideNote, stacklevel=2)
@@ -114,7 +115,10 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
             verdict = (check_through_plane_guide if options.through_plane else check_guide)(checked, options)
         except WeightsError as error:  # the check's shipped models are not installed: nothing to judge the T1 with
             warnings.warn(f"guide check not run ({error}); running with the T1", GuideNote, stacklevel=2)
+            unchecked = "not run: no shipped model to judge the T1 with"
         else:
+            if verdict is None:
+                unchecked = f"declined unchecked: {unchecked_reason(checked)}"
             checked, options, said = act_on(verdict, checked, options)
             warnings.warn(said, GuideNote, stacklevel=2)
     with deterministic_kernels(device), reuse_freed_memory():
@@ -134,7 +138,7 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
             runner = self_ensembled(load_runner(options, checked.t1 is not None), options.self_ensemble)
             result = in_plane_volume(checked, runner, options, device, progress, cancel)
     result = result[:, :, 0] if checked.single_slice else result
-    record(result, options, checked.t1 is not None, verdict, checked.scale)
+    record(result, options, checked.t1 is not None, verdict, checked.scale, unchecked)
     return result
 
 
@@ -174,8 +178,10 @@ def apply_guide_policy(line: str, helps: bool, checked: InputCheck,
     return without, dataclasses.replace(options, model_path=None), f"{line}; running the model without T1 instead"
 
 
-def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: GuideVerdict | None, factor: int) -> None:
-    """Keep with the output which model ran and what the guide check measured (metadata; NIfTI description)."""
+def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: GuideVerdict | None, factor: int,
+           unchecked: str = "off") -> None:
+    """Keep with the output which model ran and what the guide check measured, or without a verdict why not
+    (`unchecked`; metadata, NIfTI description)."""
     kind = f"through-plane x{factor}" if options.through_plane else f"x{options.scale}"
     model = (f"shipped {options.variant} {kind} {'with' if used_t1 else 'without'} T1" if options.model_path is None
              else f"{options.model_path.name} ({kind})" if options.through_plane else options.model_path.name)
@@ -185,8 +191,7 @@ def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: Guid
         model += f", self-ensemble of {options.self_ensemble}"
     if options.through_plane and options.slice_profile != "off":
         model += f", consistent with the thick slices ({options.slice_profile}, gap {options.slice_gap:g})"
-    check = "off" if verdict is None else verdict.record()
     result.SetMetaData(RECORD_KEYS[0], model)
-    result.SetMetaData(RECORD_KEYS[1], check)
+    result.SetMetaData(RECORD_KEYS[1], unchecked if verdict is None else verdict.record())
     brief = f"Cohf-T {model}" + ("" if verdict is None else f"; guide check {verdict.benefit_db:+.2f} dB")
     result.SetMetaData("ITK_FileNotes", brief[:79])
