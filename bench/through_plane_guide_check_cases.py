@@ -7,7 +7,7 @@ Protocol of CohfTSuperResLib/evaluation/through_plane_cases.py (axial thick slic
 templates/mni152_fsl, where a threshold may be chosen; PSNR on the coronal reformat over its slices with brain)
 with the shipped through-plane models and the guide check off. Per guide case: the check's two proxies (along the
 slices, in-plane), their sum and whether 'auto' uses the T1 (inference/through_plane_guide_check.py: where the sum
-reaches the threshold, never at a network factor of DECLINED_FACTORS), the PSNR of the guided model and of the no-T1
+reaches the threshold, never where the run declines it unchecked), the PSNR of the guided model and of the no-T1
 model, and the PSNR 'auto' gives (the guided result where it uses the T1, else the no-T1 result). Cases: the T1 as
 distributed; moved 1 mm in z, 1 mm in x and y, 2 mm in z, 2 mm in x; rotated 3 degrees about the slice axis; another
 subject's T1. The last line per factor: what 'auto' would give at other thresholds of the summed proxy
@@ -29,8 +29,7 @@ from CohfTSuperResLib.evaluation.guide_cases import SOURCES, evaluation_subjects
 from CohfTSuperResLib.evaluation.through_plane_cases import NO_T1, THICK_AXIS, evaluate_through_plane
 from CohfTSuperResLib.data.synthetic_volumes import thick_slice_volume
 from CohfTSuperResLib.inference.input_checks import check_inputs
-from CohfTSuperResLib.inference.through_plane import network_factor
-from CohfTSuperResLib.inference.through_plane_guide_check import DECLINED_FACTORS, measure_through_plane_guide
+from CohfTSuperResLib.inference.through_plane_guide_check import measure_through_plane_guide, unchecked_reason
 from CohfTSuperResLib.options import RunOptions
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -62,15 +61,15 @@ def main() -> None:
             no_t1 = results[NO_T1]["psnr"]
             for name, guide in guides.items():
                 options = RunOptions(device="cpu", mode="through-plane", slice_spacing=1.0)
-                verdict = measure_through_plane_guide(check_inputs(thick, guide, 2, THICK_AXIS, options.mode, 1.0),
-                                                      options)
+                checked = check_inputs(thick, guide, 2, THICK_AXIS, options.mode, 1.0)
+                verdict = measure_through_plane_guide(checked, options)  # also where the run declines it unchecked
                 guided = results[name]["psnr"]
-                used = verdict.helps and network_factor(factor) not in DECLINED_FACTORS
+                used = verdict.helps and unchecked_reason(checked) is None
                 auto = guided if used else no_t1
                 along, in_plane = (value for _name, value in verdict.parts)
                 rows.append({"subject": subject.name, "factor": factor, "guide": name, "benefit_db": verdict.benefit_db,
-                             "along_db": along, "in_plane_db": in_plane, "helps": verdict.helps, "used": used, "guided": guided,
-                             "no_t1": no_t1, "auto": auto, "check_seconds": verdict.seconds})
+                             "along_db": along, "in_plane_db": in_plane, "helps": verdict.helps, "used": used,
+                             "guided": guided, "no_t1": no_t1, "auto": auto, "check_seconds": verdict.seconds})
                 print(f"| {subject.name} | {factor} mm | {name} | {along:+.2f} | {in_plane:+.2f} | "
                       f"{verdict.benefit_db:+.2f} | {'yes' if used else 'no'} | {guided:.3f} | {no_t1:.3f} | "
                       f"{auto - no_t1:+.3f} |", flush=True)
