@@ -57,7 +57,7 @@ CHECK_PLANES = 16  # at most this many planes of each family
 MIN_THICK_SLICES = 6  # the proxy needs at least this many thick slices (3 merged ones)
 END_ROWS = CHECK_FACTOR  # thin rows of the first and of the last proxy slice, not scored
 THRESHOLD_DB = 0.8  # the T1 is used where the summed proxy benefit reaches this (chosen: docs/benchmarks.md)
-DECLINED_FACTORS = frozenset({3})  # network factors whose T1 is declined unchecked (chosen: docs/benchmarks.md)
+DECLINED_FACTORS = frozenset({3, 5})  # network factors whose T1 is declined unchecked (chosen: docs/benchmarks.md)
 
 
 def unchecked_reason(checked: InputCheck) -> str | None:
