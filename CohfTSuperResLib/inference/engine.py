@@ -179,7 +179,7 @@ def apply_guide_policy(line: str, helps: bool, checked: InputCheck,
 
 
 def record(result: sitk.Image, options: RunOptions, used_t1: bool, verdict: GuideVerdict | None, factor: int,
-           unchecked: str = "off") -> None:
+           unchecked: str) -> None:
     """Keep with the output which model ran and what the guide check measured, or without a verdict why not
     (`unchecked`; metadata, NIfTI description)."""
     kind = f"through-plane x{factor}" if options.through_plane else f"x{options.scale}"
