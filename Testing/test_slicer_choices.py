@@ -4,7 +4,9 @@ node and the widget code. (The Python packages a run needs: test_slicer_logic.py
 
 from __future__ import annotations
 
+import pathlib
 import re
+import typing
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -115,30 +117,70 @@ def test_model_card_and_data_licence_can_be_opened(module):
 
 
 WIDGET_FOR_TYPE = {  # parameter type -> widget class that Slicer's parameterNodeWrapper connects it to
-    "bool": "QCheckBox", "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox", "float": "QDoubleSpinBox", "int": "QSpinBox",
+    bool: "QCheckBox", float: "QDoubleSpinBox", int: "QSpinBox",
 }
 # Optional[Path] has no GUI connector in the parameterNodeWrapper: the widget keeps it in step with its path field
 KEPT_IN_STEP_BY_CODE = {"modelPath": "modelPathLineEdit"}
+QT_SPIN_BOX_RANGE = {"QSpinBox": (0, 99), "QDoubleSpinBox": (0.0, 99.99)}  # Qt's defaults where the .ui sets none
+
+
+def _bound_widgets() -> dict[str, ElementTree.Element]:
+    """The .ui's widgets by the parameter (SlicerParameterName) they are bound to."""
+    return {prop.find("string").text: widget for widget in ElementTree.parse(UI_FILE).iter("widget")
+            for prop in widget.findall("property") if prop.get("name") == "SlicerParameterName"}
+
+
+def _parameter_types(module) -> dict[str, tuple[object, tuple]]:
+    """(type, annotations) of each parameter of the parameter node, as the parameterNodeWrapper reads them."""
+    hints = typing.get_type_hints(module.CohfTSuperResParameterNode, include_extras=True)
+    return {name: (typing.get_args(hint)[0], typing.get_args(hint)[1:]) if typing.get_origin(hint) is typing.Annotated
+            else (hint, ()) for name, hint in hints.items()}
 
 
 def test_ui_binds_every_parameter_to_a_widget_that_can_show_it(module):
     """Slicer's parameterNodeWrapper connects widgets by SlicerParameterName; a Choice needs a combo box, a bool a
     check box, a node a qMRMLNodeComboBox (the GUI itself can not run here). The weights path, which may be None,
     has a path field of its own."""
-    widgets = {}
+    widgets = {name: widget.get("class") for name, widget in _bound_widgets().items()}
     classes = {widget.get("name"): widget.get("class") for widget in ElementTree.parse(UI_FILE).iter("widget")}
-    for widget in ElementTree.parse(UI_FILE).iter("widget"):
-        for prop in widget.findall("property"):
-            if prop.get("name") == "SlicerParameterName":
-                widgets[prop.find("string").text] = widget.get("class")
-    annotations = module.CohfTSuperResParameterNode.__annotations__
-    assert set(widgets) == set(annotations) - set(KEPT_IN_STEP_BY_CODE)
-    for name, annotation in annotations.items():
-        if name not in KEPT_IN_STEP_BY_CODE:
-            expected = "QComboBox" if "Choice" in annotation else WIDGET_FOR_TYPE[annotation]
-            assert widgets[name] == expected, name
+    parameters = _parameter_types(module)
+    assert set(widgets) == set(parameters) - set(KEPT_IN_STEP_BY_CODE)
+    for name, (kind, marks) in parameters.items():
+        if name in KEPT_IN_STEP_BY_CODE:
+            continue
+        if any(isinstance(mark, module.Choice) for mark in marks):
+            expected = "QComboBox"
+        elif kind is module.vtkMRMLScalarVolumeNode:
+            expected = "qMRMLNodeComboBox"
+        else:
+            expected = WIDGET_FOR_TYPE[kind]
+        assert widgets[name] == expected, name
     for name, widget in KEPT_IN_STEP_BY_CODE.items():
-        assert classes[widget] == "ctkPathLineEdit" and annotations[name] == "pathlib.Path | None"
+        assert classes[widget] == "ctkPathLineEdit" and parameters[name][0] == pathlib.Path | None
+
+
+def _ui_number(widget: ElementTree.Element, name: str) -> float | None:
+    for prop in widget.findall("property"):
+        if prop.get("name") == name:
+            return float(next(iter(prop)).text)
+    return None
+
+
+def test_every_spin_box_keeps_the_range_of_the_ui(module):
+    """Slicer's spin-box connectors set a bound box's range from its parameter's WithinRange, and without one open it
+    to any number (the .ui's limits are replaced), which would let the GUI hold values a run refuses: each numeric
+    parameter carries the range its .ui box shows, and its default lies inside it."""
+    parameters = _parameter_types(module)
+    spin_boxes = {name: widget for name, widget in _bound_widgets().items() if widget.get("class") in QT_SPIN_BOX_RANGE}
+    assert {"sliceSpacing", "adaptSteps", "sliceGap"} <= set(spin_boxes)
+    defaults = module.CohfTSuperResParameterNode()
+    for name, widget in spin_boxes.items():
+        low, high = QT_SPIN_BOX_RANGE[widget.get("class")]
+        ui_range = (_ui_number(widget, "minimum") or low, _ui_number(widget, "maximum") or high)
+        ranges = [a for a in parameters[name][1] if isinstance(a, module.WithinRange)]
+        assert len(ranges) == 1, f"{name} has no WithinRange: Slicer would open its box to any number"
+        assert (ranges[0].minimum, ranges[0].maximum) == ui_range, name
+        assert ranges[0].minimum <= getattr(defaults, name) <= ranges[0].maximum, name
 
 
 def test_parameter_node_gives_the_run_options(module):

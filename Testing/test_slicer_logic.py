@@ -41,6 +41,7 @@ from slicer_helpers import (  # noqa: F401  (fixtures)
     temporary_folders,
     tiny_weights,
     vtk,
+    vtk_matrix,
     weights,
 )
 
@@ -154,7 +155,28 @@ def test_non_linear_transform_moves_the_voxels_where_it_says(module, scene):
     shift_lps = tuple(float(x) for x in shift_ras * (-1, -1, 1))
     back = sitk.Resample(pulled, image, sitk.TranslationTransform(3, shift_lps), sitk.sitkLinear, 0.0)
     np.testing.assert_allclose(sitk.GetArrayFromImage(back)[1:5, 3:-3, 3:-3], voxels[1:5, 3:-3, 3:-3], atol=0.5)
-    assert np.abs(sitk.GetArrayFromImage(pulled) - voxels).max() > 50  # the content did move
+    unmoved = sitk.Resample(pulled, image, sitk.Transform(), sitk.sitkLinear, 0.0)
+    assert np.abs(sitk.GetArrayFromImage(unmoved) - voxels).max() > 50  # the content did move
+
+
+def test_non_linear_transform_keeps_what_it_moves_beyond_the_grid(module, scene):
+    """A warp (a thin-plate spline that is in fact a 12 mm shift) moves much of the T1 beyond its own grid: the
+    resampled copy covers where the warp put it, nothing is cut off."""
+    voxels = np.zeros((6, 30, 40), dtype=np.float32)
+    voxels[1:5, 5:25, 20:] = 100.0  # reaches the grid's last column
+    image = sitk.GetImageFromArray(voxels)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    points = [np.array(p, dtype=float) for p in ((0, 0, 0), (100, 0, 0), (0, 100, 0), (0, 0, 100), (60, 60, 60),
+                                                  (-50, 20, -30))]
+    shift_ras = np.array([-12.0, 0.0, 0.0])  # -12 mm in R is +12 mm along the LPS x axis, the columns
+    transform = _thin_plate_warp(scene, points, [p + shift_ras for p in points], "shift as a warp")
+    node = add_volume(scene, image, "T1")
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    pulled = module.nodes.imageFromVolumeNode(node, "T1")
+    volume = float(np.prod(pulled.GetSpacing()))
+    assert sitk.GetArrayFromImage(pulled).sum() * volume == pytest.approx(voxels.sum() * 2.0, rel=0.02)
+    back = sitk.Resample(pulled, image, sitk.TranslationTransform(3, (12.0, 0.0, 0.0)), sitk.sitkLinear, 0.0)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(back), voxels, atol=0.5)
 
 
 # ---------- the Logic end to end, in this process ----------
@@ -321,15 +343,17 @@ def test_bad_input_raises_clear_error_and_changes_nothing(module, scene, images,
     assert scene.GetNumberOfNodes() == count
 
 
-def test_unavailable_device_is_refused_before_the_child_starts(module, scene, images, weights):
-    from CohfTSuperResLib.errors import InputError
+@pytest.mark.parametrize("in_process", [False, True])
+def test_unavailable_device_is_a_clear_error_and_adds_nothing(module, scene, images, weights, in_process):
+    """Checked where the network runs (the child process reports it), so that Slicer's process needs no torch."""
+    from CohfTSuperResLib.errors import InferenceError, InputError
 
     t2, t1 = images
     t2_node, t1_node = add_volume(scene, t2, "T2"), add_volume(scene, t1, "T1")
     folders, count = temporary_folders(), scene.GetNumberOfNodes()
-    with pytest.raises(InputError, match="CUDA GPU"):
-        module.CohfTSuperResLogic().startProcessing(t2_node, t1_node, options=RunOptions(
-            scale=SCALE, device="cuda:63", model_path=weights, guide_check="off"))
+    with pytest.raises(InputError if in_process else InferenceError, match="CUDA GPU"):
+        module.CohfTSuperResLogic().process(t2_node, t1_node, options=RunOptions(
+            scale=SCALE, device="cuda:63", model_path=weights, guide_check="off"), inProcess=in_process)
     assert temporary_folders() == folders and scene.GetNumberOfNodes() == count
 
 
@@ -470,13 +494,15 @@ def test_dependencies_installed_only_after_consent(module, installed, monkeypatc
         def isExtensionInstalled(self, name):
             return name in extensions
 
-        def installExtensionFromServer(self, name):
+        def installExtensionFromServer(self, name, restart=True, update=False):  # Slicer's defaults
             assert not self.interactive  # the user agreed already: no second question
+            assert not restart  # a restart now would close Slicer without asking
             extensions.append(name)
             return True
 
     monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(extensionsManagerModel=Manager), raising=False)
+    manager = Manager()
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(extensionsManagerModel=lambda: manager), raising=False)
     questions = []
     ensure = module.dependencies.ensureDependencies
     assert not ensure(lambda text: questions.append(text) or False, "onnx", "cpu")
@@ -486,6 +512,7 @@ def test_dependencies_installed_only_after_consent(module, installed, monkeypatc
     with pytest.raises(module.dependencies.RestartNeeded, match="restart Slicer"):
         ensure(lambda text: True, "onnx", "cpu")
     assert extensions == ["PyTorch"] and calls == []  # torch is not pip-installed behind the extension's back
+    assert manager.interactive  # the manager asks its own questions again afterwards
     versions["torch"] = "2.5.0"  # after the restart, the PyTorch extension's torch
     assert ensure(lambda text: True, "onnx", "cpu")
     pins = [f"numpy=={importlib.metadata.version('numpy')}", f"SimpleITK=={importlib.metadata.version('SimpleITK')}"]
@@ -563,26 +590,37 @@ def test_model_choices_are_read_once_per_file_version(module, monkeypatch, tmp_p
 
 def test_register_option_adds_the_transform_and_leaves_the_t1_node_alone(module, scene, weights):
     """With 'register' the T1 is registered to the T2 in Slicer's process: the T1 node is untouched, the rigid
-    transform is a new transform node (applied to the T1 it moves it onto the T2), and the job says what it did.
-    The sample slab (72 x 90 x 24 LR T2, its 1 mm T1 moved 2 mm to the right)."""
+    transform is a new transform node in the T2's study, and the job says what it did. The sample slab (72 x 90 x 24
+    LR T2, its 1 mm T1 moved 2 mm to the right and then, under a transform of the user's, 3 mm anterior): put above
+    the user's transform, the new one moves the T1 back onto the T2."""
     from CohfTSuperResLib.data.sample_data import read_sample
 
     sample = read_sample()
     moved = sitk.Image(sample["t1"])
     moved.SetOrigin(tuple(np.asarray(moved.GetOrigin()) + (-2.0, 0.0, 0.0)))  # LPS -x: 2 mm to the right
     t2_node, t1_node = add_volume(scene, sample["lr_t2"], "T2"), add_volume(scene, moved, "T1")
-    before = snapshot(t1_node)
-    transforms = scene.GetNumberOfNodesByClass("vtkMRMLLinearTransformNode")
+    users = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "user's")
+    anterior = np.eye(4)
+    anterior[1, 3] = 3.0
+    users.SetMatrixTransformToParent(vtk_matrix(anterior))
+    t1_node.SetAndObserveTransformNodeID(users.GetID())
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = hierarchy.CreateStudyItem(hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "patient26"), "MR")
+    hierarchy.CreateItem(study, t2_node)
+    before, count = snapshot(t1_node), scene.GetNumberOfNodesByClass("vtkMRMLLinearTransformNode")
     job = module.CohfTSuperResLogic().prepare(t2_node, t1_node, options=RunOptions(
         scale=SCALE, device="cpu", model_path=weights, guide_check="off", register=True))
     assert snapshot(t1_node) == before and not job.options.register  # done here, not again in the child
+    assert t1_node.GetParentTransformNode() is users and users.GetParentTransformNode() is None
     assert any(message.startswith("registration: the T1 was moved by") for message in job.messages)
-    assert scene.GetNumberOfNodesByClass("vtkMRMLLinearTransformNode") == transforms + 1
-    node = scene.GetNodesByClass("vtkMRMLLinearTransformNode").GetItemAsObject(transforms)
-    matrix = vtk.vtkMatrix4x4()
-    node.GetMatrixTransformToParent(matrix)
-    shift_ras = np.array([matrix.GetElement(row, 3) for row in range(3)])
-    np.testing.assert_allclose(shift_ras, (-2.0, 0.0, 0.0), atol=0.5)  # back 2 mm to the left (RAS -x)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLLinearTransformNode") == count + 1
+    node = scene.GetNodesByClass("vtkMRMLLinearTransformNode").GetItemAsObject(count)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+    users.SetAndObserveTransformNodeID(node.GetID())  # as the docstring of Logic._registered says to apply it
+    toWorld = vtk.vtkMatrix4x4()
+    t1_node.GetParentTransformNode().GetMatrixTransformToWorld(toWorld)
+    shift_ras = np.array([toWorld.GetElement(row, 3) for row in range(3)])
+    np.testing.assert_allclose(shift_ras, (-2.0, 0.0, 0.0), atol=0.5)  # back 2 mm to the left (RAS -x), 3 mm undone
 
 
 def test_the_output_node_says_which_model_ran_and_what_the_check_found(module, scene, images, weights):

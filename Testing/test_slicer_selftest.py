@@ -9,51 +9,62 @@ import subprocess
 import sys
 import types
 import urllib.request
+from pathlib import Path
 
 import pytest
-from slicer_helpers import MODULE_DIR, STANDIN, module, scene, slicer, temporary_folders, tiny_weights  # noqa: F401
+from slicer_helpers import MODULE_DIR, STANDIN, module, slicer, temporary_folders, tiny_weights  # noqa: F401
 
 
-def test_self_test_runs_on_the_sample_in_a_child_process(module, scene, tiny_weights):
-    """With torch: the whole run on the sample slab (random tiny weights, so without the 'beats bicubic' check,
-    which needs the trained model: test_shipped_models.py runs the demo on the same slab for that)."""
-
-    class RandomWeightsTest(module.CohfTSuperResTest):
-        modelPath = tiny_weights
-        requireBetterThanBicubic = False
-
-    folders = temporary_folders()
-    RandomWeightsTest().runTest()
-    output = slicer.util.getFirstNodeByName("patient26_T2_LR_SRx2")
-    assert output is not None and output.GetImageData().GetDimensions() == (144, 180, 24)
-    assert temporary_folders() == folders
-
-
-NO_TORCH_SCRIPT = f"""
-import logging, sys
-sys.modules["torch"] = None  # as on a Slicer without PyTorch: `import torch` fails, find_spec('torch') is None
+def _self_test_script(model_path: Path | None = None) -> str:
+    """A fresh Python that imports the module as Slicer does (slicer-core, the stand-in base classes), runs its
+    self-test (with model_path: those weights, without the comparison with interpolation), then says what it loaded
+    and whether torch was ever imported into this process (Slicer's)."""
+    test = ("CohfTSuperRes.CohfTSuperResTest()" if model_path is None else
+            "type('RandomWeights', (CohfTSuperRes.CohfTSuperResTest,), "
+            f"dict(modelPath=pathlib.Path({str(model_path)!r}), requireBetterThanInterpolation=False))()")
+    return f"""
+import logging, pathlib, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 import slicer
 slicer.__path__.append({str(STANDIN)!r})
 sys.path.insert(0, {str(MODULE_DIR)!r})
 slicer.mrmlScene = slicer.vtkMRMLScene()
 import CohfTSuperRes
-CohfTSuperRes.CohfTSuperResTest().runTest()
-print("loaded:", sorted(slicer.mrmlScene.GetNodeByID(i).GetName()
-                         for i in ("vtkMRMLScalarVolumeNode1", "vtkMRMLScalarVolumeNode2", "vtkMRMLScalarVolumeNode3")))
+{test}.runTest()
+print("nodes:", sorted((slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName(),
+                        slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetImageData().GetDimensions())
+                       for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))))
 print("torch imported:", any(name == "torch" or name.startswith("torch.") for name, m in sys.modules.items() if m))
 """
 
 
-@pytest.mark.slow  # a Python subprocess that imports MRML
-def test_self_test_without_torch_tests_what_it_can_and_says_what_it_skipped():
-    process = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT], capture_output=True, text=True, timeout=300)
+def _run_python(script: str) -> subprocess.CompletedProcess:
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stderr[-3000:]
-    assert "Loading the sample data" in process.stdout
+    return process
+
+
+def test_self_test_runs_on_the_sample_in_a_child_process_and_slicer_never_imports_torch(tiny_weights):
+    """With torch installed: the whole run on the sample slab (random tiny weights, so without the comparison with
+    interpolation, which needs the trained model: test_shipped_models.py runs the demo on the same slab for that),
+    the network in the child process only: torch never enters Slicer's process."""
+    folders = temporary_folders()
+    output = _run_python(_self_test_script(tiny_weights)).stdout
+    assert "('patient26_T2_LR_SRx2', (144, 180, 24))" in output
+    assert "torch imported: False" in output
+    assert temporary_folders() == folders
+
+
+def test_self_test_without_torch_tests_what_it_can_and_says_what_it_skipped():
+    script = _self_test_script().replace(  # as on a Slicer without PyTorch: `import torch` fails
+        "import slicer\n", "import slicer\nsys.modules['torch'] = None\n", 1)
+    output = _run_python(script).stdout
+    assert "Loading the sample data" in output
     assert ("SKIPPED the super-resolution part of the self-test: it needs torch>=2.2 (not installed; runs the network)"
-            in process.stdout)
-    assert "loaded: ['patient26_T1', 'patient26_T2_HR_truth', 'patient26_T2_LR']" in process.stdout
-    assert "torch imported: False" in process.stdout
+            in output)
+    assert "nodes: [('patient26_T1', (144, 180, 72)), ('patient26_T2_HR_truth', (144, 180, 24)), " \
+           "('patient26_T2_LR', (72, 90, 24))]" in output
+    assert "torch imported: False" in output
 
 
 def test_sample_data_is_registered_with_checked_local_files(module, tmp_path, monkeypatch):

@@ -244,13 +244,12 @@ class ChildRun:
         if errors:
             return errors[0] if len(errors) == 1 else "; ".join(errors)
         code = self.process.returncode
-        how = (_("was killed by signal {signal}").format(signal=-code) if code < 0 else
-               _("ended with status {status}").format(status=code))
+        text = (_("the super-resolution process was killed by signal {signal} without an error message; Slicer is "
+                  "unaffected").format(signal=-code) if code < 0 else
+                _("the super-resolution process ended with status {status} without an error message; Slicer is "
+                  "unaffected").format(status=code))
         last = next((line for line in reversed(self.messages) if line.strip()), None)
-        text = _("the super-resolution process {how} without an error message").format(how=how)
-        if last:
-            text += _(" (its last output: {line})").format(line=last)
-        return text + _("; Slicer is unaffected")
+        return text if last is None else " ".join([text + ".", _("Its last output: {line}").format(line=last)])
 
     def _end(self) -> None:
         self.endTime = time.monotonic()

@@ -209,8 +209,14 @@ def _installTorch() -> None:
     if PyTorchUtils is None:
         manager = slicer.app.extensionsManagerModel()
         if not manager.isExtensionInstalled("PyTorch"):
-            manager.interactive = False  # the user agreed already
-            if not manager.installExtensionFromServer("PyTorch"):
+            # the user agreed already: no second question; and no restart now (the manager's default), which would
+            # close Slicer without asking and lose unsaved work: the user restarts when ready
+            interactive, manager.interactive = manager.interactive, False
+            try:
+                installed = manager.installExtensionFromServer("PyTorch", False)
+            finally:
+                manager.interactive = interactive
+            if not installed:
                 raise RuntimeError(_("the PyTorch extension could not be installed from the Extensions Manager; "
                                      "install it there by hand")) from None
         raise RestartNeeded(_("the PyTorch extension was installed: restart Slicer, then press Apply again")) \

@@ -149,14 +149,20 @@ def imageFromVolumeNode(node, role: str = "input", resampleNonLinear: bool = Tru
         ).format(role=role[0].upper() + role[1:], name=nodeName(node), transform=transformNode.GetName()))
     toWorld = vtk.vtkGeneralTransform()
     transformNode.GetTransformToWorld(toWorld)
-    # resample a stand-alone copy (never added to the scene), so the input node stays as it is
-    copy = slicer.vtkMRMLScalarVolumeNode()
+    # Resample a copy in a private scene (the input node and the user's scene stay as they are), under a transform
+    # node holding the same warp: Slicer sizes the resampled grid from the bounds of the volume under its parent
+    # transform, so a copy without one would keep the original grid and cut off what the warp moves beyond it.
+    private = slicer.vtkMRMLScene()
+    warp = private.AddNewNodeByClass("vtkMRMLTransformNode")
+    warp.SetAndObserveTransformToParent(toWorld)
+    copy = private.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     imageData = vtk.vtkImageData()
     imageData.DeepCopy(node.GetImageData())
     copy.SetAndObserveImageData(imageData)
     ijkToRas = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(ijkToRas)
     copy.SetIJKToRASMatrix(ijkToRas)
+    copy.SetAndObserveTransformNodeID(warp.GetID())
     copy.ApplyNonLinearTransform(toWorld)
     resampledIjkToWorld = vtk.vtkMatrix4x4()
     copy.GetIJKToRASMatrix(resampledIjkToWorld)

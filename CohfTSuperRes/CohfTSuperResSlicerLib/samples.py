@@ -8,7 +8,6 @@ import logging
 from CohfTSuperResLib.errors import InputError
 from CohfTSuperResLib.data.sample_data import read_sample, sample_files
 
-from .text import _
 
 CATEGORY = "Cohf-T super-resolution"
 SAMPLE_NAME = "CohfTSuperResBrainSlab"
@@ -40,7 +39,7 @@ def registerSampleData() -> None:
 
         source = sampleDataSource()
     except (ImportError, InputError) as error:
-        logging.warning(_("CohfTSuperRes: sample data not registered: {error}").format(error=error))
+        logging.warning(f"CohfTSuperRes: sample data not registered: {error}")  # logs stay untranslated
         return
     SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
 

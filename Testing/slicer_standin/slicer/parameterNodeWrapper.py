@@ -5,7 +5,7 @@ arguments: enough for CohfTSuperRes.py to import. The parameter node's binding
 to the GUI is not exercised here (it needs Qt); see docs/slicer.md.
 """
 
-__all__ = ["Choice", "parameterNodeWrapper"]
+__all__ = ["Choice", "WithinRange", "parameterNodeWrapper"]
 
 
 def parameterNodeWrapper(cls):
@@ -15,3 +15,9 @@ def parameterNodeWrapper(cls):
 class Choice:
     def __init__(self, choices):
         self.choices = choices
+
+
+class WithinRange:
+    def __init__(self, minimum, maximum):
+        self.minimum = minimum
+        self.maximum = maximum
