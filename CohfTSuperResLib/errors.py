@@ -7,7 +7,7 @@ these classes before the library's dependencies are installed.
 from __future__ import annotations
 
 __all__ = ["GuideNote", "InferenceCancelled", "InferenceError", "InputError", "InputNote", "LIBRARY_ERRORS",
-           "WeightsError"]
+           "ModelNotShipped", "WeightsError"]
 
 
 class InputError(ValueError):
@@ -16,6 +16,10 @@ class InputError(ValueError):
 
 class WeightsError(ValueError):
     """Weights that are missing, corrupt, tampered with or do not fit the network."""
+
+
+class ModelNotShipped(WeightsError):
+    """No shipped model fits the request (variant, scale, T1, role): the installation lacks one, none is damaged."""
 
 
 class InferenceCancelled(RuntimeError):

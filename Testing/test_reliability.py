@@ -180,6 +180,38 @@ def test_tampered_shipped_model_is_refused(tmp_path, monkeypatch):
         super_resolve(t2, guide_for(t2, 3), 3, device="cpu", guide_check="off")
 
 
+def test_a_damaged_shipped_model_is_the_runs_error_not_a_skipped_guide_check(tmp_path, monkeypatch):
+    """With the default guide check, a tampered shipped model stops the run with its checksum error, said once: the
+    check is skipped (with a note) only where its models are not installed, never for a damaged one."""
+    import warnings
+
+    from CohfTSuperResLib.data.sample_data import read_sample
+    from CohfTSuperResLib.errors import GuideNote
+
+    folder, entries = tmp_path / "Models", []
+    for use_t1, name in ((True, "S_x2.safetensors"), (False, "S_x2_noT1.safetensors")):
+        digest = save_weights(tiny_model(2, use_t1=use_t1), folder / name)
+        entries.append({"variant": "S", "scale": 2, "use_t1": use_t1, "file": name, "sha256": digest})
+    (folder / "models.json").write_text(json.dumps({"models": entries}))
+    monkeypatch.setenv(models_registry.MODELS_ENV, str(folder))
+    data = bytearray((folder / "S_x2.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "S_x2.safetensors").write_bytes(bytes(data))
+    sample = read_sample()
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(WeightsError, match="fail their checksum"):
+        warnings.simplefilter("always")
+        super_resolve(sample["lr_t2"], sample["t1"], 2, device="cpu")
+    assert not [warning for warning in caught if issubclass(warning.category, GuideNote)]
+
+
+def test_a_models_folder_set_in_the_environment_is_used_or_reported(tmp_path, monkeypatch):
+    """$COHFT_SR_MODELS naming a folder without models (a typo) is reported, not passed over for the installed ones."""
+    monkeypatch.setenv(models_registry.MODELS_ENV, str(tmp_path / "Modles"))
+    t2 = volume((1, 12, 12))
+    with pytest.raises(WeightsError, match="no shipped S x2 model .*Modles"):
+        super_resolve(t2, guide_for(t2, 2), 2, device="cpu", guide_check="off")
+
+
 def test_onnx_model_of_the_wrong_scale_is_refused(tmp_path):
     pytest.importorskip("onnxruntime")
     from CohfTSuperResLib.inference.onnx_export import export_onnx

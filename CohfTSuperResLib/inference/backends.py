@@ -15,7 +15,7 @@ from typing import Protocol
 
 import torch
 
-from CohfTSuperResLib.errors import InputError, WeightsError
+from CohfTSuperResLib.errors import InputError, ModelNotShipped, WeightsError
 from CohfTSuperResLib.inference.fast_paths import accelerate
 from CohfTSuperResLib.inference.onnx_export import OnnxRunner, cached_export
 from CohfTSuperResLib.model import CohfTConfig, CohfTNet
@@ -117,10 +117,10 @@ def _shipped(variant: str, scale: int, use_t1: bool, factor: int | None, role: s
     """The shipped model, with a hint about model_path when there is none."""
     try:
         return find_model(variant, scale, use_t1, factor, role)
-    except WeightsError as error:
+    except ModelNotShipped as error:
         if role != SUPER_RESOLUTION:  # not the user's choice
             raise
-        raise WeightsError(f"{error}. Pass a weights file explicitly (model_path / --model PATH)") from error
+        raise ModelNotShipped(f"{error}. Pass a weights file explicitly (model_path / --model PATH)") from error
 
 
 def _check_fits(config: CohfTConfig, scale: int, use_t1: bool, path: Path | None) -> None:

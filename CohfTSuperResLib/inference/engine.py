@@ -27,7 +27,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from CohfTSuperResLib.errors import GuideNote, InputError, InputNote, WeightsError
+from CohfTSuperResLib.errors import GuideNote, InputError, InputNote, ModelNotShipped
 from CohfTSuperResLib.imageio.volumes import RECORD_KEYS
 from CohfTSuperResLib.inference.allocator import reuse_freed_memory
 from CohfTSuperResLib.inference.backends import check_model_file, load_runner
@@ -113,7 +113,7 @@ def super_resolve_checked(checked: InputCheck, options: RunOptions, *, progress:
     if checked.t1 is not None and options.guide_check != "off":
         try:
             verdict = (check_through_plane_guide if options.through_plane else check_guide)(checked, options)
-        except WeightsError as error:  # the check's shipped models are not installed: nothing to judge the T1 with
+        except ModelNotShipped as error:  # the check's models are not installed (a damaged one is an error)
             warnings.warn(f"guide check not run ({error}); running with the T1", GuideNote, stacklevel=2)
             unchecked = "not run: no shipped model to judge the T1 with"
         else:
@@ -171,7 +171,7 @@ def apply_guide_policy(line: str, helps: bool, checked: InputCheck,
     factor = network_factor(checked.scale) if options.through_plane else None
     try:
         find_model(options.variant, options.network_scale, use_t1=False, factor=factor)
-    except WeightsError:
+    except ModelNotShipped:
         return checked, options, f"{line}; running with the T1 all the same: no model without T1 ships for " \
                                  f"{model_name(options.variant, options.network_scale)}"
     without = dataclasses.replace(checked, t1=None, t1_scale=None, t1_coverage=None)

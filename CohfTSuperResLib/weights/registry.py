@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from CohfTSuperResLib.errors import WeightsError
+from CohfTSuperResLib.errors import ModelNotShipped, WeightsError
 from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE, VARIANTS
 
 if TYPE_CHECKING:
@@ -30,12 +30,14 @@ ROLES = (SUPER_RESOLUTION, GUIDE_CHECK)
 
 
 def installed_folder(name: str, manifest: str, environment: str) -> Path:
-    """The first folder holding `manifest` of: $environment, Resources/<name> inside the library's folder (3D Slicer
-    install), Resources/<name> beside it (source tree), <prefix>/share/CohfTSuperRes/<name> (pip install); the
-    first candidate when none has it."""
+    """$environment where it is set (the user's choice, used even when it lacks `manifest`, so that a mistyped folder
+    is reported rather than passed over); else the first folder holding `manifest` of: Resources/<name> inside the
+    library's folder (3D Slicer install), Resources/<name> beside it (source tree),
+    <prefix>/share/CohfTSuperRes/<name> (pip install); the first of these when none has it."""
+    if os.environ.get(environment):
+        return Path(os.environ[environment])
     package = Path(__file__).resolve().parents[1]
-    candidates = [Path(os.environ[environment])] if os.environ.get(environment) else []
-    candidates += [
+    candidates = [
         package / "Resources" / name,
         package.parent / "Resources" / name,
         Path(sys.prefix) / "share" / "CohfTSuperRes" / name,
@@ -153,7 +155,7 @@ def find_model(variant: str, scale: int, use_t1: bool = True, factor: int | None
     guide = "with" if use_t1 else "without"
     kind = model_name(variant, scale) + ("" if factor is None else f" x{factor}")
     purpose = "" if role == SUPER_RESOLUTION else f" for the {role.replace('-', ' ')}"
-    raise WeightsError(
+    raise ModelNotShipped(
         f"no shipped {kind} model{purpose} {guide} the T1 guide "
         f"(shipped: {describe_models([m.key for m in models])}; folder {models_dir()})"
     )
