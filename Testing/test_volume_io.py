@@ -83,6 +83,55 @@ def test_a_file_that_is_not_nifti_is_refused(tmp_path):
         check_volume_file(path)
 
 
+def _nifti_with_pixdim(tmp_path: Path, value: float, sform_agrees: bool = False) -> Path:
+    """An uncompressed NIfTI-1 of _image() whose pixdim[1] (the x voxel size, 0.5 mm) is `value` in the header; its
+    sform (and with sform_agrees, the sform's x column too) as SimpleITK wrote it."""
+    import struct
+
+    path = tmp_path / "t2.nii"
+    sitk.WriteImage(_image(), str(path))
+    data = bytearray(path.read_bytes())
+    data[80:84] = struct.pack("<f", value)
+    if sform_agrees:  # srow_x, srow_y, srow_z at 280, 296, 312: scale the x column to the new voxel size
+        for row in (280, 296, 312):
+            old = struct.unpack("<f", data[row:row + 4])[0]
+            data[row:row + 4] = struct.pack("<f", old * value / 0.5)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, float("nan")])
+def test_a_voxel_size_that_is_not_positive_is_refused(tmp_path, value):
+    """SimpleITK reads a zero pixdim as 1 mm and a negative one as a flipped axis, without an error."""
+    path = _nifti_with_pixdim(tmp_path, value)
+    with pytest.raises(InputError, match=r"voxel sizes \(pixdim\) of .* x 0.6 x 3 mm; every voxel size must be"):
+        volume_io.read_volume(path)
+
+
+def test_an_sform_that_disagrees_with_the_voxel_size_is_said(tmp_path, capfd):
+    """pixdim 1 mm where the sform says 0.5: ITK falls back to the qform (1 mm voxels) and says so only on its own
+    stderr; the library says it in one note, and nothing reaches the terminal."""
+    from CohfTSuperResLib.errors import InputNote
+
+    with pytest.warns(InputNote, match=r"t2.nii: its sform's voxel sizes differ .* its qform: 1 x 0.6 x 3 mm"):
+        image = volume_io.read_volume(_nifti_with_pixdim(tmp_path, 1.0))
+    assert image.GetSpacing()[0] == pytest.approx(1.0)
+    assert capfd.readouterr().err == ""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # header and sform that agree: no note
+        assert volume_io.read_volume(_nifti_with_pixdim(tmp_path, 1.0, sform_agrees=True)).GetSpacing()[0] == \
+            pytest.approx(1.0)
+
+
+def test_a_folder_without_a_dicom_series_is_one_error_and_nothing_else(tmp_path, capfd):
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    with pytest.raises(InputError, match="folder without a DICOM series"):
+        volume_io.read_volume(tmp_path)
+    assert capfd.readouterr().err == ""  # GDCM's own warnings are kept from the terminal
+
+
 # ---------- outputs ----------
 
 
@@ -127,6 +176,17 @@ def test_second_run_on_the_same_output_is_refused_and_the_lock_is_released(tmp_p
     with volume_io.OutputLock(output):  # released: free again
         pass
     assert list(tmp_path.iterdir()) == []  # the lock file goes with the lock
+
+
+def test_an_output_folder_that_can_not_be_written_names_the_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match=f"cannot write {blocker}/sub/sr.nii.gz: its folder can not be created"):
+        with volume_io.OutputLock(blocker / "sub" / "sr.nii.gz"):
+            pass
+    with pytest.raises(InputError, match=r"cannot write /proc/sr.nii.gz: .* in its folder /proc"):
+        with volume_io.OutputLock(Path("/proc/sr.nii.gz")):
+            pass
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):

@@ -5,7 +5,8 @@ voxels with zeros, and reads NaN / Inf voxels of a NIfTI file as 0; it can also 
 gzip stream on a full disk and report success. ``check_volume_file`` catches all of these before a
 file is used (inputs) or trusted (outputs), with an ``InputError`` that says what is wrong:
 - a gzip-compressed file (``.gz``) must hold a complete stream (end-of-stream marker, CRC and length);
-- a NIfTI-1 or NIfTI-2 file (``.nii``, ``.nii.gz``) must hold all the voxels its header promises;
+- a NIfTI-1 or NIfTI-2 file (``.nii``, ``.nii.gz``) must hold all the voxels its header promises, and give a
+  positive voxel size (pixdim) along each spatial axis of more than one voxel;
 - the float voxels of a NIfTI file must be finite (counted, with the first bad voxel's index).
 NRRD and MetaImage files are checked by ITK's own readers, which refuse truncated data and keep
 NaN / Inf (caught later by ``inference.input_checks.volume_array``).
@@ -41,6 +42,7 @@ class NiftiLayout:
     """Where a NIfTI file's voxels are and how many bytes they take."""
 
     shape: tuple[int, ...]  # dim[1..ndim], fastest first
+    spacing: tuple[float, ...]  # pixdim[1..ndim] (voxel sizes, mm for the spatial axes)
     datatype: int
     bitpix: int
     offset: int
@@ -72,11 +74,13 @@ def nifti_layout(header: bytes, name: str) -> NiftiLayout | None:
         if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
             ndim, *dims = struct.unpack(order + "8h", header[40:56])
             datatype, bitpix = struct.unpack(order + "2h", header[70:74])
+            _qfac, *pixdim = struct.unpack(order + "8f", header[76:108])
             offset = int(struct.unpack(order + "f", header[108:112])[0])
             break
         if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
             datatype, bitpix = struct.unpack(order + "2h", header[12:16])
             ndim, *dims = struct.unpack(order + "8q", header[16:80])
+            _qfac, *pixdim = struct.unpack(order + "8d", header[104:168])
             offset = int(struct.unpack(order + "q", header[168:176])[0])
             break
     else:
@@ -84,7 +88,8 @@ def nifti_layout(header: bytes, name: str) -> NiftiLayout | None:
     if not 1 <= ndim <= 7 or any(d < 1 for d in dims[:ndim]) or bitpix <= 0 or bitpix % 8:
         raise InputError(f"cannot read {name}: impossible NIfTI header (dimensions {dims[:ndim]}, {bitpix} bits "
                          "a voxel)")
-    return NiftiLayout(tuple(int(d) for d in dims[:ndim]), int(datatype), int(bitpix), max(offset, 0), order)
+    return NiftiLayout(tuple(int(d) for d in dims[:ndim]), tuple(float(p) for p in pixdim[:ndim]), int(datatype),
+                       int(bitpix), max(offset, 0), order)
 
 
 def check_volume_file(path: str | Path) -> None:
@@ -99,6 +104,12 @@ def check_volume_file(path: str | Path) -> None:
     layout = nifti_layout(content[:540], str(path))
     if layout is None:
         raise InputError(f"cannot read {path}: not a NIfTI file (its header size field is neither 348 nor 540)")
+    spatial = [(size, spacing) for size, spacing in zip(layout.shape[:3], layout.spacing[:3], strict=True)]
+    if any(size > 1 and not (np.isfinite(spacing) and spacing > 0) for size, spacing in spatial):
+        # SimpleITK would put 1 mm in place of a zero and flip the axis of a negative one, without an error
+        raise InputError(f"cannot read {path}: its header gives voxel sizes (pixdim) of "
+                         f"{' x '.join(f'{spacing:g}' for _, spacing in spatial)} mm; every voxel size must be "
+                         "positive: the header is damaged, rewrite the file with its true voxel size")
     end = layout.offset + layout.data_bytes
     if len(content) < end:
         raise InputError(f"cannot read {path}: it is truncated, its header promises {layout.data_bytes:,} bytes of "

@@ -18,13 +18,14 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from CohfTSuperResLib.errors import InputError
+from CohfTSuperResLib.errors import InputError, InputNote
 from CohfTSuperResLib.imageio.file_integrity import check_volume_file
 from CohfTSuperResLib.options import OUTPUT_SUFFIXES
 
@@ -37,6 +38,7 @@ except ImportError:  # Windows: msvcrt's byte-range lock instead (not tested on 
 # metadata the library keeps with an output: the model that ran, the guide check's numbers (NRRD keys; NIfTI keeps
 # a one-line summary in its description, ITK's ITK_FileNotes)
 RECORD_KEYS = ("cohft_model", "cohft_guide_check")
+SFORM_IGNORED = "unexpected scales in sform"  # ITK's NIfTI reader, when it falls back to the qform
 GEOMETRY_TOLERANCE_MM = 1e-3  # origin / spacing agreement of a written header with the intended grid
 DIRECTION_TOLERANCE = 1e-4
 
@@ -70,24 +72,30 @@ def read_volume(path: str | Path, float32: bool = False) -> sitk.Image:
     else:
         check_volume_file(path)
         try:
-            with native_stderr_captured():
+            with native_stderr_captured() as native:
                 image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             raise InputError(f"cannot read {path}: {_itk_reason(error)}") from error
+        if any(SFORM_IGNORED in line for line in native):
+            warnings.warn(f"{path.name}: its sform's voxel sizes differ from its header's (pixdim), so it was read "
+                          f"with its qform: {' x '.join(f'{s:g}' for s in image.GetSpacing())} mm voxels; check the "
+                          "result's geometry", InputNote, stacklevel=2)
     return sitk.Cast(image, sitk.sitkFloat32) if float32 else image
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
     """The one DICOM series stored in a folder."""
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    with native_stderr_captured():  # GDCM's warnings about the folder's other files
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise InputError(f"{folder} is a folder without a DICOM series")
     if len(series) > 1:
         raise InputError(f"{folder} holds {len(series)} DICOM series; give a folder with only the one to process")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
     try:
-        return reader.Execute()
+        with native_stderr_captured():
+            reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+            return reader.Execute()
     except RuntimeError as error:
         raise InputError(f"cannot read the DICOM series in {folder}: {_itk_reason(error)}") from error
 
@@ -140,9 +148,18 @@ class OutputLock:
         self._handle: int | None = None
 
     def __enter__(self) -> OutputLock:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        """Take the lock (the output's missing folders are created first); InputError when another run holds it or
+        the output's folder can not be written."""
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"cannot write {self.path}: its folder can not be created ({error.strerror})") from error
         while True:
-            handle = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                handle = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise InputError(f"cannot write {self.path}: {error.strerror} in its folder {self.path.parent}") \
+                    from error
             try:
                 _lock_now(handle)
             except OSError as error:
