@@ -277,6 +277,9 @@ def _super_resolve_file(args: argparse.Namespace, options: RunOptions, t2: Path,
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.manifest is not None and not args.through_plane and (args.slice_spacing is not None or args.adapt_steps):
+        raise InputError("--slice-spacing and --adapt-steps set the through-plane mode: with a manifest, pass "
+                         "--through-plane too (rows whose mode column says in-plane still run in-plane, without them)")
     options = _run_options(args)
     if args.manifest is None:
         if args.output is None:

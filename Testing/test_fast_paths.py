@@ -143,7 +143,7 @@ def test_engine_runs_the_network_on_the_content_box_only(tmp_path, monkeypatch):
     t2 = volume((2, 90, 120))
     voxels = sitk.GetArrayFromImage(t2)
     voxels[:, :, :] = 0
-    voxels[:, 20:40, 30:55] = 100.0 + np.arange(25, dtype=np.float32)
+    voxels[:, 20:40, 30:55] = 100.0 + 1.5 * np.arange(25, dtype=np.float32)  # not whole numbers: not a label map
     small = sitk.GetImageFromArray(voxels)
     small.CopyInformation(t2)
     t1 = guide_for(small, 2)
@@ -303,7 +303,7 @@ def test_engine_runs_one_slice_batches_each_on_its_own_box(tmp_path, monkeypatch
     own place."""
     voxels = np.zeros((4, 90, 120), dtype=np.float32)
     for index, half in enumerate((5, 25, 15, 35)):  # heads of growing and shrinking size
-        voxels[index, 45 - half : 45 + half, 60 - half : 60 + half] = 100.0 + index
+        voxels[index, 45 - half : 45 + half, 60 - half : 60 + half] = 100.25 + index  # not whole: not a label map
     t2 = sitk.GetImageFromArray(voxels)
     t2.SetSpacing((1.0, 1.0, 3.0))
     t1 = guide_for(t2, 2)
@@ -315,7 +315,7 @@ def test_engine_runs_one_slice_batches_each_on_its_own_box(tmp_path, monkeypatch
     result = sitk.GetArrayFromImage(super_resolve(t2, t1, 2, model_path=weights, device="cpu", guide_check="off"))
     assert len({area for area, _peak in seen}) > 1  # each slice ran on its own box
     for index in range(4):  # each output slice from its own input slice: brightest where its head is
-        assert result[index][90, 120] > 0.5 * (100.0 + index)
+        assert result[index][90, 120] > 0.5 * (100.25 + index)
 
 
 @pytest.mark.parametrize(("scale", "use_t1"), [(2, True), (4, True), (3, False)])

@@ -38,6 +38,18 @@ def test_integer_volume_with_few_values_is_a_label_map(pixel):
         check_inputs(_labels(pixel), None, 2)
 
 
+@pytest.mark.parametrize("role", ["T2", "T1"])
+def test_float_label_maps_and_masks_are_refused(role):
+    """Labels and masks stored as floats (a 0/500 mask, 4 labels): refused like integer ones, in either role."""
+    t2 = volume((3, 16, 16))
+    voxels = sitk.GetArrayFromImage(t2)
+    for fake, count in ((np.where(voxels > 50, 500.0, 0.0), 2), (np.digitize(voxels, np.quantile(voxels[voxels > 0], [0.2, 0.5, 0.8])) * 1.0, 4)):
+        image = sitk.GetImageFromArray(fake.astype(np.float32))
+        image.CopyInformation(t2)
+        with pytest.raises(InputError, match=rf"{role} is a label map \({count} distinct values\)"):
+            check_inputs(image, guide_for(t2, 2), 2) if role == "T2" else check_inputs(t2, image, 2)
+
+
 def test_label_maps_by_metadata_are_refused(tmp_path):
     image = sitk.Cast(volume((3, 16, 16)), sitk.sitkFloat32)
     labelled = sitk.Image(image)
@@ -127,3 +139,5 @@ def test_t1_of_the_wrong_type_or_far_away_is_refused():
         check_inputs(t2, far, 2)
     with pytest.raises(InputError, match="label map"):
         check_inputs(t2, _labels(), 2)
+    with pytest.raises(InputError, match="the T2 is a 3-D volume, so the T1 must be the registered 3-D T1 volume"):
+        check_inputs(t2, t1[:, :, 1], 2)

@@ -143,6 +143,24 @@ def test_damaged_weights_are_refused(damage, message, tmp_path):
         load_model(path)
 
 
+def test_a_header_that_describes_another_network_is_one_short_error(tmp_path):
+    """A weights file whose header was edited to a wider network: torch lists every tensor that does not fit (tens
+    of thousands of characters); the error names the first and counts the rest."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = save_tiny(tmp_path)
+    with safe_open(str(path), "pt") as handle:
+        metadata, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+    config = json.loads(metadata["cohft_config"])
+    config["dim"] *= 2
+    save_file(tensors, str(path), metadata={**metadata, "cohft_config": json.dumps(config)})
+    with pytest.raises(WeightsError, match=r"do not fit the Cohf-T network their header describes: size mismatch "
+                                           r"for .* \(and \d+ more\); the file is damaged") as error:
+        load_model(path)
+    assert len(str(error.value)) < 400
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated", "not_safetensors", "wrong scale"])
 def test_a_damaged_weights_file_of_the_users_is_refused_before_the_guide_check(damage, tmp_path):
     """The guide check judges the T1 with the run's network: a user's file that can not serve is the run's error,

@@ -264,6 +264,9 @@ def test_the_command_line_and_a_cohort_row_run_through_plane(models, tmp_path, c
     assert "mode 'sideways' is not one of in-plane, through-plane" in capsys.readouterr().err
     (tmp_path / "cases.csv").write_text("t2,output,mode\nthick.nii.gz,cohort_thin.nrrd,through-plane\n")
     assert cli.main(["run", "--manifest", str(tmp_path / "cases.csv"), "--model", str(models["unguided"]),
+                     "--slice-spacing", "2"]) == 1  # a setting of the through-plane mode: said how to give it
+    assert "with a manifest, pass --through-plane too" in capsys.readouterr().err
+    assert cli.main(["run", "--manifest", str(tmp_path / "cases.csv"), "--model", str(models["unguided"]),
                      "--guide-check", "off", "--device", "cpu"]) == 0
     assert sitk.ReadImage(str(tmp_path / "cohort_thin.nrrd")).GetSize()[2] == 4 * thick.GetSize()[2]
     with open(tmp_path / "cases_summary.csv", newline="") as handle:

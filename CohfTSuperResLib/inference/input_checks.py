@@ -37,7 +37,8 @@ INTEGER_PIXELS = {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16
                   sitk.sitkUInt64, sitk.sitkInt64}
 NEGATIVE_LEVEL = 0.01  # a voxel below -NEGATIVE_LEVEL x the robust scale counts as clearly negative
 NEGATIVE_FRACTION = 0.01  # ... and more than this fraction of such voxels is not an MR magnitude image
-LABEL_MAP_VALUES = 32  # an integer volume with at most this many distinct values is a label map, not an image
+LABEL_MAP_VALUES = 32  # a volume with at most this many distinct values is a label map or a mask, not an image
+LABEL_SAMPLE = 1 << 20  # voxels looked at first (evenly strided) before all are counted
 LARGEST_INTENSITY = 1e30  # larger magnitudes would overflow float32 on the way through the network
 NIFTI_LABEL_INTENT = "1002"  # NIFTI_INTENT_LABEL
 
@@ -94,6 +95,9 @@ def check_inputs(t2: sitk.Image, t1: sitk.Image | None, scale: int, slice_axis: 
         if slice_axis not in (None, 2):
             raise InputError("a single 2-D slice has no slice axis other than 2")
         t2, t1 = as_volume(t2), None if t1 is None else as_volume(t1)
+    elif isinstance(t1, sitk.Image) and t1.GetDimension() == 2 and isinstance(t2, sitk.Image) \
+            and t2.GetDimension() == 3:
+        raise InputError("the T2 is a 3-D volume, so the T1 must be the registered 3-D T1 volume, not a 2-D slice")
     t2_voxels = volume_array(t2, "T2")
     check_direction(t2, "T2")
     notes = []
@@ -192,17 +196,22 @@ def volume_array(image: sitk.Image, role: str) -> np.ndarray:
 
 
 def check_not_label_map(image: sitk.Image, voxels: np.ndarray, role: str) -> None:
-    """InputError for a label map (segmentation): NIfTI label intent, Slicer segmentation metadata, or an integer
-    volume with at most LABEL_MAP_VALUES distinct values. Super-resolving labels as intensities gives nonsense."""
+    """InputError for a label map (segmentation) or a mask: NIfTI label intent, Slicer segmentation metadata, or a
+    volume with at most LABEL_MAP_VALUES distinct values, all whole numbers (integer voxels, or labels stored as
+    floats). Super-resolving labels as intensities gives nonsense."""
     keys = set(image.GetMetaDataKeys())
     labelled = (image.HasMetaDataKey("intent_code") and image.GetMetaData("intent_code").strip() == NIFTI_LABEL_INTENT
                 or any(key.startswith("Segment0_") for key in keys))
     values = None
-    if not labelled and image.GetPixelID() in INTEGER_PIXELS:
-        values = np.unique(voxels)
-        labelled = values.size <= LABEL_MAP_VALUES
+    if not labelled:  # labels and masks stored as floats too: whole numbers, few of them
+        sample = voxels.ravel()[:: max(1, voxels.size // LABEL_SAMPLE)]  # an image shows it has many values here
+        if np.unique(sample).size <= LABEL_MAP_VALUES:
+            values = np.unique(voxels)
+            labelled = values.size <= LABEL_MAP_VALUES and (image.GetPixelID() in INTEGER_PIXELS
+                                                            or bool(np.all(values == np.round(values))))
     if labelled:
-        found = "" if values is None else f" ({values.size} distinct integer values)"
+        kind = " integer" if image.GetPixelID() in INTEGER_PIXELS else ""
+        found = "" if values is None else f" ({values.size} distinct{kind} values)"
         raise InputError(f"{role} is a label map{found}, not an MR image: labels can not be super-resolved as "
                          "intensities; give the grey-level volume")
 

@@ -86,7 +86,11 @@ def load_model(path: str | Path, expected_sha256: str | None = None, device: str
         model = CohfTNet(config)
         model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
     except (RuntimeError, TypeError, ValueError) as error:
-        raise WeightsError(f"model weights {path.name} do not fit the Cohf-T network: {error}") from error
+        # torch lists every tensor that does not fit, one per line: the first and a count are what a reader can use
+        problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [str(error)]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise WeightsError(f"model weights {path.name} do not fit the Cohf-T network their header describes: "
+                           f"{problems[0]}{more}; the file is damaged or its header was changed") from error
     broken = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
     if broken:
         raise WeightsError(
