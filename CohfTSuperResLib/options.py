@@ -141,6 +141,9 @@ class RunOptions:
             raise InputError("slice_spacing sets the thin slices of the through-plane mode; it does not apply to "
                              "in-plane super-resolution (use scale)")
         check_choice(self.slice_profile, CONSISTENCY_PROFILES, "slice profile")
+        if self.slice_profile != "off" and self.mode != "through-plane":
+            raise InputError("slice_profile makes the thin slices of the through-plane mode consistent with the thick "
+                             "ones; it does not apply to in-plane super-resolution")
         object.__setattr__(self, "slice_gap", check_slice_gap(self.slice_gap))
         check_choice(self.variant, VARIANTS, "model variant")
         check_choice(self.backend, BACKENDS, "backend")

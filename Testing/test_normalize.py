@@ -27,11 +27,15 @@ def test_non_finite_voxels_are_ignored(mni_slices: dict[str, np.ndarray]) -> Non
     assert robust_scale(t2) == pytest.approx(expected, rel=1e-12)
 
 
-def test_all_zero_raises() -> None:
-    with pytest.raises(ValueError, match="all zero"):
+def test_a_volume_without_enough_signal_raises_and_says_why() -> None:
+    with pytest.raises(ValueError, match="because it is all zero"):
         robust_scale(np.zeros((32, 32), dtype=np.float32))
-    with pytest.raises(ValueError, match="all zero"):
+    with pytest.raises(ValueError, match="because it has no finite voxels"):
         robust_scale(np.full((4, 4), np.nan))
+    sparse = np.zeros((32, 32), dtype=np.float32)
+    sparse[3, 4] = 1000.0  # one bright voxel: the percentile of |x| over all voxels is 0
+    with pytest.raises(ValueError, match="because only 1 of its 1024 voxels are not zero"):
+        robust_scale(sparse)
     with pytest.raises(ValueError, match="positive and finite"):
         normalize(np.ones((4, 4)), 0.0)
 

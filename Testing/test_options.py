@@ -28,6 +28,8 @@ from CohfTSuperResLib.options import RunOptions
     ({"model_path": ""}, "model_path is empty"),
     ({"device": ""}, "device must be a name"),
     ({"mode": "through-plane", "slice_profile": "sinc"}, "unknown slice profile 'sinc'"),
+    ({"slice_profile": "box"}, "slice_profile makes the thin slices of the through-plane mode consistent"),
+    ({"slice_spacing": 2.0}, "slice_spacing sets the thin slices of the through-plane mode"),
     ({"mode": "through-plane", "slice_gap": 1.0}, r"slice_gap must be a fraction of the slice spacing in \[0, 1\)"),
     ({"mode": "through-plane", "slice_gap": -0.1}, "slice_gap must be"),
     ({"mode": "through-plane", "slice_gap": True}, "slice_gap must be"),
@@ -64,3 +66,12 @@ def test_super_resolve_takes_exactly_the_options_fields():
 def test_the_child_command_line_parses_back_to_the_same_options(options):
     args = cli.build_parser().parse_args(["run", "--t2", "t2.nrrd", "-o", "sr.nrrd", *options.command_line()])
     assert cli._run_options(args) == options
+
+
+def test_an_in_plane_cohort_row_leaves_out_the_through_plane_settings():
+    """A cohort run with --through-plane settings: its in-plane rows run with none of them (each would be refused)."""
+    from CohfTSuperResLib.inference.cohort import Case
+
+    options = RunOptions(mode="through-plane", slice_spacing=1.0, slice_profile="box", adapt_steps=10)
+    row = dataclasses.replace(options, **Case(Path("a"), None, Path("b"), mode="in-plane").overrides(options))
+    assert (row.mode, row.slice_spacing, row.slice_profile, row.adapt_steps) == ("in-plane", None, "off", 0)

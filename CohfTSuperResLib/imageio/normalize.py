@@ -37,10 +37,11 @@ def robust_scale(array: np.ndarray | torch.Tensor) -> float:
     else:
         scale = math.nan
     if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(
-            f"cannot normalise intensities: the robust scale ({PERCENTILE}th percentile) is {scale}; "
-            "the image is empty, all zero or has no finite voxels"
-        )
+        content = ("it has no finite voxels" if finite.size == 0 else
+                   f"only {np.count_nonzero(finite)} of its {finite.size} voxels are not zero" if np.any(finite) else
+                   "it is all zero")
+        raise ValueError(f"cannot normalise intensities: the robust scale ({PERCENTILE}th percentile) is {scale}, "
+                         f"because {content}; an MR image has signal in far more voxels")
     return scale
 
 

@@ -35,12 +35,13 @@ class Case:
 
     def overrides(self, options: RunOptions) -> dict[str, Any]:
         """This row's RunOptions fields that replace those of the command line, `options` (an in-plane row drops the
-        slice spacing and the adaptation of the through-plane mode, a through-plane row caps the self-ensemble)."""
+        slice spacing, the adaptation and the slice profile of the through-plane mode, a through-plane row caps the
+        self-ensemble)."""
         values: dict[str, Any] = {} if self.guide_check is None else {"guide_check": self.guide_check}
         if self.mode is not None:
             values["mode"] = self.mode
             if self.mode == "in-plane":
-                values.update(slice_spacing=None, adapt_steps=0)
+                values.update(slice_spacing=None, adapt_steps=0, slice_profile="off")
             else:
                 values["self_ensemble"] = self_ensemble_for_mode(options.self_ensemble, self.mode)
         return values
