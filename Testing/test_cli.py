@@ -101,11 +101,14 @@ def test_cohort_resumable_and_sharded(files, weights, tmp_path, capsys, monkeypa
         f"skip {tmp_path / 'out' / f'case{i}.nii.gz'} (exists)" for i in range(3)]
 
 
-def test_manifest_without_columns(tmp_path, weights, capsys):
+def test_manifest_without_columns_or_rows(tmp_path, weights, capsys):
     manifest = tmp_path / "cases.csv"
     manifest.write_text("image,result\na,b\n")
     assert main(["run", "--manifest", str(manifest), "--model", str(weights)]) == 1
     assert "lacks column(s) t2, output" in _one_error_line(capsys)
+    manifest.write_text("t2,t1,output\n")
+    assert main(["run", "--manifest", str(manifest), "--model", str(weights)]) == 1
+    assert "has a header but no rows: nothing to run" in _one_error_line(capsys)
 
 
 def test_info(capsys):

@@ -84,6 +84,8 @@ def _cases(reader: csv.DictReader, path: Path) -> list[Case]:
         if mode is not None and mode not in MODES:
             raise InputError(f"manifest {path.name}, line {line}: mode {mode!r} is not one of {', '.join(MODES)}")
         cases.append(Case(path.parent / row["t2"], guide, path.parent / row["output"], line, policy, mode))
+    if not cases:
+        raise InputError(f"manifest {path.name} has a header but no rows: nothing to run")
     return cases
 
 
