@@ -289,9 +289,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.t1 is not None or args.output is not None:
         raise InputError("--t1 and --output come from the manifest's columns in cohort mode; do not pass them")
-    from CohfTSuperResLib.inference.cohort import read_cases, shard, summary_path, write_summary
+    from CohfTSuperResLib.inference.cohort import earlier_records, read_cases, shard, summary_path, write_summary
 
     cases = shard(read_cases(args.manifest))
+    earlier = earlier_records(summary_path(args.manifest))  # what ran for the outputs this run will skip
     failed: list[str] = []
     skipped = 0
     rows = []
@@ -301,7 +302,7 @@ def _run(args: argparse.Namespace) -> int:
         rows.append(row)
         if case.output.exists() and not args.overwrite:
             print(f"skip {case.output} (exists)")
-            row["status"] = "skipped (exists)"
+            row.update(earlier.get(row["output"], {}), status="skipped (exists)")
             skipped += 1
             continue
         try:

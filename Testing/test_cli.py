@@ -312,5 +312,11 @@ def test_cohort_rows_choose_their_guide_check_and_the_summary_records_what_ran(f
     assert "guide check 'refuse'" in rows[1]["message"] and rows[2]["guide_check"] == "off"
     written = sitk.ReadImage(str(tmp_path / "out" / "warned.nrrd"))
     assert written.GetMetaData("cohft_guide_check").startswith("benefit_db=-1.000")
+    assert main(["run", "--manifest", str(manifest), "--model", str(weights), "--device", "cpu"]) == 1  # resumed
+    with open(tmp_path / "cases_summary.csv", newline="") as handle:
+        again = list(csv.DictReader(handle))
+    assert [row["status"] for row in again] == ["skipped (exists)", "failed", "skipped (exists)"]
+    assert [(row["model"], row["guide_check"]) for row in again[::2]] == [(row["model"], row["guide_check"])
+                                                                          for row in rows[::2]]  # kept from the first
     with pytest.raises(SystemExit):
         main(["run", "--t2", str(files["t2"]), "-o", str(tmp_path / "x.nrrd"), "--guide-check", "sometimes"])

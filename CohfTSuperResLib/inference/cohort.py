@@ -2,9 +2,10 @@
 
 Manifest columns: t2, output (required), t1, guide_check (one of options.GUIDE_CHECKS for this row; empty: the
 command line's), mode (in-plane or through-plane for this row; empty: the command line's; a through-plane row takes
-the command line's --slice-spacing and --adapt-steps, an in-plane row ignores them; a through-plane row runs a
---self-ensemble of 8 as 4, the most its planes have). The summary
-(``write_summary``) has one row per case: what happened, the model that ran and the guide check's numbers.
+the command line's --slice-spacing, --slice-profile and --adapt-steps, given with --through-plane, an in-plane row
+leaves them out; a through-plane row runs a --self-ensemble of 8 as 4, the most its planes have). The summary
+(``write_summary``) has one row per case: what happened, the model that ran and the guide check's numbers (for a row
+a rerun skips, as the earlier summary said: ``earlier_records``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,18 @@ def summary_path(manifest: Path) -> Path:
     rank = os.environ.get("RANK")
     suffix = "" if rank in (None, "0") and os.environ.get("WORLD_SIZE", "1") == "1" else f"_rank{rank}"
     return manifest.with_name(f"{manifest.stem}_summary{suffix}.csv")
+
+
+def earlier_records(path: Path) -> dict[str, dict[str, str]]:
+    """What an earlier summary at `path` says of each output it wrote or kept (model, guide check), by output path;
+    empty when there is none or it can not be read (a rerun then says less about the rows it skips, nothing worse)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return {row["output"]: {key: row.get(key) or "" for key in ("model", "guide_check")} for row in rows
+            if row.get("output") and (row.get("model") or row.get("guide_check"))}
 
 
 def write_summary(rows: list[dict[str, str]], path: Path) -> Path:
