@@ -40,6 +40,7 @@ from CohfTSuperResLib.options import (
 PROG = "cohft-sr"
 DEBUG_ENV = "COHFT_SR_DEBUG"
 # subcommand -> module with its own main(argv)
+DEFAULT_SCALE = 2
 DELEGATED = {"train": "training.train", "evaluate": "evaluation.evaluate", "pack": "data.pack"}
 SIGNAL_STATUS = {signal.SIGTERM: 143, signal.SIGHUP: 129}
 
@@ -53,7 +54,8 @@ class Terminated(Exception):
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scale", type=int, choices=SCALES, default=2, help="in-plane upsampling factor (default 2)")
+    parser.add_argument("--scale", type=int, choices=SCALES, default=DEFAULT_SCALE,
+                        help=f"in-plane upsampling factor (default {DEFAULT_SCALE})")
     parser.add_argument("--model", type=Path, help="weights file (.safetensors, or .onnx with --backend onnx); "
                         "default: the shipped model for --variant and --scale")
     parser.add_argument("--variant", choices=VARIANTS, default="S", help="shipped model size (default S)")
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "the thickest when all differ; 2 when all are equal)")
     run.add_argument("--through-plane", action="store_true",
                      help="restore thin slices along the thick slice axis of a thick-slice T2 (the in-plane grid kept; "
-                          "--slice-axis names the thick axis, default the thickest; --scale unused)")
+                          "--slice-axis names the thick axis, default the thickest; not with --scale)")
     run.add_argument("--slice-spacing", type=float, metavar="MM",
                      help="through-plane: the thin slices' spacing in mm, rounded so that each thick slice holds a "
                           "whole number of them (default: the in-plane spacing, at most 6 per slice)")
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (never an input)")
     run.add_argument("--progress-json", action="store_true",
                      help='progress as one JSON line per update on stdout ({"done": D, "total": T}) instead of a bar')
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, scale=None)  # None: not given (2 in-plane; through-plane refuses it)
 
     demo = commands.add_parser("demo", help="super-resolve the shipped sample (real MR slab, held out from training) "
                                "and compare with bicubic")
@@ -247,7 +249,8 @@ def _progress_bar(description: str, json_lines: bool = False) -> tuple[Callable[
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
     """The run's options from the command line, checked once."""
-    return RunOptions(scale=args.scale, variant=args.variant, model_path=args.model, device=args.device,
+    scale = DEFAULT_SCALE if args.scale is None else args.scale
+    return RunOptions(scale=scale, variant=args.variant, model_path=args.model, device=args.device,
                       backend=args.backend, precision=args.precision, batch_size=args.batch_size,
                       slice_axis=args.slice_axis, whole_slices=args.whole_slices, guide_check=args.guide_check,
                       register=args.register, mode="through-plane" if args.through_plane else "in-plane",
@@ -280,6 +283,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.manifest is not None and not args.through_plane and (args.slice_spacing is not None or args.adapt_steps):
         raise InputError("--slice-spacing and --adapt-steps set the through-plane mode: with a manifest, pass "
                          "--through-plane too (rows whose mode column says in-plane still run in-plane, without them)")
+    if args.manifest is None and args.through_plane and args.scale is not None:
+        raise InputError("--scale sets the in-plane factor; through-plane, the thin slices per thick slice come from "
+                         "--slice-spacing (default: the in-plane spacing)")
     options = _run_options(args)
     if args.manifest is None:
         if args.output is None:

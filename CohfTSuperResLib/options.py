@@ -198,9 +198,7 @@ class RunOptions:
 
     def command_line(self) -> list[str]:
         """The options as `cohft-sr run` arguments (what the 3D Slicer module's child process is given)."""
-        arguments = ["--scale", str(self.scale)]
-        if self.through_plane:
-            arguments.append("--through-plane")
+        arguments = ["--through-plane"] if self.through_plane else ["--scale", str(self.scale)]
         if self.slice_spacing is not None:
             arguments += ["--slice-spacing", repr(self.slice_spacing)]
         if self.through_plane:

@@ -266,6 +266,9 @@ def test_the_command_line_and_a_cohort_row_run_through_plane(models, tmp_path, c
     assert cli.main(["run", "--manifest", str(tmp_path / "cases.csv"), "--model", str(models["unguided"]),
                      "--slice-spacing", "2"]) == 1  # a setting of the through-plane mode: said how to give it
     assert "with a manifest, pass --through-plane too" in capsys.readouterr().err
+    assert cli.main(["run", "--t2", str(tmp_path / "thick.nii.gz"), "--through-plane", "--scale", "3", "--model",
+                     str(models["unguided"]), "-o", str(tmp_path / "x.nii.gz")]) == 1  # not silently ignored
+    assert "--scale sets the in-plane factor; through-plane, the thin slices" in capsys.readouterr().err
     assert cli.main(["run", "--manifest", str(tmp_path / "cases.csv"), "--model", str(models["unguided"]),
                      "--guide-check", "off", "--device", "cpu"]) == 0
     assert sitk.ReadImage(str(tmp_path / "cohort_thin.nrrd")).GetSize()[2] == 4 * thick.GetSize()[2]
