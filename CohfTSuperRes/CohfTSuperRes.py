@@ -87,6 +87,9 @@ from the module's panel. Sample data: <i>Sample Data</i> module, category <i>Coh
 The result is an estimate made by a neural network: it is not a measurement and must not replace
 the acquired images for diagnosis.
 <br><br>
+Documentation: <a href="https://github.com/CohfTSuperRes/SlicerCohfTSuperRes/blob/main/docs/slicer.md">the
+module's page</a>.
+<br><br>
 Reference: C. Fang et al., "Cross-Modality High-Frequency Transformer for MR Image
 Super-Resolution", ACM Multimedia 2022 (arXiv:2203.15314).
 """

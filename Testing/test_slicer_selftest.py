@@ -5,6 +5,7 @@ slicer.app are replaced by recorders here, because slicer-core has neither)."""
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import types
@@ -106,6 +107,8 @@ def test_module_registers_the_sample_once_slicer_has_started(module, monkeypatch
     module.CohfTSuperRes(parent)
     assert connections == [("startupCompleted()", module.samples.registerSampleData)]
     assert parent.categories == ["Filtering"] and "CC-BY" in parent.acknowledgementText
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "([^"]+)"\)', (MODULE_DIR.parent / "CMakeLists.txt").read_text())
+    assert f'href="{homepage.group(1)}"' in parent.helpText  # the help links the extension's documentation
 
 
 def test_sample_files_are_checked_against_their_sha256(tmp_path, monkeypatch):
