@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from CohfTSuperResLib import __version__
-from CohfTSuperResLib.errors import LIBRARY_ERRORS, InputError, InputNote
+from CohfTSuperResLib.errors import LIBRARY_ERRORS, InputError, InputNote, Terminated
 from CohfTSuperResLib.options import (
     BACKENDS,
     CONSISTENCY_PROFILES,
@@ -43,14 +43,6 @@ DEBUG_ENV = "COHFT_SR_DEBUG"
 DEFAULT_SCALE = 2
 DELEGATED = {"train": "training.train", "evaluate": "evaluation.evaluate", "pack": "data.pack"}
 SIGNAL_STATUS = {signal.SIGTERM: 143, signal.SIGHUP: 129}
-
-
-class Terminated(Exception):
-    """SIGTERM or SIGHUP arrived: unwinds like an error, so that temporary files are removed on the way out."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.status = SIGNAL_STATUS[signum]
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -145,12 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `cohft-sr`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+
+    def dispatch() -> int:
+        if argv and argv[0] in DELEGATED:
+            return _delegate(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args) or 0)
+
+    return reporting_errors(dispatch)
+
+
+def reporting_errors(command: Callable[[], int]) -> int:
+    """command()'s exit status, its warnings and errors said in one line each (a traceback only with
+    $COHFT_SR_DEBUG), SIGTERM / SIGHUP unwinding like errors: every entry point of the package runs through this."""
     with _one_line_warnings(), _signals_unwind():
         try:
-            if argv and argv[0] in DELEGATED:
-                return _delegate(argv[0], argv[1:])
-            args = build_parser().parse_args(argv)
-            return int(args.handler(args) or 0)
+            return command()
         except KeyboardInterrupt:
             _error("interrupted")
             return 130
@@ -205,7 +207,7 @@ def _one_line_warnings() -> Iterator[None]:
 def _signals_unwind() -> Iterator[None]:
     """For the duration, SIGTERM and SIGHUP raise Terminated (in the main thread) instead of killing at once."""
     def stop(signum: int, _frame: object) -> None:
-        raise Terminated(signum)
+        raise Terminated(f"stopped by {signal.Signals(signum).name}", SIGNAL_STATUS[signum])
 
     try:
         saved = {signum: signal.signal(signum, stop) for signum in SIGNAL_STATUS}

@@ -7,7 +7,7 @@ these classes before the library's dependencies are installed.
 from __future__ import annotations
 
 __all__ = ["GuideNote", "InferenceCancelled", "InferenceError", "InputError", "InputNote", "LIBRARY_ERRORS",
-           "ModelNotShipped", "WeightsError"]
+           "ModelNotShipped", "Terminated", "WeightsError"]
 
 
 class InputError(ValueError):
@@ -28,6 +28,16 @@ class InferenceCancelled(RuntimeError):
 
 class InferenceError(RuntimeError):
     """The network could not give a usable result (e.g. NaN / Inf voxels); nothing was returned or written."""
+
+
+class Terminated(Exception):
+    """A signal asked the process to stop (the command line turns SIGTERM / SIGHUP into this): unwinds like an
+    error, so that temporary files are removed and a training run writes its checkpoint on the way out; `status`
+    is the exit status to end with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class InputNote(UserWarning):

@@ -35,15 +35,21 @@ def volumes(open_ms: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             "no_t1": folder / "s2_no_t1.safetensors"}
 
 
-def test_evaluate_reports_cohft_and_baselines(volumes: dict[str, Path], tmp_path: Path) -> None:
+def test_evaluate_reports_cohft_and_baselines(volumes: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
     torch.set_num_threads(1)
     out = tmp_path / "out"
+
+    def no_check(*_args, **_kwargs):
+        raise AssertionError("evaluate measures the networks as they are: the guide check must not run")
+
+    monkeypatch.setattr("CohfTSuperResLib.inference.engine.check_guide", no_check)
     status = evaluate.main(["--t2", str(volumes["t2"]), "--t1", str(volumes["t1"]), "--scale", "2", "--model",
                             str(volumes["model"]), "--no-t1-model", str(volumes["no_t1"]), "--out", str(out),
                             "--device", "cpu"])
     assert status == 0
     report = json.loads((out / "metrics.json").read_text())
     assert {"protocol", "scale", "models", "subjects", "mean"} <= report.keys()
+    assert report["protocol"]["guide_check"].startswith("off")
     assert report["models"]["cohft"]["sha256"] and report["models"]["cohft_no_t1"]["sha256"]
     (subject,) = report["subjects"]
     assert subject["subject"] == f"{volumes['t2'].parent.name}/{volumes['t2'].name}"
@@ -109,6 +115,25 @@ def test_evaluate_a_manifest_of_subjects(volumes: dict[str, Path], tmp_path: Pat
     assert first["metrics"] == second["metrics"]  # the identity registration changes nothing
     assert sorted(p.name for p in out.glob("*.png")) == ["figure_00_plain.png", "figure_01_registered.png"]
     assert report["mean"]["cohft"]["psnr"] == pytest.approx(first["metrics"]["cohft"]["psnr"])
+
+
+@pytest.mark.parametrize("module", ["CohfTSuperResLib.training.train", "CohfTSuperResLib.evaluation.evaluate",
+                                    "CohfTSuperResLib.data.pack", "CohfTSuperResLib.data.pairs"])
+def test_python_m_entry_points_say_errors_in_one_line(module: str, tmp_path: Path) -> None:
+    """`python -m` (and `torchrun -m`) give the command line's one-line errors, never a traceback."""
+    import subprocess
+    import sys
+
+    argv = {"CohfTSuperResLib.training.train": ["--pack", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "o")],
+            "CohfTSuperResLib.evaluation.evaluate": ["--manifest", str(tmp_path / "absent.csv"), "--scale", "2",
+                                                     "--out", str(tmp_path / "o")],
+            "CohfTSuperResLib.data.pack": ["--manifest", str(tmp_path / "absent.csv"), "--out",
+                                           str(tmp_path / "p.npz")],
+            "CohfTSuperResLib.data.pairs": ["check", str(tmp_path / "absent.csv")]}[module]
+    process = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 1 and "Traceback" not in process.stderr
+    assert process.stderr.strip().startswith("cohft-sr: error: ") and len(process.stderr.strip().splitlines()) == 1
+    assert "absent" in process.stderr
 
 
 def test_cli_delegates_evaluate(capsys: pytest.CaptureFixture[str]) -> None:

@@ -139,6 +139,81 @@ def test_network_switches_reach_the_weights_header(manifest: Path, tmp_path: Pat
     assert float(val["cross_qk_rms"]) > 0 and 0 < float(val["cross_entropy"]) <= 1
 
 
+def test_a_finished_run_is_kept_unless_resumed(manifest: Path, tmp_path: Path) -> None:
+    """A second run into the folder of a finished one is refused (nothing changed); a resume with another network
+    or optimiser is refused in one line; the checkpoint left as checkpoint.old by a crash between its two renames is
+    resumed; each invocation is recorded in run.json."""
+    out = tmp_path / "run"
+    _run(manifest, out, "--iterations", "2")
+    before = (out / "best.safetensors").read_bytes()
+    with pytest.raises(InputError, match="already holds a training run: add --resume"):
+        _run(manifest, out, "--iterations", "1")
+    assert (out / "best.safetensors").read_bytes() == before
+    for flags, message in ((["--no-t1"], r"another network than the flags describe: use_t1 True \(flags: False\)"),
+                           (["--optimizer", "adam"], "trained with AdamW, the flags ask for Adam")):
+        with pytest.raises(InputError, match=message) as error:
+            _run(manifest, out, "--iterations", "3", "--resume", *flags)
+        assert len(str(error.value)) < 300
+    (out / "checkpoint").rename(out / "checkpoint.old")
+    _run(manifest, out, "--iterations", "3", "--resume")
+    summary = json.loads((out / "run.json").read_text())
+    assert [call["from_iteration"] for call in summary["invocations"]] == [0, 2]
+    with pytest.raises(InputError, match="no checkpoint in .* to resume from"):
+        _run(manifest, tmp_path / "empty", "--iterations", "1", "--resume")
+
+
+@pytest.mark.parametrize("flags", [["--iterations", "-5"], ["--lr", "0"], ["--lr", "nan"], ["--batch-size", "0"],
+                                   ["--log-every", "0"], ["--checkpoint-every", "0"], ["--val-max-slices", "0"],
+                                   ["--alpha", "5"], ["--threads", "0"], ["--time-budget-minutes=-1"],
+                                   ["--lr-halve-every", "0"]])
+def test_absurd_numbers_are_refused_by_the_parser(flags: list[str], tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        train.build_parser().parse_args(["--pack", "p.npz", "--out", str(tmp_path), *flags])
+    assert stop.value.code == 2 and flags[0].split("=")[0] in capsys.readouterr().err
+
+
+def test_a_patch_too_small_for_the_loss_and_zero_iterations_from_scratch_are_refused(manifest, tmp_path) -> None:
+    with pytest.raises(InputError, match="--patch 4 gives HR patches of 8 pixels a side; .* use --patch 6 or more"):
+        _run(manifest, tmp_path / "a", "--iterations", "1", "--patch", "4")
+    with pytest.raises(InputError, match="--iterations 0 trains nothing"):
+        _run(manifest, tmp_path / "b", "--iterations", "0")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_damaged_pack_or_manifest_is_one_error_naming_the_file(manifest: Path, tmp_path: Path) -> None:
+    from CohfTSuperResLib.data.pack import build_pack, read_pack, write_pack
+
+    pack = write_pack(build_pack(manifest), tmp_path / "pack.npz")
+    pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+    with pytest.raises(InputError, match=f"{pack} is not a readable training pack .*rebuild it"):
+        read_pack(pack)
+    (tmp_path / "empty.csv").write_text("subject,role,t2,t1\n")
+    (tmp_path / "broken.json").write_text("{\"pairs\": [")
+    for path, message in ((tmp_path / "empty.csv", "has no rows"), (tmp_path / "broken.json", "can not be read")):
+        with pytest.raises(InputError, match=message):
+            read_manifest(path)
+
+
+def test_a_stopped_run_writes_its_checkpoint_for_resume(manifest: Path, tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C (or SIGTERM, errors.Terminated) in the middle: a checkpoint where it stopped, resumed from there."""
+    out, calls = tmp_path / "run", []
+    real = train.Trainer.step
+
+    def step(self, iteration):
+        calls.append(iteration)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, iteration)
+
+    monkeypatch.setattr(train.Trainer, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        _run(manifest, out, "--iterations", "6")
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["iteration"] == 2
+    monkeypatch.setattr(train.Trainer, "step", real)
+    _run(manifest, out, "--iterations", "4", "--resume")
+    assert [int(r["iteration"]) for r in _rows(out / "train_log.csv")] == [1, 2, 3, 4]
+
+
 def test_t1_model_needs_t1_and_validation_data(manifest: Path, tmp_path: Path) -> None:
     specs = read_manifest(manifest)
     for spec in specs:

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,10 +240,11 @@ def read_pack(path: str | Path) -> tuple[list[PackVolume], dict[str, Any]]:
             decode = _from_byte_planes if meta["version"] >= 2 else (lambda values: values)
             volumes = [_stored_volume(entry, decode(stored[f"hr_{n}"]), decode(stored[f"t1_{n}"]))
                        for n, entry in enumerate(meta["volumes"])]
-    except (OSError, ValueError, KeyError) as error:
-        if isinstance(error, InputError):
-            raise
-        raise InputError(f"{path.name} is not a readable training pack: {error}") from error
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path} is not a readable training pack ({type(error).__name__}: {error}); it is damaged, "
+                         "cut short or not a pack: rebuild it with `cohft-sr pack`") from error
     return slice_views(volumes), meta
 
 
@@ -268,5 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `python -m`: the command line's one-line errors
+    from CohfTSuperResLib.cli import main as command_line
+
+    raise SystemExit(command_line(["pack", *sys.argv[1:]]))

@@ -92,12 +92,22 @@ def read_manifest(path: str | Path) -> list[PairSpec]:
     """Rows of a CSV or JSON manifest as PairSpec (paths resolved against the manifest's folder)."""
     path = Path(path)
     base = path.resolve().parent
-    if path.suffix.lower() == ".json":
-        loaded = json.loads(path.read_text())
-        rows = loaded["pairs"] if isinstance(loaded, dict) else loaded
-    else:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}")
+    try:
+        if path.suffix.lower() == ".json":
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            rows = loaded["pairs"] if isinstance(loaded, dict) else loaded
+        else:
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.DictReader(handle))
+    except (ValueError, KeyError, csv.Error) as error:  # JSON and Unicode errors are ValueErrors
+        raise InputError(f"manifest {path} can not be read ({type(error).__name__}: {error}); a CSV with a header "
+                         "row or a JSON list of pairs is expected") from error
+    if not rows:
+        raise InputError(f"manifest {path} has no rows: nothing to read")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise InputError(f"manifest {path}: a JSON manifest is a list of objects (or {{'pairs': [...]}})")
     specs = []
     for number, row in enumerate(rows, 1):
         if not row.get("t2"):
@@ -377,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
                 specs = source_specs(args.root, every_axis, args.clinical)
             except InputError as error:
                 parser.error(str(error))
+        if not specs:
+            raise InputError(f"no pairs found under {args.root}: give the folder that holds open_ms (and the other "
+                             "sources), e.g. ../shared/data")
         write_manifest(specs, args.output)
         print(f"wrote {args.output}")
         return 0
@@ -388,5 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # one-line errors, as the command line's
+    from CohfTSuperResLib.cli import reporting_errors
+
+    raise SystemExit(reporting_errors(main))

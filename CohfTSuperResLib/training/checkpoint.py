@@ -1,8 +1,9 @@
 """Training checkpoints without pickle: safetensors for tensors (model, Adam state, torch RNG) + JSON for the rest.
 
-A checkpoint is a folder holding ``model.safetensors``, ``optimizer.safetensors`` and ``state.json``;
-it is written to a temporary sibling folder and renamed into place, so a crash never leaves a
-half-written checkpoint behind.
+A checkpoint is a folder holding ``model.safetensors``, ``optimizer.safetensors`` and ``state.json`` (with the
+network's configuration and the optimiser's kind, compared with the run's on resuming); it is written to a
+temporary sibling folder and renamed into place, so a crash never leaves a half-written checkpoint behind (a crash
+between the two renames leaves the previous one as ``checkpoint.old``, which resuming then reads).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from CohfTSuperResLib.errors import InputError
 
 
 def snapshot_path(run: str | Path, iteration: int) -> Path:
@@ -47,7 +51,9 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     tensors, meta = _optimizer_tensors(optimizer)
     tensors["__torch_rng__"] = torch.get_rng_state()
     save_file(tensors, str(temporary / "optimizer.safetensors"))
-    (temporary / "state.json").write_text(json.dumps({**state, "optimizer": meta}, indent=1))
+    network = {"network": model.config.to_dict()} if hasattr(model, "config") else {}
+    (temporary / "state.json").write_text(json.dumps({**state, **network, "optimizer_kind": type(optimizer).__name__,
+                                                      "optimizer": meta}, indent=1))
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         if old.exists():
@@ -59,15 +65,46 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     return folder
 
 
-def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model, optimizer and torch RNG from a checkpoint folder; return its state dict."""
+def checkpoint_folder(folder: str | Path) -> Path | None:
+    """The checkpoint to resume from: `folder`, or the previous one left as FOLDER.old by a crash between the two
+    renames of save_checkpoint; None when there is neither."""
     folder = Path(folder)
-    if not (folder / "state.json").is_file():
-        raise FileNotFoundError(f"no checkpoint in {folder}")
-    state = json.loads((folder / "state.json").read_text())
-    device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in load_file(str(folder / "model.safetensors")).items()})
-    tensors = load_file(str(folder / "optimizer.safetensors"))
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        if (candidate / "state.json").is_file():
+            return candidate
+    return None
+
+
+def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model, optimizer and torch RNG from a checkpoint folder (checkpoint_folder); return its state dict.
+    InputError when there is none, when it is damaged, or when it holds another network or optimiser than the
+    run's."""
+    found = checkpoint_folder(folder)
+    if found is None:
+        raise InputError(f"no checkpoint in {folder} to resume from: start without --resume")
+    try:
+        state = json.loads((found / "state.json").read_text())
+        network, kind = state.pop("network", None), state.pop("optimizer_kind", None)
+        if network is not None and hasattr(model, "config") and network != model.config.to_dict():
+            wanted = model.config.to_dict()
+            differences = ", ".join(f"{name} {network.get(name)} (flags: {wanted[name]})" for name in wanted
+                                    if network.get(name) != wanted[name])
+            raise InputError(f"the checkpoint in {found} holds another network than the flags describe: "
+                             f"{differences}; resume with the run's own flags")
+        if kind is not None and kind != type(optimizer).__name__:
+            raise InputError(f"the checkpoint in {found} was trained with {kind}, the flags ask for "
+                             f"{type(optimizer).__name__}; resume with the run's own --optimizer")
+        device = next(model.parameters()).device
+        model.load_state_dict({k: v.to(device) for k, v in load_file(str(found / "model.safetensors")).items()})
+        tensors = load_file(str(found / "optimizer.safetensors"))
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, SafetensorError) as error:  # JSON errors are ValueErrors
+        raise InputError(f"the checkpoint in {found} can not be resumed: {_first_line(error)}; it is damaged or "
+                         "holds another network than the flags describe") from error
+    except RuntimeError as error:  # a checkpoint without a recorded configuration: the tensors do not fit
+        raise InputError(f"the checkpoint in {found} holds another network than the flags describe "
+                         f"({_first_line(error)}); resume with the run's own flags") from error
     torch.set_rng_state(tensors.pop("__torch_rng__"))
     meta = state.pop("optimizer")
     per_param: dict[int, dict[str, Any]] = {}
@@ -80,3 +117,9 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
         per_param.setdefault(int(index), {})[key] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
     return state
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's message (torch lists every tensor that does not fit, one per line)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

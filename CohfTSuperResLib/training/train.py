@@ -73,20 +73,38 @@ from CohfTSuperResLib.data.degradations import GUIDE_PARTS, GuideRandomisation, 
 from CohfTSuperResLib.data.pack import PackVolume, build_pack, read_pack, slice_sets, slice_views
 from CohfTSuperResLib.data.patches import PatchSampler
 from CohfTSuperResLib.data.planes import PlaneSampler, validation_factor, validation_planes
-from CohfTSuperResLib.errors import InputError, WeightsError
+from CohfTSuperResLib.errors import InputError, Terminated, WeightsError
 from CohfTSuperResLib.model import CohfTNet, build_model, count_parameters
 from CohfTSuperResLib.model.config import ADAIN_MODULATIONS, CROSS_POSITIONS
 from CohfTSuperResLib.options import SCALES, THROUGH_PLANE_FACTORS, THROUGH_PLANE_SCALE, VARIANTS
-from CohfTSuperResLib.training.checkpoint import load_checkpoint, save_checkpoint, snapshot_path
+from CohfTSuperResLib.training.checkpoint import (checkpoint_folder, load_checkpoint, save_checkpoint,
+                                                   snapshot_path)
 from CohfTSuperResLib.training.distributed import Distributed
-from CohfTSuperResLib.training.losses import CohfTLoss
+from CohfTSuperResLib.training.losses import SSIM_WINDOW, CohfTLoss
 from CohfTSuperResLib.training.optimisation import OPTIMIZERS, lr_at, make_optimizer
 from CohfTSuperResLib.training.validation import attention_health, log, on_device, validate
 from CohfTSuperResLib.weights.registry import find_model
 from CohfTSuperResLib.weights.storage import load_model, save_weights, sha256_of
 
 
+def _number(kind: type, low: float, low_included: bool = True, high: float | None = None) -> Any:
+    """An argparse type: `kind` (int or float), finite, above `low` (or equal where low_included), at most `high`."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not low_included) or \
+                (high is not None and value > high):
+            bound = f"{'at least' if low_included else 'above'} {low:g}"
+            bound += "" if high is None else f", at most {high:g}"
+            raise argparse.ArgumentTypeError(f"{text} is not {bound}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
+    count, positive = _number(int, 1), _number(float, 0.0, low_included=False)
     parser = argparse.ArgumentParser(prog="cohft-sr train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -111,20 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "'none' (paper's text: all tokens, no position)")
     parser.add_argument("--no-guide-input", action="store_true",
                         help="no direct T1 path into the input gate (the paper's network)")
-    parser.add_argument("--patch", type=int, default=64,
+    parser.add_argument("--patch", type=count, default=64,
                         help="LR patch side; slices smaller than that are used whole")
-    parser.add_argument("--batch-size", type=int, default=4, help="patches per step and rank")
-    parser.add_argument("--iterations", type=int, default=200_000, help="total iterations (stop there)")
-    parser.add_argument("--time-budget-minutes", type=float, default=None,
+    parser.add_argument("--batch-size", type=count, default=4, help="patches per step and rank")
+    parser.add_argument("--iterations", type=_number(int, 0), default=200_000, help="total iterations (stop there)")
+    parser.add_argument("--time-budget-minutes", type=positive, default=None,
                         help="stop cleanly after this much training time in this invocation (then validate, export)")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=positive, default=1e-4)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
                         help="adamw: decoupled decay, not on biases / norms / query-key / position; "
                              "adam: the paper's Adam with L2 on everything")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--lr-halve-every", type=int, default=50_000, help="halve the lr every this many iterations")
-    parser.add_argument("--alpha", type=float, default=0.95)
-    parser.add_argument("--lam", type=float, default=0.5)
+    parser.add_argument("--weight-decay", type=_number(float, 0.0), default=1e-4)
+    parser.add_argument("--lr-halve-every", type=count, default=50_000, help="halve the lr every this many iterations")
+    parser.add_argument("--alpha", type=_number(float, 0.0, high=1.0), default=0.95)
+    parser.add_argument("--lam", type=_number(float, 0.0), default=0.5)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-augment", action="store_true", help="no dihedral augmentation")
@@ -133,20 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guide-randomisation", default="all",
                         help="comma-separated parts of the T1 randomisation of guided models "
                              f"({', '.join(GUIDE_PARTS)}), each optionally PART=CHANCE; 'all' or 'none'")
-    parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint + validate this often")
-    parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N iterations")
+    parser.add_argument("--checkpoint-minutes", type=positive, default=5.0, help="checkpoint + validate this often")
+    parser.add_argument("--checkpoint-every", type=count, default=None, help="also checkpoint every N iterations")
     parser.add_argument("--keep-snapshots", action="store_true",
                         help="also keep every checkpoint's weights as OUT/snapshots/itNNNNNN.safetensors (config in "
                              "the header), to choose among them on another source afterwards")
-    parser.add_argument("--val-slices", type=int, default=12, help="slab size of a 'split' volume's validation")
-    parser.add_argument("--val-max-slices", type=int, default=None, help="validate on at most this many slices")
-    parser.add_argument("--log-every", type=int, default=20)
+    parser.add_argument("--val-slices", type=count, default=12, help="slab size of a 'split' volume's validation")
+    parser.add_argument("--val-max-slices", type=count, default=None, help="validate on at most this many slices")
+    parser.add_argument("--log-every", type=count, default=20)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     parser.add_argument("--init", default=None, metavar="WEIGHTS",
                         help="fine-tune: start from this .safetensors file, or 'shipped' for the shipped model "
                              "of --variant/--scale/--no-t1 (fresh optimiser)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--threads", type=count, default=None, help="torch CPU threads per process")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -201,6 +219,27 @@ def load_initial_weights(model: CohfTNet, source: str, variant: str) -> dict[str
     return {"source": source, "path": str(path), "sha256": digest}
 
 
+def _command_line() -> str:
+    """This process's command line, as the user typed it where it was `cohft-sr`."""
+    if sys.argv[0].endswith("cohft-sr"):
+        return "cohft-sr " + " ".join(sys.argv[1:])
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def _keep_log_rows(path: Path, iteration: int) -> None:
+    """Drop the training-log rows after `iteration` (logged after the checkpoint a resume starts from, and logged
+    again by the resumed run)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = reader.fieldnames, [row for row in reader if int(row["iteration"]) <= iteration]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns or [])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as handle:
@@ -241,8 +280,21 @@ class Trainer:
     def __init__(self, env: Distributed, args: argparse.Namespace) -> None:
         self.env, self.args, self.device, self.out = env, args, env.device, args.out
         self.log = log if env.main else (lambda _message: None)
+        if args.iterations == 0 and args.init is None and not args.resume:
+            raise InputError("--iterations 0 trains nothing; it scores the starting weights of --init (or a resumed "
+                             "run) without training")
+        scale = THROUGH_PLANE_SCALE if args.through_plane else args.scale
+        if args.patch * scale < SSIM_WINDOW:
+            raise InputError(f"--patch {args.patch} gives HR patches of {args.patch * scale} pixels a side; the SSIM "
+                             f"loss needs {SSIM_WINDOW}: use --patch {math.ceil(SSIM_WINDOW / scale)} or more")
+        if not args.resume and (checkpoint_folder(self.out / "checkpoint") or (self.out / "best.safetensors").exists()):
+            raise InputError(f"{self.out} already holds a training run: add --resume to continue it, or choose "
+                             "another --out (nothing was changed)")
         if env.main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise InputError(f"--out {self.out} can not be created: {error.strerror}") from error
         self.use_t1 = not args.no_t1
         started = time.time()
         volumes, source = training_volumes(args, self.log)
@@ -261,7 +313,6 @@ class Trainer:
                  f"{len(self.train_volumes)} volumes, {self.val_data.num_slices} validation "
                  f"{'planes' if args.through_plane else 'slices'} ({time.time() - started:.0f} s)")
         torch.manual_seed(args.seed)
-        scale = THROUGH_PLANE_SCALE if args.through_plane else args.scale
         model = build_model(args.variant, scale, use_t1=self.use_t1, inter_head=not args.no_inter_head,
                             adain=not args.no_adain, adain_modulation=args.adain_modulation,
                             cross_position=args.cross_position, guide_input=not args.no_guide_input)
@@ -271,11 +322,16 @@ class Trainer:
         if args.resume:
             self.state = load_checkpoint(self.out / "checkpoint", self.model, self.optimizer)
             self.log(f"resumed from iteration {self.state['iteration']}")
+            if env.main:
+                _keep_log_rows(self.out / "train_log.csv", int(self.state["iteration"]))
         elif args.init is not None:
             self.state["init"] = load_initial_weights(self.model, args.init, args.variant)
             copied = f"; tensors {self.state['init']['tensors']}" if "tensors" in self.state["init"] else ""
             self.log(f"starting from {self.state['init']['path']} (sha256 {self.state['init']['sha256'][:12]}...)"
                      f"{copied}")
+        # every invocation of the run (a resume may change the schedule, the data or the randomisation): run.json
+        self.state["invocations"] = [*self.state.get("invocations", []), {
+            "command": _command_line(), "from_iteration": int(self.state["iteration"]), "data": source}]
         self.net = self.model
         if env.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -337,9 +393,25 @@ class Trainer:
         return metrics
 
     def loop(self) -> int:
-        """Steps until the iteration count or the time budget, checkpointing on the way; the last iteration."""
+        """Steps until the iteration count or the time budget, checkpointing on the way; the last iteration. Stopped
+        by Ctrl-C or a signal (errors.Terminated), a single-process run first writes a checkpoint where it is (not
+        validated), so that --resume loses nothing."""
+        iteration = int(self.state["iteration"])
+        if iteration >= self.args.iterations:
+            self.log(f"nothing to train: the run is at iteration {iteration}, --iterations {self.args.iterations}")
+        try:
+            return self._steps()
+        except (KeyboardInterrupt, Terminated):
+            if not self.env.enabled:  # with several processes, the others may be gone: no collective step here
+                self.state["iteration"] = self.iteration
+                save_checkpoint(self.out / "checkpoint", self.model, self.optimizer, self.state)
+                self.log(f"stopped at iteration {self.iteration}; checkpoint written: continue with --resume")
+            raise
+
+    def _steps(self) -> int:
+        """The loop of `loop`; self.iteration follows the iterations done."""
         args, state = self.args, self.state
-        iteration = int(state["iteration"])
+        iteration = self.iteration = int(state["iteration"])
         loop_start = last_checkpoint = step_start = time.time()
         budget = None if args.time_budget_minutes is None else 60.0 * args.time_budget_minutes
         progress = None
@@ -366,7 +438,7 @@ class Trainer:
                 self.checkpoint(iteration)
                 last_checkpoint = step_start = time.time()
             parts = self.step(iteration)
-            iteration += 1
+            iteration = self.iteration = iteration + 1
             for key in ("total", "mse_image", "ssim_image"):
                 running[key] = running.get(key, 0.0) + float(parts[key].detach())
             count += 1
@@ -400,9 +472,9 @@ class Trainer:
         args, state = self.args, self.state
         save_weights(self.model, self.out / "last.safetensors", _weights_metadata(args, iteration, final))
         summary = {
-            "command": "cohft-sr " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("cohft-sr")
-            else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": _command_line(),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "invocations": state["invocations"],
             "iterations": iteration, "train_seconds": round(state["train_seconds"], 1),
             "best": state["best"], "final": {"iteration": iteration, **final}, "init": state.get("init"),
             "hardware": _hardware(self.device), "world_size": self.env.world, "torch": torch.__version__,
@@ -458,5 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `python -m` and `torchrun -m`: the command line's one-line errors and signals
+    from CohfTSuperResLib.cli import main as command_line
+
+    raise SystemExit(command_line(["train", *sys.argv[1:]]))
