@@ -105,6 +105,18 @@ def test_weights_round_trip_and_sha256(tmp_path):
         assert torch.equal(tensor, loaded.state_dict()[name])
 
 
+def test_written_weights_get_the_permissions_of_the_umask(tmp_path):
+    """safetensors alone writes 0600 whatever the umask, locking a shared run folder away from a team."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        save_weights(tiny_model(2), tmp_path / "w.safetensors")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def weights_file(folder: Path, damage: str) -> Path:
     """A tiny x2 weights file in `folder`, then damaged: 'missing', 'truncated', 'not_safetensors' (or left alone)."""
     path = folder / "m.safetensors"

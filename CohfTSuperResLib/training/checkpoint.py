@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from CohfTSuperResLib.errors import InputError
+from CohfTSuperResLib.weights.storage import write_safetensors
 
 
 def snapshot_path(run: str | Path, iteration: int) -> Path:
@@ -47,10 +48,10 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
         shutil.rmtree(temporary)
     temporary.mkdir(parents=True)
     model_state = {name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
-    save_file(model_state, str(temporary / "model.safetensors"))
+    write_safetensors(model_state, temporary / "model.safetensors")
     tensors, meta = _optimizer_tensors(optimizer)
     tensors["__torch_rng__"] = torch.get_rng_state()
-    save_file(tensors, str(temporary / "optimizer.safetensors"))
+    write_safetensors(tensors, temporary / "optimizer.safetensors")
     network = {"network": model.config.to_dict()} if hasattr(model, "config") else {}
     (temporary / "state.json").write_text(json.dumps({**state, **network, "optimizer_kind": type(optimizer).__name__,
                                                       "optimizer": meta}, indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,19 @@ def save_weights(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".partial")
-    save_file(tensors, str(temporary), metadata=header)
+    write_safetensors(tensors, temporary, header)
     temporary.replace(path)
     return sha256_of(path)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                      metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, with the permissions any new file of this process gets (save_file makes the file
+    readable by its owner only, whatever the umask, which locks a shared training folder away from a team)."""
+    save_file(tensors, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def config_of(metadata: dict[str, Any], name: str) -> CohfTConfig:
