@@ -370,6 +370,13 @@ def _export(args: argparse.Namespace) -> int:
         raise InputError(f"the ONNX output must end in .onnx, got {args.output.name}")
     if args.model is not None and args.output.exists() and os.path.samefile(args.output, args.model):
         raise InputError(f"the ONNX output {args.output} is the weights file it is exported from")
+    folder = args.output.parent
+    try:  # before the export, which takes a while
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot write {args.output}: its folder can not be created ({error.strerror})") from error
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write {args.output}: its folder {folder} is not writable")
     scale = THROUGH_PLANE_SCALE if args.through_plane else args.scale
     network = load_model(args.model) if args.model else find_model(args.variant, scale, not args.no_t1).load()
     print(f"wrote {export_onnx(network, args.output, args.opset)}")

@@ -125,6 +125,11 @@ def test_export_command(tmp_path, capsys):
     assert OnnxRunner(tmp_path / "x3.onnx", "cpu").config.scale == 3
     assert "torchvision" not in capsys.readouterr().err
     assert main(["export-onnx", "--model", str(weights), "-o", str(tmp_path / "x3.pt")]) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    capsys.readouterr()
+    assert main(["export-onnx", "--model", str(weights), "-o", str(blocker / "x3.onnx")]) == 1  # before exporting
+    assert "its folder can not be created" in capsys.readouterr().err
 
 
 def test_damaged_cache_is_exported_again_not_used(tmp_path, monkeypatch):

@@ -187,6 +187,8 @@ def test_a_damaged_pack_or_manifest_is_one_error_naming_the_file(manifest: Path,
     pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
     with pytest.raises(InputError, match=f"{pack} is not a readable training pack .*rebuild it"):
         read_pack(pack)
+    with pytest.raises(InputError, match="a training pack is an .npz file"):
+        write_pack([], tmp_path / "pack.zip")
     (tmp_path / "empty.csv").write_text("subject,role,t2,t1\n")
     (tmp_path / "broken.json").write_text("{\"pairs\": [")
     for path, message in ((tmp_path / "empty.csv", "has no rows"), (tmp_path / "broken.json", "can not be read")):

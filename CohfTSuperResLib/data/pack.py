@@ -180,17 +180,27 @@ def build_pack(manifest: str | Path, val_slices: int = 12, guard: int = 4,
 
 def write_pack(volumes: list[PackVolume], path: str | Path, source: dict[str, Any] | None = None) -> Path:
     """Write the volumes as one compressed .npz (float16 slices, JSON header); returns the path."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise InputError(f"a training pack is an .npz file, got {path.name}")
+    path = check_pack_path(path)
     meta = {"version": PACK_VERSION, "source": source or {}, "volumes": [_entry(v) for v in volumes]}
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     for number, volume in enumerate(volumes):
         arrays[f"hr_{number}"], arrays[f"t1_{number}"] = _byte_planes(volume.hr), _byte_planes(volume.t1)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".partial.npz")
-    np.savez_compressed(temporary, **arrays)
-    temporary.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(temporary, **arrays)
+        temporary.replace(path)
+    except OSError as error:  # e.g. a full disk: no partial file left behind
+        temporary.unlink(missing_ok=True)
+        raise InputError(f"cannot write the training pack {path}: {error.strerror or error}") from error
+    return path
+
+
+def check_pack_path(path: str | Path) -> Path:
+    """The path of a pack to write; InputError, before any volume is read, unless it is an .npz file."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise InputError(f"a training pack is an .npz file, got {path.name}")
     return path
 
 
@@ -263,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="pack file to write (.npz)")
     parser.add_argument("--val-slices", type=int, default=12, help="slab size of a 'split' volume's validation")
     args = parser.parse_args(argv)
+    check_pack_path(args.out)
     volumes = build_pack(args.manifest, args.val_slices, log=lambda message: print(message, flush=True))
     path = write_pack(volumes, args.out, {"manifest": str(args.manifest), "val_slices": args.val_slices})
     slices = {role: sum(v.hr.shape[0] for v in slice_views(volumes) if v.role == role) for role in PACK_ROLES}
