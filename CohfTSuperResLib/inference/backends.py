@@ -82,7 +82,8 @@ def load_runner(options: RunOptions, use_t1: bool, adapt: Callable[[CohfTNet], C
     path = options.model_path
     if path is not None and path.suffix == ".onnx":
         if options.backend != "onnx":
-            raise InputError(f"{path.name} is an ONNX model: use backend='onnx', or give a .safetensors weights file")
+            raise InputError(f"{path.name} is an ONNX model: use the ONNX backend (--backend onnx; backend='onnx'), "
+                             "or give a .safetensors weights file")
         runner = OnnxSessionRunner(OnnxRunner(path, options.device))
         _check_fits(runner.config, options.network_scale, use_t1, path)
         return runner
