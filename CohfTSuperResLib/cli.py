@@ -39,8 +39,8 @@ from CohfTSuperResLib.options import (
 
 PROG = "cohft-sr"
 DEBUG_ENV = "COHFT_SR_DEBUG"
+DEFAULT_SCALE = 2  # in-plane, where --scale is not given
 # subcommand -> module with its own main(argv)
-DEFAULT_SCALE = 2
 DELEGATED = {"train": "training.train", "evaluate": "evaluation.evaluate", "pack": "data.pack"}
 SIGNAL_STATUS = {signal.SIGTERM: 143, signal.SIGHUP: 129}
 
