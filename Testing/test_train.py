@@ -226,6 +226,7 @@ def test_t1_model_needs_t1_and_validation_data(manifest: Path, tmp_path: Path) -
     write_manifest([spec for spec in read_manifest(manifest) if spec.role == "train"], tmp_path / "no_val.csv")
     with pytest.raises(ValueError, match="no validation slices"):
         _run(tmp_path / "no_val.csv", tmp_path / "y", "--iterations", "1")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # a refused run leaves no folder
 
 
 def test_init_fine_tunes_from_a_weights_file_and_resume_keeps_the_record(manifest: Path, tmp_path: Path) -> None:

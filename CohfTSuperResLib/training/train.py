@@ -290,11 +290,6 @@ class Trainer:
         if not args.resume and (checkpoint_folder(self.out / "checkpoint") or (self.out / "best.safetensors").exists()):
             raise InputError(f"{self.out} already holds a training run: add --resume to continue it, or choose "
                              "another --out (nothing was changed)")
-        if env.main:
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise InputError(f"--out {self.out} can not be created: {error.strerror}") from error
         self.use_t1 = not args.no_t1
         started = time.time()
         volumes, source = training_volumes(args, self.log)
@@ -350,6 +345,11 @@ class Trainer:
                  f"{count_parameters(self.model):,} parameters, device {_hardware(self.device)}, world size "
                  f"{env.world}; LR patches of {self.sampler.patch_shape[0]} x {self.sampler.patch_shape[1]}; guide "
                  f"randomisation: {parts}")
+        if env.main:  # only now: a run refused for its data or flags leaves no folder behind
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise InputError(f"--out {self.out} can not be created: {error.strerror}") from error
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         """One optimiser step on the batch of `iteration`; the loss and its parts."""
