@@ -139,7 +139,7 @@ def test_network_switches_reach_the_weights_header(manifest: Path, tmp_path: Pat
     assert float(val["cross_qk_rms"]) > 0 and 0 < float(val["cross_entropy"]) <= 1
 
 
-def test_a_finished_run_is_kept_unless_resumed(manifest: Path, tmp_path: Path) -> None:
+def test_a_finished_run_is_kept_unless_resumed(manifest: Path, tmp_path: Path, capsys) -> None:
     """A second run into the folder of a finished one is refused (nothing changed); a resume with another network
     or optimiser is refused in one line; the checkpoint left as checkpoint.old by a crash between its two renames is
     resumed; each invocation is recorded in run.json."""
@@ -155,9 +155,13 @@ def test_a_finished_run_is_kept_unless_resumed(manifest: Path, tmp_path: Path) -
             _run(manifest, out, "--iterations", "3", "--resume", *flags)
         assert len(str(error.value)) < 300
     (out / "checkpoint").rename(out / "checkpoint.old")
-    _run(manifest, out, "--iterations", "3", "--resume")
+    copy = tmp_path / "copy.csv"
+    write_manifest(read_manifest(manifest), copy)
+    _run(copy, out, "--iterations", "3", "--resume")  # on another manifest: said, and recorded
+    assert f"note: resuming on {copy}; the run's last invocation trained on {manifest}" in capsys.readouterr().err
     summary = json.loads((out / "run.json").read_text())
     assert [call["from_iteration"] for call in summary["invocations"]] == [0, 2]
+    assert [call["data"] for call in summary["invocations"]] == [str(manifest), str(copy)]
     with pytest.raises(InputError, match="no checkpoint in .* to resume from"):
         _run(manifest, tmp_path / "empty", "--iterations", "1", "--resume")
 

@@ -325,7 +325,10 @@ class Trainer:
             self.log(f"starting from {self.state['init']['path']} (sha256 {self.state['init']['sha256'][:12]}...)"
                      f"{copied}")
         # every invocation of the run (a resume may change the schedule, the data or the randomisation): run.json
-        self.state["invocations"] = [*self.state.get("invocations", []), {
+        earlier = self.state.get("invocations", [])
+        if earlier and earlier[-1]["data"] != source:
+            self.log(f"note: resuming on {source}; the run's last invocation trained on {earlier[-1]['data']}")
+        self.state["invocations"] = [*earlier, {
             "command": _command_line(), "from_iteration": int(self.state["iteration"]), "data": source}]
         self.net = self.model
         if env.enabled:
