@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from CohfTSuperResLib.errors import InputError
-from CohfTSuperResLib.weights.storage import write_safetensors
+from CohfTSuperResLib.weights.storage import config_differences, state_dict_problem, write_safetensors
 
 
 def snapshot_path(run: str | Path, iteration: int) -> Path:
@@ -87,11 +87,9 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
         state = json.loads((found / "state.json").read_text())
         network, kind = state.pop("network", None), state.pop("optimizer_kind", None)
         if network is not None and hasattr(model, "config") and network != model.config.to_dict():
-            wanted = model.config.to_dict()
-            differences = ", ".join(f"{name} {network.get(name)} (flags: {wanted[name]})" for name in wanted
-                                    if network.get(name) != wanted[name])
             raise InputError(f"the checkpoint in {found} holds another network than the flags describe: "
-                             f"{differences}; resume with the run's own flags")
+                             f"{config_differences(network, model.config.to_dict())}; resume with the run's own "
+                             "flags")
         if kind is not None and kind != type(optimizer).__name__:
             raise InputError(f"the checkpoint in {found} was trained with {kind}, the flags ask for "
                              f"{type(optimizer).__name__}; resume with the run's own --optimizer")
@@ -101,11 +99,11 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     except InputError:
         raise
     except (OSError, ValueError, KeyError, SafetensorError) as error:  # JSON errors are ValueErrors
-        raise InputError(f"the checkpoint in {found} can not be resumed: {_first_line(error)}; it is damaged or "
-                         "holds another network than the flags describe") from error
+        raise InputError(f"the checkpoint in {found} can not be resumed ({type(error).__name__}: {error}); it is "
+                         "damaged or holds another network than the flags describe") from error
     except RuntimeError as error:  # a checkpoint without a recorded configuration: the tensors do not fit
         raise InputError(f"the checkpoint in {found} holds another network than the flags describe "
-                         f"({_first_line(error)}); resume with the run's own flags") from error
+                         f"({state_dict_problem(error)}); resume with the run's own flags") from error
     torch.set_rng_state(tensors.pop("__torch_rng__"))
     meta = state.pop("optimizer")
     per_param: dict[int, dict[str, Any]] = {}
@@ -119,8 +117,3 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
     return state
 
-
-def _first_line(error: BaseException) -> str:
-    """The first line of an error's message (torch lists every tensor that does not fit, one per line)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

@@ -84,7 +84,7 @@ from CohfTSuperResLib.training.losses import SSIM_WINDOW, CohfTLoss
 from CohfTSuperResLib.training.optimisation import OPTIMIZERS, lr_at, make_optimizer
 from CohfTSuperResLib.training.validation import attention_health, log, on_device, validate
 from CohfTSuperResLib.weights.registry import find_model
-from CohfTSuperResLib.weights.storage import load_model, save_weights, sha256_of
+from CohfTSuperResLib.weights.storage import config_differences, load_model, save_weights, sha256_of
 
 
 def _number(kind: type, low: float, low_included: bool = True, high: float | None = None) -> Any:
@@ -212,9 +212,8 @@ def load_initial_weights(model: CohfTNet, source: str, variant: str) -> dict[str
         return {"source": source, "path": str(path), "sha256": digest,
                 "tensors": f"{len(fitting)} of {len(own)} (those whose shape fits)"}
     if found != wanted:
-        differences = ", ".join(f"{name} {found[name]} (flags: {wanted[name]})" for name in wanted
-                                if found[name] != wanted[name])
-        raise WeightsError(f"--init {path.name} holds another network than the flags describe: {differences}")
+        raise WeightsError(f"--init {path.name} holds another network than the flags describe: "
+                           f"{config_differences(found, wanted)}")
     model.load_state_dict(initial.state_dict())
     return {"source": source, "path": str(path), "sha256": digest}
 

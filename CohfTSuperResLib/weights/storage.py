@@ -35,6 +35,19 @@ def save_weights(
     return sha256_of(path)
 
 
+def state_dict_problem(error: BaseException) -> str:
+    """What a failed load_state_dict says, in one line: torch lists every tensor that does not fit, one per line
+    under a header; the first of them and a count are what a reader can use."""
+    problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [str(error)]
+    return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
+def config_differences(found: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """'NAME STORED (flags: WANTED)' for every setting in which a stored network differs from the flags' one."""
+    return ", ".join(f"{name} {found.get(name)} (flags: {wanted[name]})" for name in wanted
+                     if found.get(name) != wanted[name])
+
+
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
                       metadata: dict[str, str] | None = None) -> None:
     """safetensors' save_file, with the permissions any new file of this process gets (save_file makes the file
@@ -97,11 +110,8 @@ def load_model(path: str | Path, expected_sha256: str | None = None, device: str
         model = CohfTNet(config)
         model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
     except (RuntimeError, TypeError, ValueError) as error:
-        # torch lists every tensor that does not fit, one per line: the first and a count are what a reader can use
-        problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [str(error)]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise WeightsError(f"model weights {path.name} do not fit the Cohf-T network their header describes: "
-                           f"{problems[0]}{more}; the file is damaged or its header was changed") from error
+                           f"{state_dict_problem(error)}; the file is damaged or its header was changed") from error
     broken = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
     if broken:
         raise WeightsError(
